@@ -1,0 +1,82 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sink delivers records to an external system (Kafka, a webhook, stdout). The relay calls Send from
+// several goroutines at once (one per lane), so implementations must be safe for concurrent use.
+//
+// Send delivers batch in order and returns only when every record in it is durable (acked) or has failed.
+// Records of one Key always arrive in the same lane, in commit order, so a sink that preserves the
+// order within a batch preserves the order per key. Send returns:
+//   - nil when every record is durable;
+//   - an error wrapping ErrUnavailable when the destination cannot take anything now (broker down,
+//     topic missing): the relay blocks and retries the whole batch, counts no attempt, dead-letters nothing
+//     and keeps the slot where it is;
+//   - a *BatchError whose Errs[i] is nil for each delivered record and non-nil for each failed one;
+//     a failure wrapping ErrPermanent is dead-lettered at once, any other one is retried with backoff
+//     until the relay's MaxAttempts;
+//   - any other error: every record of the batch failed with it.
+type Sink interface {
+	Send(ctx context.Context, batch []Record) error
+}
+
+// Handler is an in-process destination: it returns nil once the message is handled.
+// A returned error (or a panic) counts as a failed attempt.
+type Handler func(ctx context.Context, m Message) error
+
+var (
+	// ErrUnavailable marks a systemic failure: the sink cannot deliver anything right now.
+	ErrUnavailable = errors.New("outbox: sink unavailable")
+	// ErrPermanent marks a failure that retrying cannot fix (too large, rejected by the receiver).
+	ErrPermanent = errors.New("outbox: permanent delivery failure")
+)
+
+// BatchError reports per-record results of a Sink.Send: Errs has one entry per record of the batch,
+// nil for each delivered one.
+type BatchError struct {
+	Errs []error
+}
+
+func (e *BatchError) Error() string {
+	failed := 0
+	var first error
+	for _, err := range e.Errs {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return fmt.Sprintf("outbox: %d of %d records failed, first: %v", failed, len(e.Errs), first)
+}
+
+// Unavailable wraps err as a systemic failure (see ErrUnavailable).
+func Unavailable(err error) error { return &classified{kind: ErrUnavailable, err: err} }
+
+// Permanent wraps err as a permanent per-record failure (see ErrPermanent).
+func Permanent(err error) error { return &classified{kind: ErrPermanent, err: err} }
+
+type classified struct {
+	kind error
+	err  error
+}
+
+func (c *classified) Error() string {
+	if c.err == nil {
+		return c.kind.Error()
+	}
+	return c.err.Error()
+}
+
+func (c *classified) Unwrap() []error { return []error{c.kind, c.err} }
+
+// IsUnavailable reports whether err marks the sink as unavailable (systemic).
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// IsPermanent reports whether err is a permanent per-record failure.
+func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
