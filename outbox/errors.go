@@ -12,3 +12,6 @@ var (
 	// ErrNotMigrated is returned when the outbox table or its schema does not exist.
 	ErrNotMigrated = errors.New("outbox: schema not migrated")
 )
+
+// ErrUnknownDestination is the dead-letter reason of a message whose destination has no handler or sink.
+var ErrUnknownDestination = errors.New("outbox: unknown destination")

@@ -107,7 +107,17 @@ func startContainer() (u string, err error) {
 // New creates a fresh database for t on the test cluster and drops it when t ends.
 func New(t testing.TB) *DB {
 	t.Helper()
-	server := Server(t)
+	return newOn(t, Server(t))
+}
+
+// NewDB creates a fresh database on the private cluster c, dropped when t ends.
+func (c *Cluster) NewDB(t testing.TB) *DB {
+	t.Helper()
+	return newOn(t, c.URL)
+}
+
+func newOn(t testing.TB, server string) *DB {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

@@ -1,0 +1,12 @@
+package outbox_test
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func mustV7() string { return uuid.Must(uuid.NewV7()).String() }
+
+func pgxpoolNew(conn string) (*pgxpool.Pool, error) { return pgxpool.New(context.Background(), conn) }

@@ -1,0 +1,140 @@
+package outbox
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Option configures a Relay started with Start.
+type Option func(*relayConfig)
+
+type relayConfig struct {
+	maxAttempts     int
+	backoffMin      time.Duration
+	backoffMax      time.Duration
+	slot            string
+	createSlot      bool
+	sinks           map[Destination]Sink
+	logger          *zap.Logger
+	lanes           int
+	maxInFlight     int
+	batchSize       int
+	streaming       bool
+	instanceID      string
+	statusInterval  time.Duration
+	retention       time.Duration
+	retentionMargin time.Duration
+	pruneInterval   time.Duration
+	pruneBatch      int
+	handlerTimeout  time.Duration
+	spillDir        string
+	streamMemory    int
+	maxPayloadBytes int
+	observer        Observer
+}
+
+func defaultRelayConfig() relayConfig {
+	return relayConfig{
+		maxAttempts:     10,
+		backoffMin:      100 * time.Millisecond,
+		backoffMax:      30 * time.Second,
+		createSlot:      true,
+		sinks:           map[Destination]Sink{},
+		logger:          zap.NewNop(),
+		lanes:           16,
+		maxInFlight:     20_000,
+		batchSize:       500,
+		statusInterval:  time.Second,
+		retention:       24 * time.Hour,
+		retentionMargin: 5 * time.Minute,
+		pruneInterval:   time.Minute,
+		pruneBatch:      1000,
+		handlerTimeout:  30 * time.Second,
+		streamMemory:    64 << 20,
+	}
+}
+
+func (c *relayConfig) validate() error {
+	switch {
+	case c.maxAttempts < 1:
+		return fmt.Errorf("outbox: WithMaxAttempts(%d): must be at least 1", c.maxAttempts)
+	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
+		return fmt.Errorf("outbox: WithRetryBackoff(%s, %s): need 0 < min <= max", c.backoffMin, c.backoffMax)
+	case c.lanes < 1 || c.lanes > 4096:
+		return fmt.Errorf("outbox: WithLanes(%d): must be between 1 and 4096", c.lanes)
+	case c.maxInFlight < 1:
+		return fmt.Errorf("outbox: WithMaxInFlight(%d): must be at least 1", c.maxInFlight)
+	case c.batchSize < 1:
+		return fmt.Errorf("outbox: WithBatchSize(%d): must be at least 1", c.batchSize)
+	case c.statusInterval < 10*time.Millisecond:
+		return fmt.Errorf("outbox: WithStatusInterval(%s): must be at least 10ms", c.statusInterval)
+	case c.retention < 0:
+		return fmt.Errorf("outbox: WithRetention(%s): must not be negative", c.retention)
+	}
+	return nil
+}
+
+// WithMaxAttempts sets how many times a message is tried before it is dead-lettered (default 10).
+func WithMaxAttempts(n int) Option { return func(c *relayConfig) { c.maxAttempts = n } }
+
+// WithRetryBackoff sets the capped exponential backoff between attempts (defaults 100ms and 30s);
+// each wait gets up to 20% jitter.
+func WithRetryBackoff(min, max time.Duration) Option {
+	return func(c *relayConfig) { c.backoffMin, c.backoffMax = min, max }
+}
+
+// WithSlotName sets the replication slot (default DefaultSlotName(schema)); it must match ^[a-z0-9_]{1,63}$.
+func WithSlotName(name string) Option { return func(c *relayConfig) { c.slot = name } }
+
+// WithCreateSlot(false) forbids creating the slot: Start fails when it does not exist (default true).
+func WithCreateSlot(create bool) Option { return func(c *relayConfig) { c.createSlot = create } }
+
+// WithSink routes destination dest to sink s (a Kafka topic, a webhook, stdout). A destination with
+// both a handler and a sink uses the sink.
+func WithSink(dest Destination, s Sink) Option { return func(c *relayConfig) { c.sinks[dest] = s } }
+
+// WithLogger sets the logger (default zap.NewNop()); the relay names its children "relay", "replication".
+func WithLogger(l *zap.Logger) Option {
+	return func(c *relayConfig) {
+		if l != nil {
+			c.logger = l
+		}
+	}
+}
+
+// WithLanes sets how many keys are delivered in parallel (default 16). Messages of one key always
+// share a lane, so they are delivered in commit order.
+func WithLanes(n int) Option { return func(c *relayConfig) { c.lanes = n } }
+
+// WithMaxInFlight bounds the messages received but not yet acked (default 20,000): past it the relay
+// stops reading the WAL until acks catch up, which bounds memory.
+func WithMaxInFlight(n int) Option { return func(c *relayConfig) { c.maxInFlight = n } }
+
+// WithBatchSize sets the most messages a lane hands a Sink in one Send (default 500).
+func WithBatchSize(n int) Option { return func(c *relayConfig) { c.batchSize = n } }
+
+// WithStreaming turns on pgoutput protocol v2 streaming of large in-progress transactions (default off):
+// chunks are buffered (and spilled to disk past memoryLimit bytes) until the transaction commits.
+func WithStreaming(on bool, memoryLimit int, spillDir string) Option {
+	return func(c *relayConfig) { c.streaming, c.streamMemory, c.spillDir = on, memoryLimit, spillDir }
+}
+
+// WithInstanceID names this relay instance; the replication connection's application_name is
+// "pgoutbox-<id>" (default: host name and process id).
+func WithInstanceID(id string) Option { return func(c *relayConfig) { c.instanceID = id } }
+
+// WithStatusInterval sets how often the confirmed position is reported to PostgreSQL (default 1s).
+func WithStatusInterval(d time.Duration) Option { return func(c *relayConfig) { c.statusInterval = d } }
+
+// WithRetention sets how long delivered outbox rows are kept for replay (default 24h; 0 keeps them
+// forever). Rows are pruned only when older than both the retention and the slot's last confirmed
+// commit time minus a margin.
+func WithRetention(d time.Duration) Option { return func(c *relayConfig) { c.retention = d } }
+
+// WithHandlerTimeout bounds one Handler call or Sink.Send (default 30s); a timeout counts as a failure.
+func WithHandlerTimeout(d time.Duration) Option { return func(c *relayConfig) { c.handlerTimeout = d } }
+
+// WithObserver receives delivery events, for metrics (see Observer).
+func WithObserver(o Observer) Option { return func(c *relayConfig) { c.observer = o } }

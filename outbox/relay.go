@@ -1,0 +1,465 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgoutbox/pgoutbox/decoder"
+	"github.com/pgoutbox/pgoutbox/outbox/internal/watermark"
+	"github.com/pgoutbox/pgoutbox/replication"
+)
+
+// Relay streams committed outbox messages from the WAL and delivers them to handlers and sinks.
+// The slot's confirmed position moves only past messages that were acked (delivered or dead-lettered),
+// so a relay that stops or crashes resumes without loss. Its methods are safe for concurrent use.
+type Relay struct {
+	cfg      relayConfig
+	schema   string
+	pool     *pgxpool.Pool
+	handlers map[Destination]Handler
+	log      *zap.Logger
+
+	stream  *replication.Stream
+	dec     *decoder.Decoder
+	tracker *watermark.Tracker
+	commits commitLog
+	lanes   []*lane
+	seed    maphash.Seed
+	sem     chan struct{} // one token per message in flight
+
+	// decode-goroutine state
+	cols          map[*decoder.Relation]*columnIndex
+	cur           *watermark.Tx
+	curCommit     time.Time
+	curLSN        pglogrepl.LSN
+	skipping      bool
+	lastCommitLSN pglogrepl.LSN
+	rr            uint64
+
+	stopDecode context.CancelFunc // stops reading the WAL (Stop's first step)
+	cancel     context.CancelFunc // stops everything
+	done       chan struct{}
+	err        error
+	stopOnce   sync.Once
+	stopped    atomic.Bool
+
+	blockedMu sync.Mutex
+	blocked   map[Destination]string
+
+	delivered, deadLettered, failures atomic.Int64
+}
+
+// Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
+// slot, starts streaming from the slot's confirmed position and delivers each message to the handler
+// or sink of its destination. Start returns once the relay streams or waits as a standby; slot, schema
+// and publication problems are returned right away. The relay runs until Stop, or until ctx is
+// cancelled (a hard stop: nothing is drained; what was not confirmed is re-delivered on the next start).
+func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, opts ...Option) (*Relay, error) {
+	if err := ValidateSchemaName(schema); err != nil {
+		return nil, err
+	}
+	if pool == nil {
+		return nil, errors.New("outbox: Start: nil pool")
+	}
+	cfg := defaultRelayConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.slot == "" {
+		cfg.slot = DefaultSlotName(schema)
+	}
+	if cfg.instanceID == "" {
+		host, _ := os.Hostname()
+		cfg.instanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	for dest, h := range handlers {
+		if h == nil {
+			return nil, fmt.Errorf("outbox: Start: handler for destination %q is nil", dest)
+		}
+	}
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", TableName(schema)).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("outbox: Start: check outbox table: %w", err)
+	}
+	if !exists {
+		return nil, fmt.Errorf("%w: %s does not exist: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first", ErrNotMigrated, TableName(schema), schema)
+	}
+
+	log := cfg.logger.Named("relay")
+	stream, err := replication.New(pool.Config().ConnString(), replication.Config{
+		Slot:           cfg.slot,
+		Publication:    PublicationName(schema),
+		Schema:         schema,
+		InstanceID:     cfg.instanceID,
+		CreateSlot:     cfg.createSlot,
+		Streaming:      cfg.streaming,
+		StatusInterval: cfg.statusInterval,
+	}, replication.WithLogger(cfg.logger))
+	if err != nil {
+		return nil, err
+	}
+	dec, err := decoder.New(decoder.Config{Streaming: cfg.streaming, MemoryLimit: cfg.streamMemory, SpillDir: cfg.spillDir})
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: log,
+		stream: stream, dec: dec, tracker: watermark.New(0),
+		seed: maphash.MakeSeed(), sem: make(chan struct{}, cfg.maxInFlight),
+		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
+	}
+	for range cfg.lanes {
+		r.lanes = append(r.lanes, &lane{r: r, in: make(chan *item, cfg.batchSize*2)})
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel = cancel
+	decodeCtx, stopDecode := context.WithCancel(runCtx)
+	r.stopDecode = stopDecode
+	events := make(chan []replication.Event, 4)
+	streamErr := make(chan error, 1)
+
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error {
+		err := stream.Run(gctx, events)
+		streamErr <- err
+		if errors.Is(err, replication.ErrClosed) {
+			err = nil
+		}
+		if err != nil && gctx.Err() == nil {
+			return fmt.Errorf("outbox: replication: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return r.decodeLoop(decodeCtx, events) })
+	for _, l := range r.lanes {
+		g.Go(func() error { l.run(gctx); return nil })
+	}
+	g.Go(func() error { r.statusLoop(gctx); return nil })
+	if cfg.retention > 0 {
+		g.Go(func() error { r.pruneLoop(gctx); return nil })
+	}
+	go func() {
+		<-ctx.Done() // the caller's context ends the relay without draining
+		cancel()
+	}()
+	go func() {
+		r.err = g.Wait()
+		cancel()
+		_ = dec.Close()
+		close(r.done)
+	}()
+
+	// Wait until the relay streams or stands by, or fails early.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		switch stream.State() {
+		case replication.Streaming, replication.Standby:
+			log.Info("relay started", zap.String("schema", schema), zap.String("slot", cfg.slot),
+				zap.String("instance", cfg.instanceID), zap.String("state", stream.State().String()))
+			return r, nil
+		}
+		select {
+		case err := <-streamErr:
+			cancel()
+			<-r.done
+			if err == nil {
+				err = errors.New("outbox: relay stopped before streaming")
+			}
+			return nil, err
+		case <-r.done:
+			return nil, r.err
+		case <-ctx.Done():
+			cancel()
+			<-r.done
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// decodeLoop decodes WAL events and routes rows to lanes; it alone touches the decode state.
+func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Event) error {
+	rt := router{r: r, ctx: ctx}
+	defer func() {
+		if r.cur != nil { // a transaction cut short: its rows still count, it confirms nothing
+			r.tracker.Abandon(r.cur)
+			r.cur = nil
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case batch := <-events:
+			for _, ev := range batch {
+				switch ev.Kind {
+				case replication.XLogData:
+					if err := r.dec.Decode(ev.Data, rt); err != nil {
+						if ctx.Err() != nil {
+							return nil
+						}
+						return fmt.Errorf("outbox: decode WAL at %s: %w", ev.WALStart, err)
+					}
+				case replication.Keepalive:
+					r.tracker.Keepalive(ev.ServerWALEnd)
+				case replication.Disconnected:
+					r.dec.Reset()
+					clear(r.cols)
+					if r.cur != nil {
+						r.tracker.Abandon(r.cur)
+						r.cur = nil
+					}
+					r.skipping = false
+				}
+			}
+		}
+	}
+}
+
+// router is the decoder.Handler of the decode goroutine.
+type router struct {
+	r   *Relay
+	ctx context.Context
+}
+
+func (rt router) Begin(tx decoder.TxInfo) error {
+	r := rt.r
+	// After a reconnect PostgreSQL re-sends from the confirmed position: skip what was already received.
+	if tx.FinalLSN != 0 && tx.FinalLSN <= r.lastCommitLSN {
+		r.skipping = true
+		return nil
+	}
+	r.cur = r.tracker.Begin()
+	r.curCommit = tx.CommitTime
+	r.curLSN = tx.FinalLSN
+	return nil
+}
+
+func (rt router) Insert(row decoder.Row) error {
+	r := rt.r
+	if r.skipping {
+		return nil
+	}
+	if r.cur == nil {
+		return errors.New("outbox: insert outside a transaction")
+	}
+	rel := row.Relation
+	if rel.Namespace != r.schema || rel.Name != "pkg_outbox" {
+		return nil // not the outbox table (the publication should not send it)
+	}
+	ci, ok := r.cols[rel]
+	if !ok {
+		var err error
+		if ci, err = newColumnIndex(rel); err != nil {
+			return err
+		}
+		r.cols[rel] = ci
+	}
+	it := &item{tx: r.cur}
+	if err := ci.recordFromRow(row, &it.rec); err != nil {
+		return err
+	}
+	it.rec.CommitLSN = r.curLSN
+	it.rec.CommitTime = r.curCommit
+	r.cur.Add(1)
+	select { // backpressure: stop reading the WAL while MaxInFlight messages are unacked
+	case r.sem <- struct{}{}:
+	case <-rt.ctx.Done():
+		return rt.ctx.Err()
+	}
+	var h uint64
+	if it.rec.Key != "" {
+		h = maphash.String(r.seed, it.rec.Key)
+	} else {
+		r.rr++
+		h = r.rr
+	}
+	select {
+	case r.lanes[h%uint64(len(r.lanes))].in <- it:
+		return nil
+	case <-rt.ctx.Done():
+		return rt.ctx.Err()
+	}
+}
+
+func (rt router) Commit(c decoder.CommitInfo) error {
+	r := rt.r
+	if r.skipping {
+		r.skipping = false
+		return nil
+	}
+	if r.cur == nil {
+		return errors.New("outbox: commit outside a transaction")
+	}
+	r.commits.add(c.EndLSN, c.CommitTime)
+	r.tracker.Commit(r.cur, c.EndLSN)
+	r.cur = nil
+	r.lastCommitLSN = max(r.lastCommitLSN, c.CommitLSN)
+	return nil
+}
+
+func (r *Relay) ack(it *item) {
+	if r.cfg.observer != nil {
+		r.cfg.observer.Delivered(it.rec.Destination, time.Since(it.rec.CommitTime))
+	}
+	r.delivered.Add(1)
+	it.tx.Ack(1)
+	<-r.sem
+}
+
+func (r *Relay) setBlocked(dest Destination, err error) {
+	r.blockedMu.Lock()
+	_, was := r.blocked[dest]
+	if err != nil {
+		r.blocked[dest] = err.Error()
+	} else {
+		delete(r.blocked, dest)
+	}
+	r.blockedMu.Unlock()
+	if err != nil && !was {
+		r.log.Warn("destination blocked: sink unavailable, retrying without advancing the slot",
+			zap.String("destination", string(dest)), zap.Error(err))
+	} else if err == nil && was {
+		r.log.Info("destination unblocked", zap.String("destination", string(dest)))
+	}
+	if r.cfg.observer != nil && (err != nil) != was {
+		r.cfg.observer.Blocked(dest, err)
+	}
+}
+
+// statusLoop moves the slot to the watermark on a timer.
+func (r *Relay) statusLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.statusInterval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.confirm()
+		}
+	}
+}
+
+func (r *Relay) confirm() pglogrepl.LSN {
+	lsn := r.tracker.Flushed()
+	if lsn != 0 {
+		r.stream.SetFlushed(lsn, r.commits.timeAt(lsn))
+	}
+	return lsn
+}
+
+// Stop stops reading the WAL, waits until every message in flight is acked (or ctx ends), confirms
+// the final position and closes the relay. Messages not acked by then are re-delivered on the next start.
+func (r *Relay) Stop(ctx context.Context) error {
+	r.stopOnce.Do(func() {
+		r.stopped.Store(true)
+		r.stopDecode()
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+	drain:
+		for len(r.sem) > 0 {
+			select {
+			case <-ctx.Done():
+				r.log.Warn("stop: drain timed out, unacked messages will be re-delivered", zap.Int("in_flight", len(r.sem)))
+				break drain
+			case <-r.done:
+				break drain
+			case <-t.C:
+			}
+		}
+		lsn := r.confirm()
+		if err := r.stream.Close(ctx); err != nil {
+			r.log.Warn("stop: final status update", zap.Error(err))
+		}
+		r.log.Info("relay stopped", zap.String("confirmed_lsn", lsn.String()))
+		r.cancel()
+	})
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return r.err
+}
+
+// Wait blocks until the relay has stopped and returns why: nil after Stop, an error after a fatal
+// failure (slot lost, publication dropped, decoding error).
+func (r *Relay) Wait() error {
+	<-r.done
+	return r.err
+}
+
+// State reports the replication state ("streaming", "standby", "backoff", ...).
+func (r *Relay) State() string { return r.stream.State().String() }
+
+// Blocked returns the destinations whose sink reports itself unavailable, with the error.
+func (r *Relay) Blocked() map[Destination]string {
+	r.blockedMu.Lock()
+	defer r.blockedMu.Unlock()
+	out := make(map[Destination]string, len(r.blocked))
+	for k, v := range r.blocked {
+		out[k] = v
+	}
+	return out
+}
+
+// Stats are relay counters since Start.
+type Stats struct {
+	Delivered, DeadLettered, Failures int64
+	InFlight                          int
+	ConfirmedLSN                      pglogrepl.LSN
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() Stats {
+	return Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
+		InFlight: len(r.sem), ConfirmedLSN: r.tracker.Flushed()}
+}
+
+// commitLog remembers commit times of committed transactions until the watermark passes them,
+// so the relay record can name the last confirmed commit time.
+type commitLog struct {
+	mu      sync.Mutex
+	entries []commitEntry
+	last    time.Time
+}
+
+type commitEntry struct {
+	end pglogrepl.LSN
+	at  time.Time
+}
+
+func (c *commitLog) add(end pglogrepl.LSN, at time.Time) {
+	c.mu.Lock()
+	c.entries = append(c.entries, commitEntry{end, at})
+	c.mu.Unlock()
+}
+
+func (c *commitLog) timeAt(lsn pglogrepl.LSN) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := 0
+	for i < len(c.entries) && c.entries[i].end <= lsn {
+		c.last = c.entries[i].at
+		i++
+	}
+	c.entries = append(c.entries[:0], c.entries[i:]...)
+	return c.last
+}

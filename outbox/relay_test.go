@@ -1,0 +1,387 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgoutbox/pgoutbox/internal/pgtest"
+	"github.com/pgoutbox/pgoutbox/outbox"
+)
+
+func forEachMode(t *testing.T, f func(t *testing.T, streaming bool)) {
+	for _, streaming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("streaming=%v", streaming), func(t *testing.T) {
+			t.Parallel()
+			f(t, streaming)
+		})
+	}
+}
+
+func streamingOpt(on bool, t *testing.T) outbox.Option {
+	return outbox.WithStreaming(on, 256<<10, t.TempDir())
+}
+
+// 10k messages over 100 keys in random transaction sizes, 10 % rolled back, some savepoints rolled
+// back, a sink that is slow now and then; confirmed_flush_lsn is polled throughout (I4).
+func TestRelayDeliversEveryCommittedMessageInOrder(t *testing.T) {
+	t.Parallel()
+	forEachMode(t, func(t *testing.T, streaming bool) {
+		db := relayDB(t, streaming)
+		o := newOracle()
+		slot := slotName()
+		var n atomic.Int64
+		slow := sinkFunc(func(ctx context.Context, batch []outbox.Record) error {
+			if n.Add(1)%50 == 0 {
+				time.Sleep(20 * time.Millisecond) // lets acks lag behind the stream
+			}
+			return o.Send(ctx, batch)
+		})
+		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, slow), streamingOpt(streaming, t))
+		ctx, cancel := context.WithCancel(context.Background())
+		polls := o.watchI4(ctx, t, db, slot)
+		// One large transaction first: with streaming on and 64kB work mem it is streamed in chunks.
+		big := make([]outbox.Message, 3000)
+		for i := range big {
+			big[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprintf("big-%d", i%10), Payload: make([]byte, 100)}
+		}
+		commitBatch(t, db, o, big)
+		o.generate(t, db, 4, 25, 700, 10)
+		o.waitDelivered(t, db, 90*time.Second)
+		time.Sleep(300 * time.Millisecond) // a few more I4 polls after the last ack
+		cancel()
+		if p := <-polls; p == 0 {
+			t.Error("I4 watcher never saw a confirmed_flush_lsn")
+		}
+		o.check(t, db, false)
+	})
+}
+
+// commitBatch enqueues msgs in one committed transaction and records them in the oracle.
+func commitBatch(t *testing.T, db *pgtest.DB, o *oracle, msgs []outbox.Message) {
+	t.Helper()
+	ctx := context.Background()
+	if err := outbox.Enqueue(ctx, "app", db.Pool, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	var s string
+	_ = db.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s)
+	upper, _ := pglogrepl.ParseLSN(s)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, m := range msgs {
+		o.committed[m.ID] = sent{key: m.Key, n: o.next[m.Key], upper: upper}
+		o.next[m.Key]++
+	}
+}
+
+type sinkFunc func(ctx context.Context, batch []outbox.Record) error
+
+func (f sinkFunc) Send(ctx context.Context, batch []outbox.Record) error { return f(ctx, batch) }
+
+func TestRelayRetriesThenDeadLetters(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	o := newOracle()
+	poison := newID()
+	var poisonCalls atomic.Int64
+	handlers := map[outbox.Destination]outbox.Handler{
+		outbox.EventBus: func(ctx context.Context, m outbox.Message) error {
+			if m.ID == poison {
+				poisonCalls.Add(1)
+				return errors.New("handler says no: invalid order state")
+			}
+			return o.handler(ctx, m)
+		},
+		outbox.CommandQueue: func(ctx context.Context, m outbox.Message) error {
+			if string(m.Payload) == "panic" {
+				panic("handler bug")
+			}
+			return o.handler(ctx, m)
+		},
+	}
+	startRelay(t, db, handlers, outbox.WithSlotName(slotName()), outbox.WithMaxAttempts(3),
+		outbox.WithRetryBackoff(time.Millisecond, 5*time.Millisecond))
+	panicID, unknownID := newID(), newID()
+	msgs := []outbox.Message{
+		{ID: newID(), Destination: outbox.EventBus, Key: "k1"},
+		{ID: poison, Destination: outbox.EventBus, Key: "k1", Payload: []byte(`{"poison":true}`), Headers: map[string]string{"h": "v"}},
+		{ID: newID(), Destination: outbox.EventBus, Key: "k1"}, // same key: waits for the poison, then flows
+		{ID: panicID, Destination: outbox.CommandQueue, Key: "k2", Payload: []byte("panic")},
+		{ID: unknownID, Destination: "nowhere", Key: "k3"},
+		{ID: newID(), Destination: outbox.CommandQueue, Key: "k2"},
+	}
+	commitBatch(t, db, o, msgs)
+	o.waitDelivered(t, db, 30*time.Second)
+	o.check(t, db, false)
+	if got := poisonCalls.Load(); got != 3 {
+		t.Errorf("poison message tried %d times, want MaxAttempts=3", got)
+	}
+	dls, err := outbox.ListDeadLetters(context.Background(), db.Pool, "app", outbox.DeadLetterFilter{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]outbox.DeadLetter{}
+	for _, d := range dls {
+		byID[d.ID] = d
+	}
+	if d := byID[poison]; d.Attempts != 3 || !strings.Contains(d.Error, "invalid order state") || string(d.Payload) != `{"poison":true}` ||
+		d.Headers["h"] != "v" || d.Key != "k1" || d.CommitLSN == "" {
+		t.Errorf("poison dead letter = %+v", d)
+	}
+	if d := byID[panicID]; !strings.Contains(d.Error, "panicked: handler bug") {
+		t.Errorf("panic dead letter = %+v", d)
+	}
+	if d := byID[unknownID]; !strings.Contains(d.Error, `no handler or sink for destination "nowhere"`) {
+		t.Errorf("unknown destination dead letter = %+v", d)
+	}
+	if len(dls) != 3 {
+		t.Errorf("%d dead letters, want 3: %v", len(dls), sortedKeys(byID))
+	}
+
+	// Requeue the poison one: it flows again with the same id once the handler accepts it.
+	poisonCalls.Store(-100) // the handler still refuses it; count proves it was retried
+	n, err := outbox.RequeueDeadLetters(context.Background(), db.Pool, "app", outbox.DeadLetterFilter{IDs: []string{unknownID}})
+	if err != nil || n != 1 {
+		t.Fatalf("requeue: %d, %v", n, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox_dead_letter WHERE id = $1", unknownID) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("requeued message did not come back to the dead letters (destination still unknown)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, err := outbox.PurgeDeadLetters(context.Background(), db.Pool, "app", outbox.DeadLetterFilter{All: true}); err != nil || n != 3 {
+		t.Fatalf("purge: %d, %v", n, err)
+	}
+	if _, err := outbox.PurgeDeadLetters(context.Background(), db.Pool, "app", outbox.DeadLetterFilter{}); !errors.Is(err, outbox.ErrInvalidMessage) {
+		t.Fatalf("empty filter purge: %v", err)
+	}
+}
+
+func TestRelaySystemicFailureBlocksWithoutDeadLetters(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	o := newOracle()
+	slot := slotName()
+	var down atomic.Bool
+	down.Store(true)
+	sink := sinkFunc(func(ctx context.Context, b []outbox.Record) error {
+		if down.Load() {
+			return outbox.Unavailable(errors.New("broker down"))
+		}
+		return o.Send(ctx, b)
+	})
+	r := startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, sink), outbox.WithMaxAttempts(2),
+		outbox.WithRetryBackoff(time.Millisecond, 20*time.Millisecond))
+	var beforeS string
+	_ = db.Pool.QueryRow(context.Background(), "SELECT pg_current_wal_insert_lsn()::text").Scan(&beforeS)
+	before, _ := pglogrepl.ParseLSN(beforeS)
+	msgs := make([]outbox.Message, 50)
+	for i := range msgs {
+		msgs[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprint(i % 5)}
+	}
+	commitBatch(t, db, o, msgs)
+	time.Sleep(time.Second) // many retries at 20ms
+	if b := r.Blocked(); b[outbox.EventBus] == "" {
+		t.Errorf("Blocked() = %v, want event_bus reported", b)
+	}
+	var duringS string
+	_ = db.Pool.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&duringS)
+	during, _ := pglogrepl.ParseLSN(duringS)
+	if n := db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox_dead_letter"); n != 0 {
+		t.Fatalf("%d dead letters from a systemic failure", n)
+	}
+	down.Store(false)
+	o.waitDelivered(t, db, 20*time.Second)
+	o.check(t, db, false)
+	// A slot restarted at confirmed_flush re-sends every transaction whose commit record starts at or
+	// after it: the batch was protected iff the position confirmed while blocked is <= its commit LSN.
+	o.mu.Lock()
+	commitLSN := o.delivered[0].CommitLSN
+	o.mu.Unlock()
+	if during < before || during > commitLSN {
+		t.Errorf("confirmed_flush_lsn %s while the sink was down: want between %s and the batch's commit LSN %s", during, before, commitLSN)
+	}
+	if b := r.Blocked(); len(b) != 0 {
+		t.Errorf("Blocked() = %v after recovery", b)
+	}
+}
+
+func TestRelayStopAndRestartResumes(t *testing.T) {
+	t.Parallel()
+	for _, graceful := range []bool{true, false} {
+		t.Run(fmt.Sprintf("graceful=%v", graceful), func(t *testing.T) {
+			t.Parallel()
+			db := migrated(t)
+			o := newOracle()
+			slot := slotName()
+			start := func(ctx context.Context) *outbox.Relay {
+				r, err := outbox.Start(ctx, db.Pool, "app", nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o),
+					outbox.WithStatusInterval(50*time.Millisecond))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			ctx1, cancel1 := context.WithCancel(context.Background())
+			r1 := start(ctx1)
+			genErr := make(chan error, 1)
+			go func() { genErr <- o.gen(db, 2, 10, 400, 10) }()
+			deadline := time.Now().Add(30 * time.Second)
+			for o.deliveredCount() < 500 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if graceful {
+				sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+				if err := r1.Stop(sctx); err != nil {
+					t.Fatalf("Stop: %v", err)
+				}
+				c()
+			} else {
+				cancel1() // hard stop: no drain
+				_ = r1.Wait()
+			}
+			cancel1()
+			r2 := start(context.Background())
+			defer r2.Stop(context.Background())
+			if err := <-genErr; err != nil {
+				t.Fatal(err)
+			}
+			o.waitDelivered(t, db, 60*time.Second)
+			dups := o.check(t, db, !graceful)
+			t.Logf("duplicates after restart: %d", dups)
+		})
+	}
+}
+
+func TestRelaySlotDroppedIsNotRecreated(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	slot := slotName()
+	o := newOracle()
+	r := startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o))
+	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
+	o.waitDelivered(t, db, 20*time.Second)
+	time.Sleep(300 * time.Millisecond) // let the relay record a confirmed commit time
+	_ = r.Stop(context.Background())
+	db.Exec(t, "SELECT pg_drop_replication_slot($1)", slot)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := outbox.Start(ctx, db.Pool, "app", nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o))
+	if err == nil || !strings.Contains(err.Error(), slot) || !strings.Contains(err.Error(), "replay") {
+		t.Fatalf("Start after the slot was dropped: err = %v, want a slot-lost error naming the slot and how to replay", err)
+	}
+	if n := db.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot); n != 0 {
+		t.Fatal("the relay recreated a lost slot")
+	}
+}
+
+func TestRelayAlterTableMidStream(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	o := newOracle()
+	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
+	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a", Payload: []byte("before")}})
+	o.waitDelivered(t, db, 20*time.Second)
+	// A column added in front of the ones we read changes positions; decoding goes by name.
+	db.Exec(t, "ALTER TABLE app.pkg_outbox ADD COLUMN tenant text DEFAULT 'acme'")
+	err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return outbox.Enqueue(context.Background(), "app", tx, outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: "a", Payload: []byte("after")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	_ = db.Pool.QueryRow(context.Background(), "SELECT id::text FROM app.pkg_outbox ORDER BY seq DESC LIMIT 1").Scan(&id)
+	o.mu.Lock()
+	o.committed[id] = sent{key: "a", n: o.next["a"]}
+	o.next["a"]++
+	o.mu.Unlock()
+	o.waitDelivered(t, db, 20*time.Second)
+	o.check(t, db, false)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if got := string(o.delivered[len(o.delivered)-1].Payload); got != "after" {
+		t.Errorf("payload after ALTER TABLE = %q", got)
+	}
+}
+
+func TestReplayRedeliversRetainedRows(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	o := newOracle()
+	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
+	msgs := []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "r"}, {ID: newID(), Destination: outbox.EventBus, Key: "r"}}
+	commitBatch(t, db, o, msgs)
+	o.waitDelivered(t, db, 20*time.Second)
+	ctx := context.Background()
+	n, err := outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{IDs: []string{msgs[1].ID}}, true)
+	if err != nil || n != 1 {
+		t.Fatalf("dry run: %d, %v", n, err)
+	}
+	if c := db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox"); c != 2 {
+		t.Fatalf("dry run wrote rows: %d", c)
+	}
+	if n, err = outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{From: time.Now().Add(-time.Hour)}, false); err != nil || n != 2 {
+		t.Fatalf("replay: %d, %v", n, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		o.mu.Lock()
+		got := len(o.delivered)
+		o.mu.Unlock()
+		if got == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d after replay, want 4", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	o.mu.Lock()
+	if o.delivered[2].ID != msgs[0].ID || o.delivered[3].ID != msgs[1].ID {
+		t.Errorf("replayed ids out of order or changed")
+	}
+	o.mu.Unlock()
+	if _, err := outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{}, true); !errors.Is(err, outbox.ErrInvalidMessage) {
+		t.Errorf("empty replay filter: %v", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := outbox.Start(ctx, db.Pool, "app", nil); !errors.Is(err, outbox.ErrNotMigrated) {
+		t.Errorf("not migrated: %v", err)
+	}
+	if _, err := outbox.Start(ctx, db.Pool, "a;b", nil); !errors.Is(err, outbox.ErrInvalidSchema) {
+		t.Errorf("bad schema: %v", err)
+	}
+	if err := outbox.Migrate(ctx, db.Pool, "app"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		opt  outbox.Option
+		want string
+	}{
+		{outbox.WithSlotName("Bad-Slot"), "Bad-Slot"},
+		{outbox.WithMaxAttempts(0), "WithMaxAttempts(0)"},
+		{outbox.WithRetryBackoff(time.Second, time.Millisecond), "WithRetryBackoff"},
+		{outbox.WithCreateSlot(false), "slot"},
+	} {
+		_, err := outbox.Start(ctx, db.Pool, "app", nil, outbox.WithSlotName(slotName()), tc.opt)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want it to mention %q", err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+)
+
+const (
+	// batchLinger is the longest a received event waits for more before its batch is sent.
+	batchLinger = time.Millisecond
+	// writeTimeout bounds one status update write.
+	writeTimeout = 10 * time.Second
+)
+
+var (
+	errReadTimeout = errors.New("replication: no message from the server within ReadTimeout")
+	errStreamEnded = errors.New("replication: server ended the replication stream (CopyDone)")
+)
+
+// stream is the receive loop. It is the only user of conn. Reads wait on the socket's read deadline
+// rather than a context: a timed-out read leaves pgconn's state intact (pgconn v5 only closes the
+// connection on non-timeout errors and keeps partially read messages), and costs no per-message
+// context. ctx cancellation interrupts a read by moving the deadline to now.
+func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, out chan<- []Event, sideErr <-chan error) (err error) {
+	nc := conn.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
+	defer stop()
+	defer func() {
+		if ctx.Err() != nil { // shutting down: confirm the latest position
+			ferr := s.sendStatus(ctx, conn, false)
+			s.mu.Lock()
+			s.finalErr = ferr
+			s.mu.Unlock()
+		}
+	}()
+
+	var (
+		b             = newBatcher(s.cfg.MaxBatch)
+		now           = time.Now()
+		lastRecv      = now
+		nextStatus    = now.Add(s.cfg.StatusInterval)
+		batchDeadline time.Time
+		readDeadline  time.Time
+		probeAfter    = s.cfg.ReadTimeout / 3
+	)
+	for {
+		now = time.Now()
+		if !now.Before(nextStatus) {
+			// Ask for a keepalive when the connection has been quiet, to tell a dead one from an idle one.
+			if err := s.sendStatus(ctx, conn, now.Sub(lastRecv) >= probeAfter); err != nil {
+				return err
+			}
+			nextStatus = now.Add(s.cfg.StatusInterval)
+		}
+		if now.Sub(lastRecv) >= s.cfg.ReadTimeout {
+			return fmt.Errorf("%w (%s)", errReadTimeout, s.cfg.ReadTimeout)
+		}
+		select {
+		case err := <-sideErr:
+			return err
+		default:
+		}
+		if b.len() > 0 && (b.full() || !now.Before(batchDeadline)) {
+			if err := s.deliver(ctx, conn, out, b.take(), sideErr, &nextStatus); err != nil {
+				return err
+			}
+			lastRecv = time.Now() // the read pause was ours, not the server's
+			continue
+		}
+
+		dl := nextStatus
+		if t := lastRecv.Add(s.cfg.ReadTimeout); t.Before(dl) {
+			dl = t
+		}
+		if b.len() > 0 && batchDeadline.Before(dl) {
+			dl = batchDeadline
+		}
+		if !dl.Equal(readDeadline) {
+			if err := nc.SetReadDeadline(dl); err != nil {
+				return fmt.Errorf("set read deadline: %w", err)
+			}
+			readDeadline = dl
+		}
+		if err := ctx.Err(); err != nil { // after SetReadDeadline: see AfterFunc above
+			return err
+		}
+		// context.Background: the deadline above bounds the read (a context here would cost a
+		// watcher per message); ctx cancellation reaches it through the AfterFunc.
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				readDeadline = time.Time{} // the AfterFunc may have moved it
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		lastRecv = time.Now()
+
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				s.lastServerWALEnd.Store(uint64(pkm.ServerWALEnd))
+				b.add(Event{Kind: Keepalive, ServerWALEnd: pkm.ServerWALEnd})
+				if pkm.ReplyRequested {
+					if err := s.sendStatus(ctx, conn, false); err != nil {
+						return err
+					}
+					nextStatus = time.Now().Add(s.cfg.StatusInterval)
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse XLogData: %w", err)
+				}
+				s.lastServerWALEnd.Store(uint64(xld.ServerWALEnd))
+				b.addData(xld.WALStart, xld.ServerWALEnd, xld.WALData)
+			default:
+				continue
+			}
+			if b.len() == 1 {
+				batchDeadline = lastRecv.Add(batchLinger)
+			}
+		case *pgproto3.ErrorResponse:
+			return classifyServerError(pgconn.ErrorResponseToPgError(msg), s.cfg.Publication)
+		case *pgproto3.CopyDone:
+			return errStreamEnded
+		default:
+			s.log.Debug("ignoring message on the replication connection", zap.String("type", fmt.Sprintf("%T", msg)))
+		}
+	}
+}
+
+// deliver sends a batch on out. While the receiver is busy it keeps sending status updates, so the
+// server's wal_sender_timeout does not end the connection.
+func (s *Stream) deliver(ctx context.Context, conn *pgconn.PgConn, out chan<- []Event, batch []Event, sideErr <-chan error, nextStatus *time.Time) error {
+	select {
+	case out <- batch:
+		s.delivered = true
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(*nextStatus))
+	defer t.Stop()
+	for {
+		select {
+		case out <- batch:
+			s.delivered = true
+			return nil
+		case <-t.C:
+			if err := s.sendStatus(ctx, conn, false); err != nil {
+				return err
+			}
+			*nextStatus = time.Now().Add(s.cfg.StatusInterval)
+			t.Reset(s.cfg.StatusInterval)
+		case err := <-sideErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// sendStatus confirms SetFlushed's position (write = flush = apply); never the server's WAL end.
+func (s *Stream) sendStatus(ctx context.Context, conn *pgconn.PgConn, replyRequested bool) error {
+	lsn, _, _ := s.flushedPos()
+	nc := conn.Conn()
+	_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn, ReplyRequested: replyRequested,
+	})
+	_ = nc.SetWriteDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("send standby status update: %w", err)
+	}
+	s.lastStatusLSN.Store(uint64(lsn))
+	s.lastStatusTime.Store(time.Now().UnixNano())
+	return nil
+}

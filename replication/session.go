@@ -1,0 +1,494 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+)
+
+const (
+	sqlTimeout       = 5 * time.Second  // one SQL statement on the regular connection
+	startTimeout     = 60 * time.Second // START_REPLICATION until CopyBothResponse
+	finalTimeout     = 3 * time.Second  // record write and slot release at shutdown
+	terminateTimeout = 5 * time.Second  // waiting for a terminated stale walsender to release the slot
+)
+
+// sqlHolder is the session's regular connection; it changes hands (session → sidecar → session),
+// never shared at the same time.
+type sqlHolder struct {
+	cc   *connConfigs
+	conn *pgx.Conn
+}
+
+func (h *sqlHolder) get(ctx context.Context) (*pgx.Conn, error) {
+	if h.conn != nil && !h.conn.IsClosed() {
+		return h.conn, nil
+	}
+	h.close()
+	conn, err := h.cc.connectSQL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.conn = conn
+	return conn, nil
+}
+
+func (h *sqlHolder) close() {
+	if h.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = h.conn.Close(ctx)
+	h.conn = nil
+}
+
+// session runs one connection: it prepares the slot (creating, adopting or waiting for it), starts
+// replication and streams until an error or ctx ends. streamed says START_REPLICATION succeeded.
+func (s *Stream) session(ctx context.Context, out chan<- []Event) (streamed bool, err error) {
+	sqlc := &sqlHolder{cc: s.conns}
+	defer sqlc.close()
+	if _, err := sqlc.get(ctx); err != nil {
+		return false, err
+	}
+	var repl *pgconn.PgConn
+	defer func() {
+		if repl != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = repl.Close(cctx)
+			cancel()
+		}
+	}()
+
+	if err := s.acquire(ctx, sqlc.conn, &repl, out); err != nil {
+		return false, err
+	}
+
+	s.setState(Streaming)
+	lsn, commitTime, ver := s.flushedPos()
+	s.log.Info("streaming", zap.String("from", lsn.String()), zap.Bool("protocol_v2_streaming", s.cfg.Streaming))
+	if err := s.persist(ctx, sqlc.conn, lsn, commitTime, s.cfg.InstanceID); err != nil {
+		s.log.Warn("record active instance", zap.Error(err))
+	}
+
+	side := &sidecar{s: s, sql: sqlc, persistedVer: ver}
+	sideCtx, stopSide := context.WithCancel(ctx)
+	sideErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { side.run(sideCtx, sideErr) })
+	err = s.stream(ctx, repl, out, sideErr)
+	stopSide()
+	wg.Wait()
+
+	// Record the last position. On shutdown also give up the active_instance mark, and wait until
+	// the walsender has released the slot, so that whoever stopped us can use it right away.
+	walsender := repl.PID()
+	closeRepl(ctx, &repl)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalTimeout)
+	defer cancel()
+	instance := s.cfg.InstanceID
+	if ctx.Err() != nil {
+		instance = ""
+	}
+	if conn, cerr := sqlc.get(fctx); cerr == nil {
+		lsn, commitTime, _ := s.flushedPos()
+		if perr := s.persist(fctx, conn, lsn, commitTime, instance); perr != nil {
+			s.log.Warn("record confirmed position", zap.Error(perr))
+		}
+		if ctx.Err() != nil {
+			s.waitReleased(fctx, conn, walsender)
+		}
+	}
+	return true, err
+}
+
+// waitReleased waits until walsender pid no longer holds the slot, or ctx ends.
+func (s *Stream) waitReleased(ctx context.Context, conn *pgx.Conn, pid uint32) {
+	for {
+		var active bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots
+			WHERE slot_name = $1 AND active_pid = $2)`, s.cfg.Slot, int64(pid)).Scan(&active)
+		if err != nil || !active || sleep(ctx, 10*time.Millisecond) != nil {
+			return
+		}
+	}
+}
+
+// acquire loops until this instance may stream the slot, then starts replication on *repl. It
+// checks the slot and the publication, creates or adopts the slot, terminates a stale walsender of
+// our own, waits as a standby while another instance holds the slot, and applies StartLSN.
+func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.PgConn, out chan<- []Event) error {
+	slot, standbyLogged := s.cfg.Slot, false
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		si, rec, err := s.inspect(ctx, sqlConn)
+		if err != nil {
+			return err
+		}
+		if !si.exists {
+			if !s.cfg.CreateSlot {
+				return fmt.Errorf("%w: slot %q is not in pg_replication_slots and creating it is disabled: create it (pgoutbox with slot creation on) or fix the slot name",
+					ErrSlotMissing, slot)
+			}
+			if err := s.ensureRepl(ctx, repl); err != nil {
+				return err
+			}
+			if err := s.createSlot(ctx, sqlConn, *repl); err != nil {
+				return err
+			}
+			continue // look again: the new slot, or another instance's
+		}
+		if !rec.exists {
+			s.log.Info("adopting existing slot: recording it", zap.String("confirmed_flush_lsn", si.confirmed.String()))
+			if err := s.withTimeout(ctx, func(ctx context.Context) error {
+				return insertRecord(ctx, sqlConn, s.cfg.Schema, slot, s.cfg.Publication, si.confirmed, s.cfg.InstanceID)
+			}); err != nil {
+				return err
+			}
+		} else if rec.publication != s.cfg.Publication {
+			s.log.Warn("slot recorded with another publication", zap.String("recorded", rec.publication),
+				zap.String("configured", s.cfg.Publication))
+		}
+		if si.activePID != 0 {
+			if si.activeApp == s.cfg.appName() {
+				if err := s.terminateStale(ctx, sqlConn, si.activePID); err != nil {
+					return err
+				}
+				continue
+			}
+			if !standbyLogged {
+				s.log.Info("slot in use by another instance: standing by", zap.Int32("pid", si.activePID),
+					zap.String("application_name", si.activeApp))
+				standbyLogged = true
+			}
+			if err := s.standby(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+
+		// The slot is free: never confirm less than PostgreSQL already has.
+		var commitTime time.Time
+		if rec.confirmedLSN == si.confirmed {
+			commitTime = rec.commitTime
+		}
+		s.raiseFlushed(si.confirmed, commitTime)
+		if s.cfg.StartLSN != 0 && !s.startLSNDone {
+			var end pglogrepl.LSN
+			if err := s.withTimeout(ctx, func(ctx context.Context) (err error) {
+				end, err = advanceSlot(ctx, sqlConn, slot, s.cfg.StartLSN)
+				return err
+			}); err != nil {
+				if pgCode(err) == "55006" {
+					continue // taken meanwhile
+				}
+				return fmt.Errorf("StartLSN: %w", err)
+			}
+			s.startLSNDone = true
+			s.raiseFlushed(end, time.Time{})
+			s.log.Info("slot moved forward (StartLSN)", zap.String("from", si.confirmed.String()), zap.String("to", end.String()))
+		}
+		if err := s.ensureRepl(ctx, repl); err != nil {
+			return err
+		}
+		if s.delivered {
+			if err := sendBatch(ctx, out, []Event{{Kind: Disconnected}}); err != nil {
+				return err
+			}
+			s.delivered = false
+		}
+		err = s.startReplication(ctx, *repl)
+		if pgCode(err) == "55006" { // object in use: another instance won the race
+			s.log.Info("slot taken by another instance at START_REPLICATION: standing by", zap.Error(err))
+			standbyLogged = true
+			closeRepl(ctx, repl)
+			if err := s.standby(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
+}
+
+// inspect reads the slot and its record and returns the fatal conditions: lost slot, unusable
+// slot, missing publication.
+func (s *Stream) inspect(ctx context.Context, conn *pgx.Conn) (si slotInfo, rec relayRecord, err error) {
+	err = s.withTimeout(ctx, func(ctx context.Context) error {
+		if si, err = lookupSlot(ctx, conn, s.cfg.Slot); err != nil {
+			return err
+		}
+		rec, err = lookupRecord(ctx, conn, s.cfg.Schema, s.cfg.Slot)
+		return err
+	})
+	if err != nil {
+		return si, rec, err
+	}
+	switch {
+	case rec.exists && !si.exists:
+		return si, rec, s.lostError(rec, "slot dropped: it is recorded in "+relayTable(s.cfg.Schema)+" but missing from pg_replication_slots")
+	case si.exists && si.walStatus == "lost":
+		return si, rec, s.lostError(rec, "wal_status = 'lost': PostgreSQL removed WAL the slot needed (max_slot_wal_keep_size)")
+	case si.exists:
+		if err := si.check(s.cfg.Slot); err != nil {
+			return si, rec, err
+		}
+	}
+	err = s.withTimeout(ctx, func(ctx context.Context) error {
+		return checkPublication(ctx, conn, s.cfg.Publication, s.cfg.Schema)
+	})
+	return si, rec, err
+}
+
+func (s *Stream) lostError(rec relayRecord, reason string) error {
+	e := &SlotLostError{Slot: s.cfg.Slot, Reason: reason, LastConfirmedLSN: rec.confirmedLSN, LastCommitTime: rec.commitTime}
+	if lsn, t, _ := s.flushedPos(); lsn > e.LastConfirmedLSN && !t.IsZero() {
+		e.LastConfirmedLSN, e.LastCommitTime = lsn, t
+	}
+	if e.LastCommitTime.IsZero() && e.LastConfirmedLSN == 0 {
+		e.LastCommitTime = rec.createdAt // nothing confirmed: everything since the slot's creation
+	}
+	return e
+}
+
+func (s *Stream) createSlot(ctx context.Context, sqlConn *pgx.Conn, repl *pgconn.PgConn) error {
+	s.log.Info("creating replication slot (waits for open transactions to finish)")
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, s.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	if pgCode(err) == "42710" { // duplicate_object: another instance created it first
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create replication slot %q: %w", s.cfg.Slot, err)
+	}
+	created, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return fmt.Errorf("create replication slot %q: parse consistent point: %w", s.cfg.Slot, err)
+	}
+	if err := s.withTimeout(ctx, func(ctx context.Context) error {
+		return insertRecord(ctx, sqlConn, s.cfg.Schema, s.cfg.Slot, s.cfg.Publication, created, s.cfg.InstanceID)
+	}); err != nil {
+		return err
+	}
+	s.log.Info("created replication slot", zap.String("consistent_point", created.String()))
+	return nil
+}
+
+// terminateStale ends a walsender of our own application_name (left over after a network cut) and
+// waits until the slot is released.
+func (s *Stream) terminateStale(ctx context.Context, conn *pgx.Conn, pid int32) error {
+	s.log.Warn("terminating a stale walsender of this instance", zap.Int32("pid", pid), zap.String("application_name", s.cfg.appName()))
+	if err := s.withTimeout(ctx, func(ctx context.Context) error {
+		_, err := conn.Exec(ctx, "SELECT pg_catalog.pg_terminate_backend($1)", pid)
+		return err
+	}); err != nil {
+		return fmt.Errorf("terminate stale walsender %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(terminateTimeout)
+	for time.Now().Before(deadline) {
+		var active bool
+		if err := s.withTimeout(ctx, func(ctx context.Context) error {
+			return conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active_pid = $2)",
+				s.cfg.Slot, pid).Scan(&active)
+		}); err != nil {
+			return err
+		}
+		if !active {
+			return nil
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil // still active: the next lookup decides again
+}
+
+func (s *Stream) standby(ctx context.Context) error {
+	s.setState(Standby)
+	return sleep(ctx, s.cfg.StandbyPoll)
+}
+
+func (s *Stream) ensureRepl(ctx context.Context, repl **pgconn.PgConn) error {
+	if *repl != nil && !(*repl).IsClosed() {
+		return nil
+	}
+	conn, err := s.conns.connectReplication(ctx, s.log)
+	if err != nil {
+		return err
+	}
+	*repl = conn
+	return nil
+}
+
+func closeRepl(ctx context.Context, repl **pgconn.PgConn) {
+	if *repl == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = (*repl).Close(cctx)
+	*repl = nil
+}
+
+// pluginArgs are pgoutput's START_REPLICATION options.
+func (s *Stream) pluginArgs() []string {
+	pub := pgx.Identifier{s.cfg.Publication}.Sanitize() // a quoted identifier inside a string literal
+	args := []string{
+		"proto_version '1'",
+		"publication_names '" + strings.ReplaceAll(pub, "'", "''") + "'",
+		"binary 'true'",
+		"messages 'false'",
+	}
+	if s.cfg.Streaming {
+		args[0] = "proto_version '2'"
+		args = append(args, "streaming 'on'")
+	}
+	return args
+}
+
+// startReplication starts at LSN 0, which PostgreSQL reads as the slot's confirmed position.
+func (s *Stream) startReplication(ctx context.Context, repl *pgconn.PgConn) error {
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	err := pglogrepl.StartReplication(sctx, repl, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication, PluginArgs: s.pluginArgs(),
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code != "55006" {
+			return fmt.Errorf("START_REPLICATION: %w", classifyServerError(pgErr, s.cfg.Publication))
+		}
+		return fmt.Errorf("START_REPLICATION: %w", err)
+	}
+	return nil
+}
+
+func (s *Stream) persist(ctx context.Context, conn *pgx.Conn, lsn pglogrepl.LSN, commitTime time.Time, instance string) error {
+	return s.withTimeout(ctx, func(ctx context.Context) error {
+		return persistConfirmed(ctx, conn, s.cfg.Schema, s.cfg.Slot, lsn, commitTime, instance)
+	})
+}
+
+func (s *Stream) withTimeout(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, sqlTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// sendBatch sends one batch on out, or gives up when ctx ends.
+func sendBatch(ctx context.Context, out chan<- []Event, batch []Event) error {
+	select {
+	case out <- batch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// errServerStopping ends a session (transient) when the regular connection shows that the server is
+// shutting down: a walsender then waits until the client confirms everything it sent, which a stream
+// confirming only what its consumer acked may never do, so the stream must let go of the slot.
+var errServerStopping = errors.New("replication: the server is shutting down")
+
+// serverStopping reports the SQLSTATEs of a server that terminates sessions or refuses new ones.
+func serverStopping(err error) bool {
+	switch pgCode(err) {
+	case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+		return true
+	}
+	return false
+}
+
+// sidecar owns the regular connection while the session streams: it records the confirmed
+// position at most once per StatusInterval, checks the publication periodically, and watches the
+// connection for a server shutdown.
+type sidecar struct {
+	s            *Stream
+	sql          *sqlHolder
+	persistedVer uint64
+}
+
+// run reports on stop what must end the session: ErrPublicationMissing (fatal) or errServerStopping.
+func (sc *sidecar) run(ctx context.Context, stop chan<- error) {
+	s := sc.s
+	tick := time.NewTicker(s.cfg.StatusInterval)
+	defer tick.Stop()
+	nextPub := time.Now().Add(s.cfg.PublicationCheckInterval)
+	warned := false // one warning per outage of the regular connection
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := sc.tick(ctx, &nextPub); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, ErrPublicationMissing):
+				stop <- err
+				return
+			case serverStopping(err):
+				stop <- fmt.Errorf("%w: %w", errServerStopping, err)
+				return
+			case !warned:
+				s.log.Warn("regular connection: the confirmed position may not be recorded meanwhile", zap.Error(err))
+				warned = true
+			}
+			continue
+		}
+		warned = false
+	}
+}
+
+func (sc *sidecar) tick(ctx context.Context, nextPub *time.Time) error {
+	s := sc.s
+	var conn *pgx.Conn
+	if err := s.withTimeout(ctx, func(ctx context.Context) (err error) {
+		conn, err = sc.sql.get(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	used := false
+	if lsn, commitTime, ver := s.flushedPos(); ver != sc.persistedVer {
+		if err := s.persist(ctx, conn, lsn, commitTime, s.cfg.InstanceID); err != nil {
+			return err
+		}
+		sc.persistedVer, used = ver, true
+	}
+	if now := time.Now(); !now.Before(*nextPub) {
+		*nextPub = now.Add(s.cfg.PublicationCheckInterval)
+		if err := s.withTimeout(ctx, func(ctx context.Context) error {
+			return checkPublication(ctx, conn, s.cfg.Publication, s.cfg.Schema)
+		}); err != nil {
+			return err
+		}
+		used = true
+	}
+	if !used { // an idle connection learns of a shutdown only when used
+		return s.withTimeout(ctx, conn.Ping)
+	}
+	return nil
+}

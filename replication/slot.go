@@ -1,0 +1,212 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+)
+
+// slotInfo is a slot's row in pg_replication_slots, as seen from the current database.
+type slotInfo struct {
+	currentDB string
+	exists    bool
+	slotType  string
+	plugin    string
+	database  string
+	walStatus string
+	confirmed pglogrepl.LSN
+	activePID int32
+	activeApp string // application_name of the active walsender, if any
+}
+
+const slotQuery = `SELECT current_database(), s.slot_name IS NOT NULL,
+	COALESCE(s.slot_type, ''), COALESCE(s.plugin::text, ''), COALESCE(s.database::text, ''),
+	COALESCE(s.wal_status, ''), COALESCE(s.confirmed_flush_lsn::text, ''), COALESCE(s.active_pid, 0),
+	COALESCE((SELECT a.application_name FROM pg_catalog.pg_stat_activity a WHERE a.pid = s.active_pid), '')
+FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1`
+
+// querier is what the slot helpers need of a regular connection (pgx.Conn, pgx.Tx and pgxpool.Pool have it).
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func lookupSlot(ctx context.Context, q querier, slot string) (slotInfo, error) {
+	var si slotInfo
+	var confirmed string
+	err := q.QueryRow(ctx, slotQuery, slot).Scan(&si.currentDB, &si.exists, &si.slotType, &si.plugin,
+		&si.database, &si.walStatus, &confirmed, &si.activePID, &si.activeApp)
+	if err != nil {
+		return si, fmt.Errorf("look up slot %q: %w", slot, err)
+	}
+	if confirmed != "" {
+		if si.confirmed, err = pglogrepl.ParseLSN(confirmed); err != nil {
+			return si, fmt.Errorf("look up slot %q: confirmed_flush_lsn: %w", slot, err)
+		}
+	}
+	return si, nil
+}
+
+// check reports a slot that cannot serve this stream.
+func (si slotInfo) check(slot string) error {
+	switch {
+	case si.slotType != "logical" || si.plugin != "pgoutput":
+		return fmt.Errorf("%w: slot %q is a %s slot with plugin %q, pgoutbox needs a logical pgoutput slot: pick another slot name",
+			ErrSlotMismatch, slot, si.slotType, si.plugin)
+	case si.database != si.currentDB:
+		return fmt.Errorf("%w: slot %q belongs to database %q, not %q: pick another slot name",
+			ErrSlotMismatch, slot, si.database, si.currentDB)
+	}
+	return nil
+}
+
+// relayRecord is a row of <schema>.pkg_outbox_relay.
+type relayRecord struct {
+	exists         bool
+	publication    string
+	createdAt      time.Time
+	createdLSN     pglogrepl.LSN
+	confirmedLSN   pglogrepl.LSN
+	commitTime     time.Time
+	activeInstance string
+}
+
+func relayTable(schema string) string { return pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize() }
+
+func lookupRecord(ctx context.Context, q querier, schema, slot string) (relayRecord, error) {
+	var (
+		r                  relayRecord
+		createdLSN         string
+		confirmedLSN, inst *string
+		commitTime         *time.Time
+	)
+	err := q.QueryRow(ctx, `SELECT publication_name, created_at, created_lsn::text, confirmed_lsn::text,
+		confirmed_commit_time, active_instance FROM `+relayTable(schema)+` WHERE slot_name = $1`, slot).
+		Scan(&r.publication, &r.createdAt, &createdLSN, &confirmedLSN, &commitTime, &inst)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return r, nil
+	case pgCode(err) == "42P01" || pgCode(err) == "3F000":
+		return r, fmt.Errorf("%w: %s does not exist: run the pgoutbox migration (outbox.Migrate) for schema %q first: %w",
+			ErrRelayTableMissing, relayTable(schema), schema, err)
+	case err != nil:
+		return r, fmt.Errorf("look up %s record of slot %q: %w", relayTable(schema), slot, err)
+	}
+	r.exists = true
+	if r.createdLSN, err = pglogrepl.ParseLSN(createdLSN); err != nil {
+		return r, fmt.Errorf("parse created_lsn: %w", err)
+	}
+	if confirmedLSN != nil {
+		if r.confirmedLSN, err = pglogrepl.ParseLSN(*confirmedLSN); err != nil {
+			return r, fmt.Errorf("parse confirmed_lsn: %w", err)
+		}
+	}
+	if commitTime != nil {
+		r.commitTime = *commitTime
+	}
+	if inst != nil {
+		r.activeInstance = *inst
+	}
+	return r, nil
+}
+
+func insertRecord(ctx context.Context, conn *pgx.Conn, schema, slot, publication string, created pglogrepl.LSN, instance string) error {
+	_, err := conn.Exec(ctx, `INSERT INTO `+relayTable(schema)+` (slot_name, publication_name, created_lsn, active_instance)
+		VALUES ($1, $2, $3::pg_lsn, $4) ON CONFLICT (slot_name) DO NOTHING`, slot, publication, created.String(), instance)
+	if err != nil {
+		return fmt.Errorf("record slot %q in %s: %w", slot, relayTable(schema), err)
+	}
+	return nil
+}
+
+// persistConfirmed writes the confirmed position; it never moves the record backwards. A zero
+// commitTime keeps the recorded one. An empty instance clears active_instance.
+func persistConfirmed(ctx context.Context, conn *pgx.Conn, schema, slot string, lsn pglogrepl.LSN, commitTime time.Time, instance string) error {
+	var ct *time.Time
+	if !commitTime.IsZero() {
+		ct = &commitTime
+	}
+	var inst *string
+	if instance != "" {
+		inst = &instance
+	}
+	_, err := conn.Exec(ctx, `UPDATE `+relayTable(schema)+` SET
+		confirmed_lsn = GREATEST(confirmed_lsn, $2::pg_lsn),
+		confirmed_commit_time = CASE WHEN confirmed_lsn IS NULL OR confirmed_lsn < $2::pg_lsn
+			THEN COALESCE($3, confirmed_commit_time) ELSE confirmed_commit_time END,
+		updated_at = now(), active_instance = $4
+		WHERE slot_name = $1`, slot, lsn.String(), ct, inst)
+	if err != nil {
+		return fmt.Errorf("persist confirmed position of slot %q: %w", slot, err)
+	}
+	return nil
+}
+
+// checkPublication returns ErrPublicationMissing unless publication exists and covers <schema>.pkg_outbox.
+func checkPublication(ctx context.Context, q querier, publication, schema string) error {
+	var exists, covers bool
+	err := q.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1),
+		EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = 'pkg_outbox')`,
+		publication, schema).Scan(&exists, &covers)
+	switch {
+	case err != nil:
+		return fmt.Errorf("check publication %q: %w", publication, err)
+	case !exists:
+		return fmt.Errorf("%w: publication %q does not exist in this database (it must cover %s): run the pgoutbox migration",
+			ErrPublicationMissing, publication, pgx.Identifier{schema, "pkg_outbox"}.Sanitize())
+	case !covers:
+		return fmt.Errorf("%w: publication %q does not cover %s: ALTER PUBLICATION %s ADD TABLE %s",
+			ErrPublicationMissing, publication, pgx.Identifier{schema, "pkg_outbox"}.Sanitize(),
+			pgx.Identifier{publication}.Sanitize(), pgx.Identifier{schema, "pkg_outbox"}.Sanitize())
+	}
+	return nil
+}
+
+// AdvanceSlot moves slot forward to position to with pg_replication_slot_advance, skipping what lies
+// in between (it is never delivered). It refuses a position behind the slot's confirmed_flush_lsn
+// (ErrBehindConfirmed): a slot cannot go back. Moving to the confirmed position is a no-op. The slot
+// must not be in use (stop the relay first). PostgreSQL stops at its current flush position when to
+// lies beyond it.
+func AdvanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to pglogrepl.LSN) error {
+	_, err := advanceSlot(ctx, conn, slot, to)
+	return err
+}
+
+func advanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to pglogrepl.LSN) (pglogrepl.LSN, error) {
+	if err := ValidateSlotName(slot); err != nil {
+		return 0, err
+	}
+	si, err := lookupSlot(ctx, conn, slot)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case !si.exists:
+		return 0, fmt.Errorf("%w: advance slot %q", ErrSlotMissing, slot)
+	case si.slotType != "logical":
+		return 0, fmt.Errorf("%w: advance slot %q: not a logical slot", ErrSlotMismatch, slot)
+	case si.database != si.currentDB:
+		return 0, fmt.Errorf("%w: advance slot %q: it belongs to database %q, connect to it", ErrSlotMismatch, slot, si.database)
+	case to < si.confirmed:
+		return 0, fmt.Errorf("%w: cannot move slot %q to %s, its confirmed_flush_lsn is %s (replay older messages from the outbox table instead)",
+			ErrBehindConfirmed, slot, to, si.confirmed)
+	case to == si.confirmed:
+		return to, nil
+	case si.activePID != 0:
+		return 0, fmt.Errorf("advance slot %q: it is in use by pid %d (%q): stop that relay first", slot, si.activePID, si.activeApp)
+	}
+	var end string
+	if err := conn.QueryRow(ctx, `SELECT end_lsn::text FROM pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)`,
+		slot, to.String()).Scan(&end); err != nil {
+		return 0, fmt.Errorf("advance slot %q to %s: %w", slot, to, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(end)
+	if err != nil {
+		return 0, fmt.Errorf("advance slot %q: parse end_lsn: %w", slot, err)
+	}
+	return lsn, nil
+}

@@ -1,0 +1,264 @@
+package kafka
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Config holds the Kafka sink's settings. Start from [DefaultConfig]; [New] calls [Config.Validate].
+type Config struct {
+	// Brokers are the seed brokers, host:port. Required.
+	Brokers []string
+	// ClientID identifies the producer to the brokers (default "pgoutbox").
+	ClientID string
+	// Acks must be "all" (the default): a record is acked only once every in-sync replica has it.
+	Acks string
+	// Topics maps a Destination to a topic, for records whose Route is empty.
+	Topics map[string]string
+	// KafkaVersion is the lowest broker version the producer assumes (default "3.0.0"; at least 0.11.0,
+	// which idempotent producing needs).
+	KafkaVersion string
+
+	// Linger is how long records wait to fill a batch (sarama Producer.Flush.Frequency; default 5ms).
+	Linger time.Duration
+	// BatchBytes flushes a partition's batch once it holds this many bytes (Flush.Bytes; default 512 KiB).
+	BatchBytes int
+	// BatchMessages flushes a batch once it holds this many records (Flush.Messages; default 0: no count
+	// trigger).
+	BatchMessages int
+	// MaxMessageBytes is the largest batch the producer builds for one partition, and so the largest
+	// record it accepts (Producer.MaxMessageBytes; default 1,000,000, just under the broker default
+	// message.max.bytes). Keep it at or below the smallest max.message.bytes of the topics written to.
+	MaxMessageBytes int
+	// Compression is none (default), gzip, snappy, lz4 or zstd.
+	Compression string
+
+	// ProduceTimeout is how long the broker waits for in-sync replicas before answering (default 10s).
+	ProduceTimeout time.Duration
+	// Retries is how often the producer retries a retriable error before it reports the record failed
+	// (default 3); RetryBackoff is the wait between tries (default 250ms).
+	Retries      int
+	RetryBackoff time.Duration
+	// DialTimeout, ReadTimeout and WriteTimeout bound network operations (defaults 10s, 30s, 30s).
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// TopicConfigTTL is how long a topic's max.message.bytes stays cached (default 1m).
+	TopicConfigTTL time.Duration
+
+	TLS  TLSConfig
+	SASL SASLConfig
+}
+
+// TLSConfig enables TLS to the brokers.
+type TLSConfig struct {
+	Enable bool
+	// CAFile is a PEM bundle of CAs to trust instead of the system pool.
+	CAFile string
+	// CertFile and KeyFile are a PEM client certificate and key, for mutual TLS.
+	CertFile string
+	KeyFile  string
+	// ServerName overrides the name checked in the broker certificates.
+	ServerName string
+	// InsecureSkipVerify disables certificate checks. For tests only.
+	InsecureSkipVerify bool
+}
+
+// SASLConfig enables SASL authentication. Mechanism is "" (off), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+// The password is never logged.
+type SASLConfig struct {
+	Mechanism string
+	User      string
+	Password  string
+}
+
+// DefaultConfig returns a Config with every default filled in and no brokers.
+func DefaultConfig() Config {
+	return Config{
+		ClientID:        "pgoutbox",
+		Acks:            "all",
+		KafkaVersion:    "3.0.0",
+		Linger:          5 * time.Millisecond,
+		BatchBytes:      512 << 10,
+		MaxMessageBytes: 1_000_000,
+		Compression:     "none",
+		ProduceTimeout:  10 * time.Second,
+		Retries:         3,
+		RetryBackoff:    250 * time.Millisecond,
+		DialTimeout:     10 * time.Second,
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    30 * time.Second,
+		TopicConfigTTL:  time.Minute,
+	}
+}
+
+// Validate reports the first invalid setting, naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("kafka: config: "+format, args...)) }
+	if len(c.Brokers) == 0 {
+		bad("Brokers is empty")
+	}
+	for _, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" || !strings.Contains(b, ":") {
+			bad("Brokers: %q is not host:port", b)
+		}
+	}
+	if c.Acks != "all" && c.Acks != "-1" {
+		bad("Acks is %q; only \"all\" is supported (pgoutbox acks a record only when every in-sync replica has it)", c.Acks)
+	}
+	if _, err := sarama.ParseKafkaVersion(c.KafkaVersion); err != nil {
+		bad("KafkaVersion %q: %v", c.KafkaVersion, err)
+	} else if v, _ := sarama.ParseKafkaVersion(c.KafkaVersion); !v.IsAtLeast(sarama.V0_11_0_0) {
+		bad("KafkaVersion %q is below 0.11.0, which idempotent producing needs", c.KafkaVersion)
+	}
+	for dest, topic := range c.Topics {
+		if dest == "" || topic == "" {
+			bad("Topics: empty destination or topic in %q → %q", dest, topic)
+		}
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+		zero bool // zero allowed
+	}{
+		{"Linger", c.Linger, true}, {"ProduceTimeout", c.ProduceTimeout, false}, {"RetryBackoff", c.RetryBackoff, true},
+		{"DialTimeout", c.DialTimeout, false}, {"ReadTimeout", c.ReadTimeout, false}, {"WriteTimeout", c.WriteTimeout, false},
+		{"TopicConfigTTL", c.TopicConfigTTL, false},
+	}
+	for _, d := range durations {
+		if d.d < 0 || (d.d == 0 && !d.zero) {
+			bad("%s is %v; it must be positive", d.name, d.d)
+		}
+	}
+	if c.BatchBytes < 0 {
+		bad("BatchBytes is %d; it must be >= 0", c.BatchBytes)
+	}
+	if c.BatchMessages < 0 {
+		bad("BatchMessages is %d; it must be >= 0", c.BatchMessages)
+	}
+	if c.MaxMessageBytes <= 0 || c.MaxMessageBytes >= int(sarama.MaxRequestSize) {
+		bad("MaxMessageBytes is %d; it must be in (0, %d)", c.MaxMessageBytes, sarama.MaxRequestSize)
+	}
+	if c.Retries < 0 {
+		bad("Retries is %d; it must be >= 0", c.Retries)
+	}
+	if _, err := compressionCodec(c.Compression); err != nil {
+		bad("Compression: %v", err)
+	}
+	switch c.SASL.Mechanism {
+	case "":
+	case sarama.SASLTypePlaintext, sarama.SASLTypeSCRAMSHA256, sarama.SASLTypeSCRAMSHA512:
+		if c.SASL.User == "" {
+			bad("SASL.User is empty with SASL.Mechanism %s", c.SASL.Mechanism)
+		}
+	default:
+		bad("SASL.Mechanism %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.SASL.Mechanism)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("TLS.CertFile and TLS.KeyFile must be set together")
+	}
+	return errors.Join(errs...)
+}
+
+func compressionCodec(s string) (sarama.CompressionCodec, error) {
+	switch strings.ToLower(s) {
+	case "", "none":
+		return sarama.CompressionNone, nil
+	case "gzip":
+		return sarama.CompressionGZIP, nil
+	case "snappy":
+		return sarama.CompressionSnappy, nil
+	case "lz4":
+		return sarama.CompressionLZ4, nil
+	case "zstd":
+		return sarama.CompressionZSTD, nil
+	}
+	return 0, fmt.Errorf("%q is not none, gzip, snappy, lz4 or zstd", s)
+}
+
+// saramaConfig translates c (already validated) into the producer settings pgoutbox relies on.
+func (c Config) saramaConfig() (*sarama.Config, error) {
+	sc := sarama.NewConfig()
+	sc.ClientID = c.ClientID
+	sc.Version, _ = sarama.ParseKafkaVersion(c.KafkaVersion)
+	sc.Metadata.AllowAutoTopicCreation = false
+	sc.Metadata.Retry.Max = 2
+	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+
+	p := &sc.Producer
+	p.RequiredAcks = sarama.WaitForAll
+	p.Idempotent = true
+	sc.Net.MaxOpenRequests = 1 // idempotent producing allows one request in flight per broker
+	p.Return.Successes = true
+	p.Return.Errors = true
+	p.Partitioner = sarama.NewMurmur2Partitioner // same partition as the Java client's default for a key
+	p.Flush.Frequency = c.Linger
+	p.Flush.Bytes = c.BatchBytes
+	p.Flush.Messages = c.BatchMessages
+	p.MaxMessageBytes = c.MaxMessageBytes
+	p.Compression, _ = compressionCodec(c.Compression)
+	p.Timeout = c.ProduceTimeout
+	p.Retry.Max = c.Retries
+	p.Retry.Backoff = c.RetryBackoff
+
+	sc.Net.DialTimeout = c.DialTimeout
+	sc.Net.ReadTimeout = c.ReadTimeout
+	sc.Net.WriteTimeout = c.WriteTimeout
+
+	if c.TLS.Enable {
+		tc, err := c.TLS.build()
+		if err != nil {
+			return nil, err
+		}
+		sc.Net.TLS.Enable = true
+		sc.Net.TLS.Config = tc
+	}
+	if c.SASL.Mechanism != "" {
+		sc.Net.SASL.Enable = true
+		sc.Net.SASL.Handshake = true
+		sc.Net.SASL.Mechanism = sarama.SASLMechanism(c.SASL.Mechanism)
+		sc.Net.SASL.User = c.SASL.User
+		sc.Net.SASL.Password = c.SASL.Password
+		switch c.SASL.Mechanism {
+		case sarama.SASLTypeSCRAMSHA256:
+			sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAMClient(sha256Hash) }
+		case sarama.SASLTypeSCRAMSHA512:
+			sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAMClient(sha512Hash) }
+		}
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka: config: %w", err)
+	}
+	return sc, nil
+}
+
+func (t TLSConfig) build() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as test-only
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: config: TLS.CAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka: config: TLS.CAFile %s holds no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: config: TLS.CertFile/KeyFile: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

@@ -1,0 +1,31 @@
+// Package kafka is the Kafka implementation of [outbox.Sink], built on the IBM/sarama AsyncProducer.
+//
+// The producer runs with the settings the transactional outbox needs: acks=all, idempotence, one request
+// in flight per broker (so retries never reorder a partition), no automatic topic creation, and
+// Successes/Errors drained by dedicated goroutines. Throughput comes from batching (see [Config.Linger],
+// [Config.BatchBytes]), never from producing one record at a time: [Sink.Send] feeds a whole batch to the
+// producer and then waits for every ack.
+//
+// Each record goes to its Route as the topic, or else to Config.Topics[Destination]. The Kafka key is
+// the message Key, partitioned with murmur2 like the Java client's default partitioner, so Java and Go
+// producers agree on a key's partition. Headers are [HeaderID], [HeaderType], [HeaderDestination] and
+// then the message's own headers, sorted by name. The payload is sent byte-exact.
+//
+// Errors are classified in one place:
+//   - broker down, no leader, not enough replicas, timeouts: the whole Send fails with
+//     [outbox.ErrUnavailable], so the relay blocks and retries without dead-lettering;
+//   - a missing topic: [outbox.ErrUnavailable] before anything is sent, logged, counted and listed by
+//     [Sink.Blocked] for readiness checks;
+//   - a record larger than its topic's max.message.bytes (looked up with DescribeConfigs and cached):
+//     [outbox.ErrPermanent] for that record only, with both sizes in the message; when the broker rejects
+//     a whole batch as too large, its records are re-sent one at a time first, so neighbours of a poison
+//     record are delivered rather than dead-lettered;
+//   - a record with no topic, or one the broker rejects as invalid: [outbox.ErrPermanent].
+//
+// Order: records of one key keep their order across Send calls made one after the other (the relay's
+// lanes do that). After a fault (a Send that failed as unavailable and is retried, or a batch re-sent
+// record by record after MESSAGE_TOO_LARGE) a record may be delivered again after later records of its key;
+// each copy carries the same [HeaderID], so consumers dedupe on it.
+//
+// TLS and SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) are configured in [Config.TLS] and [Config.SASL].
+package kafka

@@ -1,0 +1,419 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/IBM/sarama"
+	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
+)
+
+// Header names the sink adds to every Kafka record, before the message's own headers.
+const (
+	HeaderID          = "pgoutbox-id"
+	HeaderType        = "pgoutbox-type"
+	HeaderDestination = "pgoutbox-destination"
+)
+
+// ErrClosed is returned by Send after Close.
+var ErrClosed = errors.New("kafka: sink closed")
+
+// Sink is an [outbox.Sink] that produces to Kafka with an idempotent sarama AsyncProducer (acks=all,
+// one request in flight per broker) and returns from Send only once every record is acked by all
+// in-sync replicas or has failed. It is safe for concurrent use; records of one Send keep their order
+// per partition, and so per key.
+type Sink struct {
+	cfg      Config
+	log      *zap.Logger
+	client   sarama.Client
+	admin    sarama.ClusterAdmin
+	producer sarama.AsyncProducer
+	topics   *topicCache
+
+	mu     sync.RWMutex // held shared while feeding the producer, exclusively to close it
+	closed bool
+	once   sync.Once
+	drain  sync.WaitGroup
+
+	blockedMu sync.Mutex
+	blocked   map[string]string
+
+	stats struct {
+		delivered, permanent, unavailable, unknownTopic, tooLargeRetried atomic.Uint64
+	}
+}
+
+// Option configures optional dependencies of a Sink.
+type Option func(*Sink)
+
+// WithLogger sets the logger (default zap.NewNop()); the sink logs under the name "kafka".
+func WithLogger(l *zap.Logger) Option {
+	return func(s *Sink) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// New validates cfg, connects to the brokers (fetching cluster metadata) and starts the producer.
+// A broker that cannot be reached yields an error wrapping [outbox.ErrUnavailable].
+func New(cfg Config, opts ...Option) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sc, err := cfg.saramaConfig()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}}
+	for _, o := range opts {
+		o(s)
+	}
+	s.log = s.log.Named("kafka")
+	s.client, err = sarama.NewClient(cfg.Brokers, sc)
+	if err != nil {
+		return nil, outbox.Unavailable(fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err))
+	}
+	s.admin, err = sarama.NewClusterAdminFromClient(s.client)
+	if err != nil {
+		_ = s.client.Close()
+		return nil, fmt.Errorf("kafka: admin client: %w", err)
+	}
+	s.producer, err = sarama.NewAsyncProducerFromClient(s.client)
+	if err != nil {
+		_ = s.admin.Close()
+		return nil, fmt.Errorf("kafka: producer: %w", err)
+	}
+	s.topics = newTopicCache(s.admin, cfg.TopicConfigTTL)
+	s.drain.Add(2)
+	go func() {
+		defer s.drain.Done()
+		for m := range s.producer.Successes() {
+			m.Metadata.(*ticket).finish(nil)
+		}
+	}()
+	go func() {
+		defer s.drain.Done()
+		for pe := range s.producer.Errors() {
+			pe.Msg.Metadata.(*ticket).finish(pe.Err)
+		}
+	}()
+	return s, nil
+}
+
+// Close flushes what the producer holds, waits for its acks and closes the connections.
+// Sends after Close fail with ErrClosed. Close is idempotent and safe to call concurrently with Send.
+func (s *Sink) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.producer.AsyncClose()
+		s.drain.Wait()
+		err = s.admin.Close() // closes the shared client too
+	})
+	return err
+}
+
+// Blocked returns the topics that the last Send for them found missing, with the reason: while a
+// topic is listed, records for it are not sent and Send reports the sink unavailable. Readiness checks
+// report it. The map is a copy.
+func (s *Sink) Blocked() map[string]string {
+	s.blockedMu.Lock()
+	defer s.blockedMu.Unlock()
+	out := make(map[string]string, len(s.blocked))
+	for k, v := range s.blocked {
+		out[k] = v
+	}
+	return out
+}
+
+// Stats counts records by outcome since New.
+type Stats struct {
+	Delivered       uint64 // acked by the brokers
+	Permanent       uint64 // failed for good (too large, no topic, rejected)
+	Unavailable     uint64 // failed with a systemic error (broker down, no leader, timeouts)
+	UnknownTopic    uint64 // Sends that found a topic missing
+	TooLargeRetried uint64 // records re-sent alone after their batch was rejected as too large
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (s *Sink) Stats() Stats {
+	return Stats{
+		Delivered:       s.stats.delivered.Load(),
+		Permanent:       s.stats.permanent.Load(),
+		Unavailable:     s.stats.unavailable.Load(),
+		UnknownTopic:    s.stats.unknownTopic.Load(),
+		TooLargeRetried: s.stats.tooLargeRetried.Load(),
+	}
+}
+
+// Send produces batch and waits for every record's ack. See [outbox.Sink] for what it returns.
+// A record with no topic, or larger than its topic's max.message.bytes, fails permanently without
+// being sent; a missing topic makes the whole batch unavailable before anything is sent.
+func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	errs := make([]error, len(batch))
+	msgs := make([]*sarama.ProducerMessage, len(batch))
+	topics := make([]string, len(batch))
+	limits := map[string]int{}
+	for i := range batch {
+		topic, err := s.topicFor(&batch[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		topics[i] = topic
+		if _, ok := limits[topic]; ok {
+			continue
+		}
+		limit, err := s.topics.maxMessageBytes(ctx, topic)
+		switch {
+		case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
+			return s.unknownTopic(topic, &batch[i])
+		case err != nil:
+			s.stats.unavailable.Add(uint64(len(batch)))
+			if ctx.Err() != nil {
+				return fmt.Errorf("kafka: look up topic %q: %w", topic, err)
+			}
+			return outbox.Unavailable(fmt.Errorf("kafka: look up topic %q: %w", topic, err))
+		}
+		s.unblock(topic)
+		limits[topic] = limit
+	}
+	for i := range batch {
+		if errs[i] != nil {
+			continue
+		}
+		msgs[i] = newMessage(&batch[i], topics[i])
+		if limit := limits[topics[i]]; s.prechecked(limit) {
+			if size := batchSize(msgs[i]); size > limit {
+				errs[i] = outbox.Permanent(fmt.Errorf("kafka: message %s is %d bytes as a record batch, over topic %q max.message.bytes %d",
+					batch[i].ID, size, topics[i], limit))
+				msgs[i] = nil
+			}
+		}
+	}
+
+	if err := s.produce(ctx, msgs, errs); err != nil {
+		return err
+	}
+
+	// A batch the broker rejected as too large may hold records that fit alone: re-send those one at a
+	// time, in order, so only a record that is itself too large fails.
+	for i := range batch {
+		if msgs[i] == nil || !tooLarge(errs[i]) {
+			continue
+		}
+		s.stats.tooLargeRetried.Add(1)
+		one := []*sarama.ProducerMessage{newMessage(&batch[i], topics[i])}
+		oneErr := []error{nil}
+		if err := s.produce(ctx, one, oneErr); err != nil {
+			return err
+		}
+		errs[i] = oneErr[0]
+		if tooLarge(errs[i]) && s.prechecked(limits[topics[i]]) && limits[topics[i]] < s.cfg.MaxMessageBytes {
+			// The record fits by itself (the pre-check is exact), so the rejected batch was assembled
+			// with other Sends' records: the producer builds batches larger than the topic accepts.
+			s.log.Warn("broker rejected a batch as too large although each record fits; lower MaxMessageBytes to the topic's max.message.bytes",
+				zap.String("topic", topics[i]), zap.Int("max.message.bytes", limits[topics[i]]), zap.Int("MaxMessageBytes", s.cfg.MaxMessageBytes))
+			errs[i] = outbox.Unavailable(fmt.Errorf("kafka: topic %q rejected a batch as too large (max.message.bytes %d < Config.MaxMessageBytes %d): %w",
+				topics[i], limits[topics[i]], s.cfg.MaxMessageBytes, errs[i]))
+		} else if tooLarge(errs[i]) {
+			errs[i] = outbox.Permanent(fmt.Errorf("kafka: message %s is %d bytes as a record batch; the broker rejects it as too large for topic %q (max.message.bytes %d): %w",
+				batch[i].ID, batchSize(one[0]), topics[i], limits[topics[i]], errs[i]))
+		}
+	}
+	return s.result(batch, topics, errs)
+}
+
+// produce feeds the non-nil msgs to the producer and waits for their results, stored in errs.
+// It returns a non-nil error only when ctx ends or the sink is closed: then the records' fate is unknown.
+func (s *Sink) produce(ctx context.Context, msgs []*sarama.ProducerMessage, errs []error) error {
+	w := &waiter{errs: errs, done: make(chan struct{})}
+	w.pending.Store(1) // held until every message is fed
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	var ctxErr error
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		m.Metadata = &ticket{w: w, i: i}
+		w.pending.Add(1)
+		select {
+		case s.producer.Input() <- m:
+		case <-ctx.Done():
+			w.pending.Add(-1)
+			ctxErr = ctx.Err()
+		}
+		if ctxErr != nil {
+			break
+		}
+	}
+	s.mu.RUnlock()
+	w.release()
+	if ctxErr != nil {
+		return fmt.Errorf("kafka: send: %w", ctxErr)
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kafka: wait for acks: %w", ctx.Err())
+	}
+}
+
+// result classifies per-record errors into what Send returns.
+func (s *Sink) result(batch []outbox.Record, topics []string, errs []error) error {
+	var systemic error
+	failed := false
+	for i, err := range errs {
+		if err == nil {
+			s.stats.delivered.Add(1)
+			continue
+		}
+		failed = true
+		if outbox.IsPermanent(err) {
+			s.stats.permanent.Add(1)
+			continue
+		}
+		if outbox.IsUnavailable(err) {
+			s.stats.unavailable.Add(1)
+			if systemic == nil {
+				systemic = err
+			}
+			continue
+		}
+		switch classify(err) {
+		case kindUnknownTopic:
+			s.topics.forget(topics[i])
+			systemic = s.unknownTopic(topics[i], &batch[i])
+		case kindPermanent:
+			s.stats.permanent.Add(1)
+			errs[i] = outbox.Permanent(fmt.Errorf("kafka: produce message %s to %q: %w", batch[i].ID, topics[i], err))
+		case kindUnavailable:
+			s.stats.unavailable.Add(1)
+			if systemic == nil {
+				systemic = outbox.Unavailable(fmt.Errorf("kafka: produce to %q: %w", topics[i], err))
+			}
+		default:
+			errs[i] = fmt.Errorf("kafka: produce message %s to %q: %w", batch[i].ID, topics[i], err)
+		}
+	}
+	if systemic != nil {
+		return systemic
+	}
+	if failed {
+		return &outbox.BatchError{Errs: errs}
+	}
+	return nil
+}
+
+// prechecked reports whether records for a topic with max.message.bytes limit are size-checked before
+// sending: only uncompressed, since compression decides the size the broker sees.
+func (s *Sink) prechecked(limit int) bool {
+	return limit > 0 && (s.cfg.Compression == "" || s.cfg.Compression == "none")
+}
+
+func (s *Sink) topicFor(r *outbox.Record) (string, error) {
+	if r.Route != "" {
+		return r.Route, nil
+	}
+	if t := s.cfg.Topics[string(r.Destination)]; t != "" {
+		return t, nil
+	}
+	return "", outbox.Permanent(fmt.Errorf("kafka: message %s has no Route and destination %q has no topic in Config.Topics", r.ID, r.Destination))
+}
+
+func (s *Sink) unknownTopic(topic string, r *outbox.Record) error {
+	reason := fmt.Sprintf("topic %q does not exist (destination %q); create it: the brokers do not auto-create topics", topic, r.Destination)
+	s.stats.unknownTopic.Add(1)
+	s.blockedMu.Lock()
+	_, was := s.blocked[topic]
+	s.blocked[topic] = reason
+	s.blockedMu.Unlock()
+	if !was {
+		s.log.Warn("topic missing; deliveries to it are blocked", zap.String("topic", topic), zap.String("destination", string(r.Destination)))
+	}
+	return outbox.Unavailable(fmt.Errorf("kafka: %s: %w", reason, sarama.ErrUnknownTopicOrPartition))
+}
+
+func (s *Sink) unblock(topic string) {
+	s.blockedMu.Lock()
+	_, was := s.blocked[topic]
+	delete(s.blocked, topic)
+	s.blockedMu.Unlock()
+	if was {
+		s.log.Info("topic present again; deliveries resume", zap.String("topic", topic))
+	}
+}
+
+func newMessage(r *outbox.Record, topic string) *sarama.ProducerMessage {
+	m := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(r.Payload)}
+	if r.Key != "" {
+		m.Key = sarama.StringEncoder(r.Key)
+	}
+	hs := make([]sarama.RecordHeader, 0, 3+len(r.Headers))
+	hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderID), Value: []byte(r.ID)})
+	if r.Type != "" {
+		hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderType), Value: []byte(r.Type)})
+	}
+	hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderDestination), Value: []byte(r.Destination)})
+	if len(r.Headers) > 0 {
+		keys := make([]string, 0, len(r.Headers))
+		for k := range r.Headers {
+			if k != HeaderID && k != HeaderType && k != HeaderDestination {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			hs = append(hs, sarama.RecordHeader{Key: []byte(k), Value: []byte(r.Headers[k])})
+		}
+	}
+	m.Headers = hs
+	return m
+}
+
+// waiter collects the results of one produce call.
+type waiter struct {
+	errs    []error
+	pending atomic.Int64
+	done    chan struct{}
+}
+
+func (w *waiter) release() {
+	if w.pending.Add(-1) == 0 {
+		close(w.done)
+	}
+}
+
+// ticket rides in ProducerMessage.Metadata and routes the producer's result back to its waiter.
+type ticket struct {
+	w *waiter
+	i int
+}
+
+func (t *ticket) finish(err error) {
+	t.w.errs[t.i] = err
+	t.w.release()
+}
