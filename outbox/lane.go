@@ -78,6 +78,9 @@ func (l *lane) deliver(ctx context.Context, group []*item) bool {
 		}
 		return true
 	}
+	if r.cfg.defaultSink != nil {
+		return l.deliverSink(ctx, dest, r.cfg.defaultSink, group)
+	}
 	err := Permanent(fmt.Errorf("%w: no handler or sink for destination %q", ErrUnknownDestination, dest))
 	for _, it := range group {
 		it.rec.Attempt++

@@ -17,6 +17,7 @@ type relayConfig struct {
 	slot            string
 	createSlot      bool
 	sinks           map[Destination]Sink
+	defaultSink     Sink
 	logger          *zap.Logger
 	lanes           int
 	maxInFlight     int
@@ -94,6 +95,11 @@ func WithCreateSlot(create bool) Option { return func(c *relayConfig) { c.create
 // WithSink routes destination dest to sink s (a Kafka topic, a webhook, stdout). A destination with
 // both a handler and a sink uses the sink.
 func WithSink(dest Destination, s Sink) Option { return func(c *relayConfig) { c.sinks[dest] = s } }
+
+// WithDefaultSink sends messages whose destination has no handler or sink to s, instead of
+// dead-lettering them as unknown. Meant for development (print everything); in production an
+// unknown destination is usually a bug that the dead-letter table should show.
+func WithDefaultSink(s Sink) Option { return func(c *relayConfig) { c.defaultSink = s } }
 
 // WithLogger sets the logger (default zap.NewNop()); the relay names its children "relay", "replication".
 func WithLogger(l *zap.Logger) Option {

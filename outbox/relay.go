@@ -409,6 +409,9 @@ func (r *Relay) Wait() error {
 // State reports the replication state ("streaming", "standby", "backoff", ...).
 func (r *Relay) State() string { return r.stream.State().String() }
 
+// ReplicationStats returns the replication stream's counters (reconnects, last status sent, server WAL end).
+func (r *Relay) ReplicationStats() replication.Stats { return r.stream.Stats() }
+
 // Blocked returns the destinations whose sink reports itself unavailable, with the error.
 func (r *Relay) Blocked() map[Destination]string {
 	r.blockedMu.Lock()

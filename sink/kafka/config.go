@@ -42,8 +42,12 @@ type Config struct {
 
 	// ProduceTimeout is how long the broker waits for in-sync replicas before answering (default 10s).
 	ProduceTimeout time.Duration
-	// Retries is how often the producer retries a retriable error before it reports the record failed
-	// (default 3); RetryBackoff is the wait between tries (default 250ms).
+	// Retries is how often the producer retries a retriable error before it reports the record failed.
+	// The default 0 retries until the broker takes the record (in practice 1000 tries with the backoff
+	// doubling from RetryBackoff up to 5s: over an hour of outage), which is what keeps a key's records in
+	// order across an outage: with a finite count the producer may give up on one record while later
+	// records of its partition, queued behind it, go through once the broker is back. RetryBackoff is the
+	// wait between tries (default 250ms).
 	Retries      int
 	RetryBackoff time.Duration
 	// DialTimeout, ReadTimeout and WriteTimeout bound network operations (defaults 10s, 30s, 30s).
@@ -90,7 +94,7 @@ func DefaultConfig() Config {
 		MaxMessageBytes: 1_000_000,
 		Compression:     "none",
 		ProduceTimeout:  10 * time.Second,
-		Retries:         3,
+		Retries:         0,
 		RetryBackoff:    250 * time.Millisecond,
 		DialTimeout:     10 * time.Second,
 		ReadTimeout:     30 * time.Second,
@@ -207,6 +211,19 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	p.Compression, _ = compressionCodec(c.Compression)
 	p.Timeout = c.ProduceTimeout
 	p.Retry.Max = c.Retries
+	if c.Retries == 0 {
+		// "Until the broker takes it": sarama keeps per-retry-level state, so the count must stay
+		// finite; 1000 tries with the backoff doubling up to 5s cover an outage of over an hour.
+		p.Retry.Max = outageRetries
+		base := c.RetryBackoff
+		p.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+			d := base
+			for i := 1; i < retries && d < maxRetryBackoff; i++ {
+				d *= 2
+			}
+			return min(d, maxRetryBackoff)
+		}
+	}
 	p.Retry.Backoff = c.RetryBackoff
 
 	sc.Net.DialTimeout = c.DialTimeout
@@ -261,4 +278,32 @@ func (t TLSConfig) build() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+const (
+	outageRetries   = 1000
+	maxRetryBackoff = 5 * time.Second
+)
+
+// producerConfig returns the configuration of the producer's own client. In outage mode (Retries 0) its
+// metadata refresh retries until the broker answers: while a partition has no known leader, sarama's
+// partition producer fails the record it is dispatching at once (whatever Retry.Max says) and a later
+// record of the same partition can succeed after the outage — a reorder. A refresh that waits instead
+// keeps every record of the partition queued behind the first, in order. The admin client used for topic
+// lookups keeps the bounded retries, so an outage is still reported quickly.
+func producerConfig(sc *sarama.Config, c Config) *sarama.Config {
+	if c.Retries != 0 {
+		return sc
+	}
+	pc := *sc
+	pc.Metadata.Retry.Max = outageRetries
+	base := c.RetryBackoff
+	pc.Metadata.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+		d := base
+		for i := 1; i < retries && d < maxRetryBackoff; i++ {
+			d *= 2
+		}
+		return min(d, maxRetryBackoff)
+	}
+	return &pc
 }

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/IBM/sarama"
 	"go.uber.org/zap"
@@ -29,12 +30,15 @@ var ErrClosed = errors.New("kafka: sink closed")
 // in-sync replicas or has failed. It is safe for concurrent use; records of one Send keep their order
 // per partition, and so per key.
 type Sink struct {
-	cfg      Config
-	log      *zap.Logger
-	client   sarama.Client
-	admin    sarama.ClusterAdmin
-	producer sarama.AsyncProducer
-	topics   *topicCache
+	cfg    Config
+	log    *zap.Logger
+	client sarama.Client // metadata and topic configs (bounded retries)
+	admin  sarama.ClusterAdmin
+	// producerClient is the producer's own client: in outage mode its metadata refresh waits for the
+	// broker instead of failing records (see producerConfig).
+	producerClient sarama.Client
+	producer       sarama.AsyncProducer
+	topics         *topicCache
 
 	mu     sync.RWMutex // held shared while feeding the producer, exclusively to close it
 	closed bool
@@ -44,8 +48,11 @@ type Sink struct {
 	blockedMu sync.Mutex
 	blocked   map[string]string
 
+	flightsMu sync.Mutex
+	flights   map[flightKey]*flight // records queued in the producer, by delivery
+
 	stats struct {
-		delivered, permanent, unavailable, unknownTopic, tooLargeRetried atomic.Uint64
+		delivered, permanent, unavailable, unknownTopic, tooLargeRetried, rejoined atomic.Uint64
 	}
 }
 
@@ -71,7 +78,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}}
+	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}, flights: map[flightKey]*flight{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -85,8 +92,14 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		_ = s.client.Close()
 		return nil, fmt.Errorf("kafka: admin client: %w", err)
 	}
-	s.producer, err = sarama.NewAsyncProducerFromClient(s.client)
+	s.producerClient, err = sarama.NewClient(cfg.Brokers, producerConfig(sc, cfg))
 	if err != nil {
+		_ = s.admin.Close()
+		return nil, outbox.Unavailable(fmt.Errorf("kafka: connect to %v: %w", cfg.Brokers, err))
+	}
+	s.producer, err = sarama.NewAsyncProducerFromClient(s.producerClient)
+	if err != nil {
+		_ = s.producerClient.Close()
 		_ = s.admin.Close()
 		return nil, fmt.Errorf("kafka: producer: %w", err)
 	}
@@ -95,13 +108,13 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	go func() {
 		defer s.drain.Done()
 		for m := range s.producer.Successes() {
-			m.Metadata.(*ticket).finish(nil)
+			m.Metadata.(*flight).finish(s, nil)
 		}
 	}()
 	go func() {
 		defer s.drain.Done()
 		for pe := range s.producer.Errors() {
-			pe.Msg.Metadata.(*ticket).finish(pe.Err)
+			pe.Msg.Metadata.(*flight).finish(s, pe.Err)
 		}
 	}()
 	return s, nil
@@ -116,7 +129,24 @@ func (s *Sink) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.producer.AsyncClose()
-		s.drain.Wait()
+		drained := make(chan struct{})
+		go func() { s.drain.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(closeTimeout):
+			// In an outage the producer would keep retrying for an hour: closing its client makes
+			// the queued records fail (they are unacked, so the relay re-delivers them later).
+			s.log.Warn("close: producer still has unacked records after the timeout; abandoning them",
+				zap.Duration("timeout", closeTimeout))
+			_ = s.producerClient.Close()
+			select {
+			case <-drained:
+			case <-time.After(closeTimeout):
+			}
+		}
+		if !s.producerClient.Closed() {
+			_ = s.producerClient.Close()
+		}
 		err = s.admin.Close() // closes the shared client too
 	})
 	return err
@@ -142,6 +172,7 @@ type Stats struct {
 	Unavailable     uint64 // failed with a systemic error (broker down, no leader, timeouts)
 	UnknownTopic    uint64 // Sends that found a topic missing
 	TooLargeRetried uint64 // records re-sent alone after their batch was rejected as too large
+	Rejoined        uint64 // records a Send found still queued from an earlier Send and waited for instead of producing again
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -152,6 +183,7 @@ func (s *Sink) Stats() Stats {
 		Unavailable:     s.stats.unavailable.Load(),
 		UnknownTopic:    s.stats.unknownTopic.Load(),
 		TooLargeRetried: s.stats.tooLargeRetried.Load(),
+		Rejoined:        s.stats.rejoined.Load(),
 	}
 }
 
@@ -210,7 +242,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		}
 	}
 
-	if err := s.produce(ctx, msgs, errs); err != nil {
+	if err := s.produce(ctx, batch, msgs, errs); err != nil {
 		return err
 	}
 
@@ -223,7 +255,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		s.stats.tooLargeRetried.Add(1)
 		one := []*sarama.ProducerMessage{newMessage(&batch[i], topics[i])}
 		oneErr := []error{nil}
-		if err := s.produce(ctx, one, oneErr); err != nil {
+		if err := s.produce(ctx, batch[i:i+1], one, oneErr); err != nil {
 			return err
 		}
 		errs[i] = oneErr[0]
@@ -243,10 +275,11 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 }
 
 // produce feeds the non-nil msgs to the producer and waits for their results, stored in errs.
-// It returns a non-nil error only when ctx ends or the sink is closed: then the records' fate is unknown.
-func (s *Sink) produce(ctx context.Context, msgs []*sarama.ProducerMessage, errs []error) error {
-	w := &waiter{errs: errs, done: make(chan struct{})}
-	w.pending.Store(1) // held until every message is fed
+// A record still queued in the producer from an earlier Send (whose ctx ended first) is not produced
+// again: this Send waits for that copy. It returns a non-nil error only when ctx ends or the sink is
+// closed; the records then stay queued in the producer and a later Send of them picks them up.
+func (s *Sink) produce(ctx context.Context, recs []outbox.Record, msgs []*sarama.ProducerMessage, errs []error) error {
+	flights := make([]*flight, len(msgs))
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -257,29 +290,46 @@ func (s *Sink) produce(ctx context.Context, msgs []*sarama.ProducerMessage, errs
 		if m == nil {
 			continue
 		}
-		m.Metadata = &ticket{w: w, i: i}
-		w.pending.Add(1)
+		key := flightKey{id: recs[i].ID, lsn: uint64(recs[i].CommitLSN)}
+		s.flightsMu.Lock()
+		f, queued := s.flights[key]
+		if !queued {
+			f = &flight{key: key, done: make(chan struct{})}
+			s.flights[key] = f
+		}
+		s.flightsMu.Unlock()
+		flights[i] = f
+		if queued {
+			s.stats.rejoined.Add(1)
+			continue
+		}
+		m.Metadata = f
 		select {
 		case s.producer.Input() <- m:
 		case <-ctx.Done():
-			w.pending.Add(-1)
 			ctxErr = ctx.Err()
+			f.finish(s, ctxErr) // never queued
 		}
 		if ctxErr != nil {
 			break
 		}
 	}
 	s.mu.RUnlock()
-	w.release()
 	if ctxErr != nil {
-		return fmt.Errorf("kafka: send: %w", ctxErr)
+		return outbox.Unavailable(fmt.Errorf("kafka: send: %w", ctxErr))
 	}
-	select {
-	case <-w.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("kafka: wait for acks: %w", ctx.Err())
+	for i, f := range flights {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.done:
+			errs[i] = f.err
+		case <-ctx.Done():
+			return outbox.Unavailable(fmt.Errorf("kafka: wait for acks (broker slow or down; records stay queued): %w", ctx.Err()))
+		}
 	}
+	return nil
 }
 
 // result classifies per-record errors into what Send returns.
@@ -394,26 +444,30 @@ func newMessage(r *outbox.Record, topic string) *sarama.ProducerMessage {
 	return m
 }
 
-// waiter collects the results of one produce call.
-type waiter struct {
-	errs    []error
-	pending atomic.Int64
-	done    chan struct{}
+// flightKey identifies one delivery of a record: the same message id committed again (a replay or a
+// requeued dead letter) is another delivery.
+type flightKey struct {
+	id  string
+	lsn uint64
 }
 
-func (w *waiter) release() {
-	if w.pending.Add(-1) == 0 {
-		close(w.done)
+// flight is one record queued in the producer; it rides in ProducerMessage.Metadata and routes the
+// producer's result to every Send waiting for it.
+type flight struct {
+	key  flightKey
+	err  error
+	done chan struct{}
+}
+
+func (f *flight) finish(s *Sink, err error) {
+	s.flightsMu.Lock()
+	if s.flights[f.key] == f {
+		delete(s.flights, f.key)
 	}
+	s.flightsMu.Unlock()
+	f.err = err
+	close(f.done)
 }
 
-// ticket rides in ProducerMessage.Metadata and routes the producer's result back to its waiter.
-type ticket struct {
-	w *waiter
-	i int
-}
-
-func (t *ticket) finish(err error) {
-	t.w.errs[t.i] = err
-	t.w.release()
-}
+// closeTimeout bounds how long Close waits for the producer to flush.
+const closeTimeout = 10 * time.Second

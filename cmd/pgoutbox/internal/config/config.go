@@ -1,0 +1,425 @@
+// Package config loads the pgoutbox daemon's configuration from a YAML file, PGOUTBOX_* environment
+// variables and command-line settings (precedence: flags > env > file > defaults), and validates it.
+// Every error names the offending key (for example "delivery.backoff_min") and where the value came from.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/replication"
+)
+
+// ErrInvalid wraps every configuration error.
+var ErrInvalid = errors.New("config")
+
+// Config is the daemon's whole configuration. The yaml tags are the key names; the environment
+// variable of a key is PGOUTBOX_ followed by the key upper-cased with dots as underscores.
+type Config struct {
+	Database     Database         `yaml:"database"`
+	Schema       string           `yaml:"schema"`
+	Slot         string           `yaml:"slot"`
+	InstanceID   string           `yaml:"instance_id"`
+	CreateSlot   bool             `yaml:"create_slot"`
+	StartLSN     LSN              `yaml:"start_lsn"`
+	Streaming    Streaming        `yaml:"streaming"`
+	Delivery     Delivery         `yaml:"delivery"`
+	Retention    Duration         `yaml:"retention"`
+	HTTP         HTTP             `yaml:"http"`
+	Readiness    Readiness        `yaml:"readiness"`
+	DrainTimeout Duration         `yaml:"drain_timeout"`
+	SlotPoll     Duration         `yaml:"slot_poll_interval"`
+	Log          Log              `yaml:"log"`
+	Routes       map[string]Route `yaml:"routes"`
+	Kafka        Kafka            `yaml:"kafka"`
+}
+
+// Database says how to reach PostgreSQL.
+type Database struct {
+	URL          string `yaml:"url"`
+	URLFile      string `yaml:"url_file"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Streaming configures pgoutput v2 streaming of large in-progress transactions.
+type Streaming struct {
+	Enabled     bool     `yaml:"enabled"`
+	MemoryLimit ByteSize `yaml:"memory_limit"`
+	SpillDir    string   `yaml:"spill_dir"`
+}
+
+// Delivery configures retries and concurrency of the relay.
+type Delivery struct {
+	MaxAttempts    int      `yaml:"max_attempts"`
+	BackoffMin     Duration `yaml:"backoff_min"`
+	BackoffMax     Duration `yaml:"backoff_max"`
+	Lanes          int      `yaml:"lanes"`
+	MaxInFlight    int      `yaml:"max_in_flight"`
+	BatchSize      int      `yaml:"batch_size"`
+	HandlerTimeout Duration `yaml:"handler_timeout"`
+}
+
+// HTTP configures the metrics and health server.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Readiness configures /readyz.
+type Readiness struct {
+	// MaxLagBytes: the slot's lag (current WAL − confirmed_flush_lsn) above it makes /readyz fail; 0 disables.
+	MaxLagBytes ByteSize `yaml:"max_lag_bytes"`
+	// StandbyReady makes a standby instance report ready (default false: only the streaming one is).
+	StandbyReady bool `yaml:"standby_ready"`
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Route says where the messages of one destination go: exactly one of Kafka, Webhook, Stdout.
+type Route struct {
+	Kafka   *KafkaRoute   `yaml:"kafka"`
+	Webhook *WebhookRoute `yaml:"webhook"`
+	Stdout  *StdoutRoute  `yaml:"stdout"`
+}
+
+// KafkaRoute sends to a topic; an empty Topic uses each message's Route as the topic.
+type KafkaRoute struct {
+	Topic string `yaml:"topic"`
+}
+
+// WebhookRoute posts each message to URL (plus the message's Route as a path suffix).
+type WebhookRoute struct {
+	URL         string            `yaml:"url"`
+	Timeout     Duration          `yaml:"timeout"`
+	Headers     map[string]string `yaml:"headers"`
+	Concurrency int               `yaml:"concurrency"`
+}
+
+// StdoutRoute writes JSON lines to standard output.
+type StdoutRoute struct{}
+
+// Kind returns "kafka", "webhook", "stdout" or "" (none set).
+func (r Route) Kind() string {
+	switch {
+	case r.Kafka != nil:
+		return "kafka"
+	case r.Webhook != nil:
+		return "webhook"
+	case r.Stdout != nil:
+		return "stdout"
+	}
+	return ""
+}
+
+// Kafka configures the one Kafka producer shared by every kafka route.
+type Kafka struct {
+	Brokers         []string  `yaml:"brokers"`
+	ClientID        string    `yaml:"client_id"`
+	Acks            string    `yaml:"acks"`
+	Version         string    `yaml:"version"`
+	Linger          Duration  `yaml:"linger"`
+	BatchBytes      ByteSize  `yaml:"batch_bytes"`
+	BatchMessages   int       `yaml:"batch_messages"`
+	MaxMessageBytes ByteSize  `yaml:"max_message_bytes"`
+	Compression     string    `yaml:"compression"`
+	ProduceTimeout  Duration  `yaml:"produce_timeout"`
+	Retries         int       `yaml:"retries"`
+	RetryBackoff    Duration  `yaml:"retry_backoff"`
+	DialTimeout     Duration  `yaml:"dial_timeout"`
+	ReadTimeout     Duration  `yaml:"read_timeout"`
+	WriteTimeout    Duration  `yaml:"write_timeout"`
+	TLS             KafkaTLS  `yaml:"tls"`
+	SASL            KafkaSASL `yaml:"sasl"`
+}
+
+// KafkaTLS enables TLS to the brokers.
+type KafkaTLS struct {
+	Enable             bool   `yaml:"enable"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// KafkaSASL enables SASL: mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+type KafkaSASL struct {
+	Mechanism    string `yaml:"mechanism"`
+	User         string `yaml:"user"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Duration is a time.Duration written as "250ms", "5s", "1h30m".
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ByteSize is a byte count written as 1048576, "64MiB", "512KiB", "1GB".
+type ByteSize int64
+
+// LSN is a WAL position written as "16/B374D848".
+type LSN pglogrepl.LSN
+
+// Default returns the configuration every source starts from.
+func Default() Config {
+	return Config{
+		Schema:     "public",
+		CreateSlot: true,
+		Streaming:  Streaming{MemoryLimit: 64 << 20},
+		Delivery: Delivery{
+			MaxAttempts: 10, BackoffMin: Duration(100 * time.Millisecond), BackoffMax: Duration(30 * time.Second),
+			Lanes: 16, MaxInFlight: 20_000, BatchSize: 500, HandlerTimeout: Duration(30 * time.Second),
+		},
+		Retention:    Duration(24 * time.Hour),
+		HTTP:         HTTP{Listen: ":9090"},
+		Readiness:    Readiness{MaxLagBytes: 256 << 20},
+		DrainTimeout: Duration(30 * time.Second),
+		SlotPoll:     Duration(5 * time.Second),
+		Log:          Log{Level: "info", Format: "json"},
+		Kafka: Kafka{
+			ClientID: "pgoutbox", Acks: "all", Version: "3.0.0", Linger: Duration(5 * time.Millisecond),
+			BatchBytes: 512 << 10, MaxMessageBytes: 1_000_000, Compression: "none",
+			ProduceTimeout: Duration(10 * time.Second), Retries: 3, RetryBackoff: Duration(250 * time.Millisecond),
+			DialTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second), WriteTimeout: Duration(30 * time.Second),
+		},
+	}
+}
+
+// keyError is an error about one key.
+func keyError(key, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalid, key, fmt.Sprintf(format, args...))
+}
+
+// Validate checks every key that does not need the database. It does not require routes; see
+// ValidateRun for what `pgoutbox run` needs on top.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+
+	if c.Database.URL == "" && c.Database.URLFile == "" {
+		bad("database.url", "required (or database.url_file; env PGOUTBOX_DATABASE_URL)")
+	}
+	if c.Database.URL != "" && c.Database.URLFile != "" {
+		bad("database.url_file", "set only one of database.url and database.url_file")
+	}
+	if c.Database.Password != "" && c.Database.PasswordFile != "" {
+		bad("database.password_file", "set only one of database.password and database.password_file")
+	}
+	if err := outbox.ValidateSchemaName(c.Schema); err != nil {
+		bad("schema", "%v", err)
+	}
+	if c.Slot != "" {
+		if err := replication.ValidateSlotName(c.Slot); err != nil {
+			bad("slot", "%q must be 1 to 63 of a-z, 0-9 and _", c.Slot)
+		}
+	}
+	if len(c.InstanceID) > replication.MaxInstanceIDLen {
+		bad("instance_id", "%d bytes, the limit is %d", len(c.InstanceID), replication.MaxInstanceIDLen)
+	}
+	for _, r := range c.InstanceID {
+		if r < 0x21 || r > 0x7e {
+			bad("instance_id", "%q must be printable ASCII without spaces", c.InstanceID)
+			break
+		}
+	}
+	if c.Streaming.Enabled && c.Streaming.MemoryLimit <= 0 {
+		bad("streaming.memory_limit", "must be positive when streaming.enabled is true")
+	}
+	d := c.Delivery
+	if d.MaxAttempts < 1 {
+		bad("delivery.max_attempts", "%d: must be at least 1", d.MaxAttempts)
+	}
+	if d.BackoffMin <= 0 {
+		bad("delivery.backoff_min", "%s: must be positive", d.BackoffMin.D())
+	}
+	if d.BackoffMax < d.BackoffMin {
+		bad("delivery.backoff_max", "%s: must be at least delivery.backoff_min (%s)", d.BackoffMax.D(), d.BackoffMin.D())
+	}
+	if d.Lanes < 1 || d.Lanes > 4096 {
+		bad("delivery.lanes", "%d: must be between 1 and 4096", d.Lanes)
+	}
+	if d.MaxInFlight < 1 {
+		bad("delivery.max_in_flight", "%d: must be at least 1", d.MaxInFlight)
+	}
+	if d.BatchSize < 1 {
+		bad("delivery.batch_size", "%d: must be at least 1", d.BatchSize)
+	}
+	if d.HandlerTimeout <= 0 {
+		bad("delivery.handler_timeout", "%s: must be positive", d.HandlerTimeout.D())
+	}
+	if c.Retention < 0 {
+		bad("retention", "%s: must not be negative (0 keeps rows forever)", c.Retention.D())
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		bad("http.listen", "%q is not host:port (for example \":9090\" or \"127.0.0.1:9090\")", c.HTTP.Listen)
+	}
+	if c.Readiness.MaxLagBytes < 0 {
+		bad("readiness.max_lag_bytes", "must not be negative (0 disables the check)")
+	}
+	if c.DrainTimeout <= 0 {
+		bad("drain_timeout", "%s: must be positive", c.DrainTimeout.D())
+	}
+	if c.SlotPoll < Duration(100*time.Millisecond) {
+		bad("slot_poll_interval", "%s: must be at least 100ms", c.SlotPoll.D())
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		bad("log.format", "%q is not json or console", c.Log.Format)
+	}
+	errs = append(errs, c.validateKafka()...)
+	errs = append(errs, c.validateRoutes()...)
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateKafka() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+	k := c.Kafka
+	switch strings.ToLower(k.Acks) {
+	case "all", "-1":
+	default:
+		bad("kafka.acks", "%q is unsafe: only \"all\" (-1) is supported, a message is acked only once every in-sync replica has it", k.Acks)
+	}
+	for i, b := range k.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil || strings.TrimSpace(b) == "" {
+			bad(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port", b)
+		}
+	}
+	switch strings.ToLower(k.Compression) {
+	case "", "none", "gzip", "snappy", "lz4", "zstd":
+	default:
+		bad("kafka.compression", "%q is not none, gzip, snappy, lz4 or zstd", k.Compression)
+	}
+	switch k.SASL.Mechanism {
+	case "":
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if k.SASL.User == "" {
+			bad("kafka.sasl.user", "required with kafka.sasl.mechanism %s", k.SASL.Mechanism)
+		}
+	default:
+		bad("kafka.sasl.mechanism", "%q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", k.SASL.Mechanism)
+	}
+	if k.SASL.Password != "" && k.SASL.PasswordFile != "" {
+		bad("kafka.sasl.password_file", "set only one of kafka.sasl.password and kafka.sasl.password_file")
+	}
+	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
+		bad("kafka.tls.cert_file", "kafka.tls.cert_file and kafka.tls.key_file must be set together")
+	}
+	for _, kv := range []struct {
+		key string
+		d   Duration
+	}{{"kafka.produce_timeout", k.ProduceTimeout}, {"kafka.dial_timeout", k.DialTimeout}, {"kafka.read_timeout", k.ReadTimeout}, {"kafka.write_timeout", k.WriteTimeout}} {
+		if kv.d <= 0 {
+			bad(kv.key, "%s: must be positive", kv.d.D())
+		}
+	}
+	if k.Linger < 0 {
+		bad("kafka.linger", "must not be negative")
+	}
+	if k.Retries < 0 {
+		bad("kafka.retries", "must not be negative")
+	}
+	if k.BatchBytes < 0 {
+		bad("kafka.batch_bytes", "must not be negative")
+	}
+	if k.MaxMessageBytes <= 0 {
+		bad("kafka.max_message_bytes", "must be positive")
+	}
+	return errs
+}
+
+func (c *Config) validateRoutes() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+	for _, dest := range c.Destinations() {
+		r := c.Routes[dest]
+		key := "routes." + dest
+		if dest == "" {
+			bad("routes", "empty destination name")
+			continue
+		}
+		n := 0
+		for _, set := range []bool{r.Kafka != nil, r.Webhook != nil, r.Stdout != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			bad(key, "set exactly one of kafka, webhook or stdout (found %d)", n)
+			continue
+		}
+		switch {
+		case r.Kafka != nil:
+			if len(c.Kafka.Brokers) == 0 {
+				bad("kafka.brokers", "required by route %s (env PGOUTBOX_KAFKA_BROKERS, comma-separated)", key)
+			}
+		case r.Webhook != nil:
+			u, err := url.Parse(r.Webhook.URL)
+			if r.Webhook.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(key+".webhook.url", "%q is not an absolute http(s) URL", redactURL(r.Webhook.URL))
+			}
+			if r.Webhook.Timeout < 0 {
+				bad(key+".webhook.timeout", "must not be negative")
+			}
+			if r.Webhook.Concurrency < 0 {
+				bad(key+".webhook.concurrency", "must not be negative")
+			}
+		}
+	}
+	return errs
+}
+
+// ValidateRun adds what `pgoutbox run` needs: at least one route, unless dev mode routes to stdout.
+func (c *Config) ValidateRun(dev bool) error {
+	if len(c.Routes) == 0 && !dev {
+		return keyError("routes", "no route configured: map each destination to kafka, webhook or stdout "+
+			"(see docs/daemon.md), or pass --dev to print every message to stdout")
+	}
+	return nil
+}
+
+// Destinations returns the configured destinations, sorted.
+func (c *Config) Destinations() []string {
+	out := make([]string, 0, len(c.Routes))
+	for d := range c.Routes {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SlotName returns the configured slot or the default for the schema.
+func (c *Config) SlotName() string {
+	if c.Slot != "" {
+		return c.Slot
+	}
+	return outbox.DefaultSlotName(c.Schema)
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
+}

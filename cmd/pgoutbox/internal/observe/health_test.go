@@ -1,0 +1,84 @@
+package observe_test
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/observe"
+)
+
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		setup   func(p *observe.Probe)
+		ready   bool
+		healthy bool
+		why     string
+	}{
+		{"starting", func(p *observe.Probe) {}, false, true, "state starting"},
+		{"streaming", func(p *observe.Probe) { p.SetState("streaming") }, true, true, ""},
+		{"standby", func(p *observe.Probe) { p.SetState("standby") }, false, true, "standby"},
+		{"standby ready", func(p *observe.Probe) { p.StandbyReady = true; p.SetState("standby") }, true, true, ""},
+		{"lag", func(p *observe.Probe) { p.SetState("streaming"); p.SetLag(2000) }, false, true, "slot lag 2000 bytes"},
+		{"lag under", func(p *observe.Probe) { p.SetState("streaming"); p.SetLag(10) }, true, true, ""},
+		{"blocked", func(p *observe.Probe) {
+			p.SetState("streaming")
+			p.SetBlocked(map[string]string{"destination orders": "broker down"})
+		}, false, true, "blocked destination orders: broker down"},
+		{"failed", func(p *observe.Probe) { p.SetFailed("slot lost") }, false, false, "relay failed: slot lost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := &observe.Probe{MaxLagBytes: 1000}
+			tt.setup(p)
+			srv := httptest.NewServer(observe.Handler(prometheus.NewRegistry(), p))
+			defer srv.Close()
+			get := func(path string) (int, string) {
+				resp, err := srv.Client().Get(srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			code, body := get("/readyz")
+			if (code == 200) != tt.ready || !strings.Contains(body, tt.why) {
+				t.Errorf("/readyz = %d %q, want ready=%v containing %q", code, body, tt.ready, tt.why)
+			}
+			if code, body := get("/healthz"); (code == 200) != tt.healthy {
+				t.Errorf("/healthz = %d %q, want healthy=%v", code, body, tt.healthy)
+			}
+		})
+	}
+}
+
+func TestMetricsRegisterOnTheGivenRegistry(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := observe.NewMetrics(reg, "v")
+	m.InitDestinations([]string{"orders"})
+	m.SetState("standby")
+	m.SetSlot(observe.SlotStatus{Exists: true, WALStatus: "lost", LagBytes: 7, DeadLetters: 3}, nil)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"pgoutbox_messages_delivered_total", "pgoutbox_role", "pgoutbox_slot_lag_bytes", "pgoutbox_slot_wal_status", "pgoutbox_dead_letters"} {
+		if !names[n] {
+			t.Errorf("%s not registered", n)
+		}
+	}
+	// A second set on a fresh registry must not panic (no global registration).
+	observe.NewMetrics(prometheus.NewRegistry(), "v")
+}

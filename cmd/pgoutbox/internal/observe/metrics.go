@@ -1,0 +1,167 @@
+// Package observe holds the daemon's Prometheus metrics, the slot poller they feed on and the
+// /healthz and /readyz probes. Metrics register on the registry given to NewMetrics, never on the
+// global default one.
+package observe
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
+)
+
+// States are the values of the pgoutbox_role gauge's role label.
+var States = []string{"starting", "connecting", "streaming", "standby", "backoff", "stopped", "failed"}
+
+// WALStatuses are the values of pgoutbox_slot_wal_status's status label (pg_replication_slots.wal_status).
+var WALStatuses = []string{"reserved", "extended", "unreserved", "lost", "missing"}
+
+// Metrics are the daemon's metrics. It implements outbox.Observer; all methods are safe for concurrent use.
+type Metrics struct {
+	delivered    *prometheus.CounterVec
+	failed       *prometheus.CounterVec
+	deadLettered *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	blocked      *prometheus.GaugeVec
+	inFlight     prometheus.Gauge
+	role         *prometheus.GaugeVec
+	reconnects   prometheus.Counter
+	lag          prometheus.Gauge
+	retained     prometheus.Gauge
+	confirmed    prometheus.Gauge
+	slotActive   prometheus.Gauge
+	walStatus    *prometheus.GaugeVec
+	deadLetters  prometheus.Gauge
+	pollErrors   prometheus.Counter
+}
+
+var _ outbox.Observer = (*Metrics)(nil)
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
+	dest := []string{"destination"}
+	m := &Metrics{
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgoutbox_messages_delivered_total",
+			Help: "Messages acked by their sink or handler, per destination."}, dest),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgoutbox_delivery_failures_total",
+			Help: "Failed delivery attempts (each retry counts), per destination."}, dest),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgoutbox_messages_dead_lettered_total",
+			Help: "Messages written to the dead-letter table, per destination."}, dest),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pgoutbox_commit_to_ack_seconds",
+			Help:    "Time from the message's commit in PostgreSQL to its ack by the sink, per destination.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800}}, dest),
+		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pgoutbox_destination_blocked",
+			Help: "1 while a destination's sink reports itself unavailable (the slot does not advance)."}, dest),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_in_flight_messages",
+			Help: "Messages received from the WAL and not yet acked."}),
+		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pgoutbox_role",
+			Help: "1 for the relay's current state: streaming (active), standby (another instance holds the slot), connecting, backoff, starting, stopped, failed."},
+			[]string{"role"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_replication_reconnects_total",
+			Help: "Times the replication connection was lost and the relay went into backoff (sampled state transitions)."}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_slot_lag_bytes",
+			Help: "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn: WAL not yet confirmed as delivered."}),
+		retained: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_slot_retained_wal_bytes",
+			Help: "pg_current_wal_lsn() minus the slot's restart_lsn: WAL the server keeps for the slot."}),
+		confirmed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_slot_confirmed_lsn",
+			Help: "The slot's confirmed_flush_lsn as a number."}),
+		slotActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_slot_active",
+			Help: "1 when a walsender (this or another instance) streams the slot."}),
+		walStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pgoutbox_slot_wal_status",
+			Help: "1 for the slot's wal_status (reserved, extended, unreserved, lost), or missing when the slot does not exist."},
+			[]string{"status"}),
+		deadLetters: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_dead_letters",
+			Help: "Rows in the dead-letter table."}),
+		pollErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_slot_poll_errors_total",
+			Help: "Failed polls of pg_replication_slots and the dead-letter table."}),
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_build_info", Help: "Always 1; labels carry the version.",
+		ConstLabels: prometheus.Labels{"version": version}})
+	info.Set(1)
+	reg.MustRegister(m.delivered, m.failed, m.deadLettered, m.latency, m.blocked, m.inFlight, m.role, m.reconnects,
+		m.lag, m.retained, m.confirmed, m.slotActive, m.walStatus, m.deadLetters, m.pollErrors, info)
+	m.SetState("starting")
+	return m
+}
+
+// Delivered implements outbox.Observer.
+func (m *Metrics) Delivered(dest outbox.Destination, commitToAck time.Duration) {
+	m.delivered.WithLabelValues(string(dest)).Inc()
+	m.latency.WithLabelValues(string(dest)).Observe(commitToAck.Seconds())
+}
+
+// Failed implements outbox.Observer.
+func (m *Metrics) Failed(dest outbox.Destination, _ error) {
+	m.failed.WithLabelValues(string(dest)).Inc()
+}
+
+// DeadLettered implements outbox.Observer.
+func (m *Metrics) DeadLettered(dest outbox.Destination) {
+	m.deadLettered.WithLabelValues(string(dest)).Inc()
+}
+
+// Blocked implements outbox.Observer.
+func (m *Metrics) Blocked(dest outbox.Destination, err error) {
+	v := 0.0
+	if err != nil {
+		v = 1
+	}
+	m.blocked.WithLabelValues(string(dest)).Set(v)
+}
+
+// InitDestinations creates the per-destination series at zero, so dashboards see them before traffic.
+func (m *Metrics) InitDestinations(dests []string) {
+	for _, d := range dests {
+		m.delivered.WithLabelValues(d)
+		m.failed.WithLabelValues(d)
+		m.deadLettered.WithLabelValues(d)
+		m.blocked.WithLabelValues(d).Set(0)
+	}
+}
+
+// SetState sets the role gauge to state.
+func (m *Metrics) SetState(state string) {
+	for _, s := range States {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.role.WithLabelValues(s).Set(v)
+	}
+}
+
+// SetInFlight sets the in-flight gauge.
+func (m *Metrics) SetInFlight(n int) { m.inFlight.Set(float64(n)) }
+
+// Reconnected counts one lost replication connection.
+func (m *Metrics) Reconnected(n uint64) { m.reconnects.Add(float64(n)) }
+
+// SetSlot records a poll of the slot and the dead-letter depth; a failed poll counts as an error.
+func (m *Metrics) SetSlot(s SlotStatus, err error) {
+	if err != nil && !errors.Is(err, ErrNoDeadLetterTable) {
+		m.pollErrors.Inc()
+		return
+	}
+	status := "missing"
+	if s.Exists {
+		status = s.WALStatus
+		m.lag.Set(float64(s.LagBytes))
+		m.retained.Set(float64(s.RetainedBytes))
+		m.confirmed.Set(float64(s.ConfirmedLSN))
+	}
+	active := 0.0
+	if s.Active {
+		active = 1
+	}
+	m.slotActive.Set(active)
+	for _, st := range WALStatuses {
+		v := 0.0
+		if st == status {
+			v = 1
+		}
+		m.walStatus.WithLabelValues(st).Set(v)
+	}
+	m.deadLetters.Set(float64(s.DeadLetters))
+}

@@ -1,0 +1,43 @@
+//go:build !nokafka
+
+package main
+
+import (
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/config"
+	"github.com/pgoutbox/pgoutbox/sink/kafka"
+)
+
+// newKafkaSink builds the one Kafka producer shared by every kafka route.
+var newKafkaSink = func(k config.Kafka, topics map[string]string, log *zap.Logger) (kafkaSink, error) {
+	kc := kafka.DefaultConfig()
+	kc.Brokers = k.Brokers
+	kc.ClientID = k.ClientID
+	kc.Acks = k.Acks
+	if kc.Acks == "-1" {
+		kc.Acks = "all"
+	}
+	kc.Topics = topics
+	kc.KafkaVersion = k.Version
+	kc.Linger = k.Linger.D()
+	kc.BatchBytes = int(k.BatchBytes)
+	kc.BatchMessages = k.BatchMessages
+	kc.MaxMessageBytes = int(k.MaxMessageBytes)
+	kc.Compression = k.Compression
+	kc.ProduceTimeout = k.ProduceTimeout.D()
+	kc.Retries = k.Retries
+	kc.RetryBackoff = k.RetryBackoff.D()
+	kc.DialTimeout = k.DialTimeout.D()
+	kc.ReadTimeout = k.ReadTimeout.D()
+	kc.WriteTimeout = k.WriteTimeout.D()
+	kc.TLS = kafka.TLSConfig{Enable: k.TLS.Enable, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
+		ServerName: k.TLS.ServerName, InsecureSkipVerify: k.TLS.InsecureSkipVerify}
+	kc.SASL = kafka.SASLConfig{Mechanism: k.SASL.Mechanism, User: k.SASL.User, Password: k.SASL.Password}
+	if err := kc.Validate(); err != nil {
+		return nil, withCode(exitUsage, fmt.Errorf("%w: kafka: %w", config.ErrInvalid, err))
+	}
+	return kafka.New(kc, kafka.WithLogger(log))
+}
