@@ -154,8 +154,11 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		g.Go(func() error { r.pruneLoop(gctx); return nil })
 	}
 	go func() {
-		<-ctx.Done() // the caller's context ends the relay without draining
-		cancel()
+		select {
+		case <-ctx.Done(): // the caller's context ends the relay without draining
+			cancel()
+		case <-r.done:
+		}
 	}()
 	go func() {
 		r.err = g.Wait()
