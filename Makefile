@@ -42,3 +42,6 @@ services-up:
 services-down:
 	@if [ -x scripts/kafka.sh ]; then scripts/kafka.sh down; fi
 	@scripts/postgres.sh down
+
+# Targets of the benchmark suite and the fault-injection suite (test-faults), kept in mk/.
+-include mk/*.mk
