@@ -46,7 +46,8 @@ func (s sqlExecer) Exec(ctx context.Context, q string, args ...any) (pgconn.Comm
 // DefaultMaxPayloadBytes is the payload limit Enqueue applies unless an Enqueuer sets another one.
 const DefaultMaxPayloadBytes = 8 << 20
 
-// Enqueue writes msgs into <schema>.pkg_outbox through tx, in one statement, so they commit or roll back
+// Enqueue writes msgs into <schema>.pkg_outbox through tx, in one statement (a scalar INSERT for one
+// message, INSERT … SELECT FROM unnest(arrays) for more: no parameter limit), so they commit or roll back
 // with the caller's transaction. Messages without an ID get a UUIDv7. When ctx carries an OpenTelemetry
 // span, its W3C traceparent and tracestate go into each message's headers (unless already set).
 //
@@ -83,11 +84,18 @@ func (e Enqueuer) Enqueue(ctx context.Context, tx Execer, msgs ...Message) error
 	if err != nil {
 		return err
 	}
-	q := "INSERT INTO " + TableName(e.Schema) + ` (id, destination, route, key, type, payload, headers)
+	if len(msgs) == 1 { // the common case: a scalar INSERT is cheaper to plan and run than unnest
+		q := "INSERT INTO " + TableName(e.Schema) + ` (id, destination, route, key, type, payload, headers)
+VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::text, $6::bytea, $7::text::jsonb)`
+		_, err = tx.Exec(ctx, q, cols.ids[0], cols.destinations[0], cols.routes[0], cols.keys[0], cols.types[0], cols.payloads[0], cols.headers[0])
+	} else {
+		q := "INSERT INTO " + TableName(e.Schema) + ` (id, destination, route, key, type, payload, headers)
 SELECT u.id, u.destination, u.route, u.key, u.type, u.payload, u.headers::jsonb
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
   AS u(id, destination, route, key, type, payload, headers)`
-	if _, err := tx.Exec(ctx, q, cols.ids, cols.destinations, cols.routes, cols.keys, cols.types, cols.payloads, cols.headers); err != nil {
+		_, err = tx.Exec(ctx, q, cols.ids, cols.destinations, cols.routes, cols.keys, cols.types, cols.payloads, cols.headers)
+	}
+	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
 			return fmt.Errorf("%w: %s: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first: %w",
