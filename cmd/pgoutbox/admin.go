@@ -311,26 +311,6 @@ func (a *app) dlqCmd() *cobra.Command {
 		Use:   "dlq",
 		Short: "List, requeue or purge dead letters",
 	}
-	type filterFlags struct {
-		ids  []string
-		dest string
-		all  bool
-	}
-	addFilter := func(c *cobra.Command, f *filterFlags) {
-		c.Flags().StringArrayVar(&f.ids, "id", nil, "dead letter (message) id (repeatable)")
-		c.Flags().StringVar(&f.dest, "destination", "", "every dead letter of this destination")
-		c.Flags().BoolVar(&f.all, "all", false, "every dead letter")
-	}
-	filter := func(f filterFlags, verb string) (outbox.DeadLetterFilter, error) {
-		if len(f.ids) == 0 && f.dest == "" && !f.all {
-			return outbox.DeadLetterFilter{}, usageErr("dlq %s: give --id, --destination or --all", verb)
-		}
-		if f.all && (len(f.ids) > 0 || f.dest != "") {
-			return outbox.DeadLetterFilter{}, usageErr("dlq %s: --all cannot be combined with --id or --destination", verb)
-		}
-		return outbox.DeadLetterFilter{IDs: f.ids, Destination: outbox.Destination(f.dest), All: f.all}, nil
-	}
-
 	var lf filterFlags
 	var limit int
 	var asJSON bool
@@ -369,72 +349,73 @@ func (a *app) dlqCmd() *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 100, "most rows to show")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var rf filterFlags
-	var requeueDry bool
-	requeue := &cobra.Command{
-		Use:   "requeue",
-		Short: "Move dead letters back into the outbox (same ids): the relay delivers them again",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := filter(rf, "requeue")
-			if err != nil {
-				return err
-			}
-			return a.withPool(cmd.Context(), func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
-				if requeueDry {
-					n, err := countDeadLetters(ctx, pool, cfg.Schema, f)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(a.stdout, "dry run: %d dead letter(s) would be requeued\n", n)
-					return nil
-				}
-				n, err := outbox.RequeueDeadLetters(ctx, pool, cfg.Schema, f)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "requeued %d dead letter(s)\n", n)
-				return nil
-			})
-		},
-	}
-	addFilter(requeue, &rf)
-	requeue.Flags().BoolVar(&requeueDry, "dry-run", false, "count, do not requeue")
-
-	var pf filterFlags
-	var purgeDry bool
-	purge := &cobra.Command{
-		Use:   "purge",
-		Short: "Delete dead letters for good",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := filter(pf, "purge")
-			if err != nil {
-				return err
-			}
-			return a.withPool(cmd.Context(), func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
-				if purgeDry {
-					n, err := countDeadLetters(ctx, pool, cfg.Schema, f)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(a.stdout, "dry run: %d dead letter(s) would be purged\n", n)
-					return nil
-				}
-				n, err := outbox.PurgeDeadLetters(ctx, pool, cfg.Schema, f)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "purged %d dead letter(s)\n", n)
-				return nil
-			})
-		},
-	}
-	addFilter(purge, &pf)
-	purge.Flags().BoolVar(&purgeDry, "dry-run", false, "count, do not purge")
+	requeue := a.dlqActionCommand("requeue", "requeued",
+		"Move dead letters back into the outbox (same ids): the relay delivers them again", outbox.RequeueDeadLetters)
+	purge := a.dlqActionCommand("purge", "purged", "Delete dead letters for good", outbox.PurgeDeadLetters)
 
 	cmd.AddCommand(list, requeue, purge)
 	return cmd
+}
+
+// filterFlags select dead letters: --id (repeatable), --destination or --all.
+type filterFlags struct {
+	ids  []string
+	dest string
+	all  bool
+}
+
+func addFilter(c *cobra.Command, f *filterFlags) {
+	c.Flags().StringArrayVar(&f.ids, "id", nil, "dead letter (message) id (repeatable)")
+	c.Flags().StringVar(&f.dest, "destination", "", "every dead letter of this destination")
+	c.Flags().BoolVar(&f.all, "all", false, "every dead letter")
+}
+
+func filter(f filterFlags, verb string) (outbox.DeadLetterFilter, error) {
+	if len(f.ids) == 0 && f.dest == "" && !f.all {
+		return outbox.DeadLetterFilter{}, usageErr("dlq %s: give --id, --destination or --all", verb)
+	}
+	if f.all && (len(f.ids) > 0 || f.dest != "") {
+		return outbox.DeadLetterFilter{}, usageErr("dlq %s: --all cannot be combined with --id or --destination", verb)
+	}
+	return outbox.DeadLetterFilter{IDs: f.ids, Destination: outbox.Destination(f.dest), All: f.all}, nil
+}
+
+// dlqActionCommand builds `dlq requeue` and `dlq purge`: a filter (ids, destination or --all), a dry
+// run that counts, and the action.
+func (a *app) dlqActionCommand(verb, done, short string,
+	action func(context.Context, outbox.Execer, string, outbox.DeadLetterFilter) (int64, error)) *cobra.Command {
+	var ff filterFlags
+	var dry bool
+	c := &cobra.Command{
+		Use:   verb,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := filter(ff, verb)
+			if err != nil {
+				return err
+			}
+			return a.withPool(cmd.Context(), func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+				if dry {
+					n, err := countDeadLetters(ctx, pool, cfg.Schema, f)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(a.stdout, "dry run: %d dead letter(s) would be %s\n", n, done)
+					return nil
+				}
+				n, err := action(ctx, pool, cfg.Schema, f)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%s %d dead letter(s)\n", done, n)
+				return nil
+			})
+		},
+	}
+	addFilter(c, &ff)
+	c.Flags().BoolVar(&dry, "dry-run", false, "count, do not "+verb)
+	return c
 }
 
 func countDeadLetters(ctx context.Context, pool *pgxpool.Pool, schema string, f outbox.DeadLetterFilter) (int, error) {
