@@ -158,7 +158,9 @@ func (d *Decoder) spill(tx *streamTxn) error {
 	}
 	tx.spilled += int64(len(tx.buf))
 	d.memUsed -= len(tx.buf)
-	tx.buf = tx.buf[:0]
+	// Let the buffer go: keeping its capacity (up to twice the limit after append's doubling) would
+	// hold that much memory for the rest of the transaction.
+	tx.buf = nil
 	return nil
 }
 

@@ -53,7 +53,7 @@ func defaultRelayConfig() relayConfig {
 		pruneInterval:   time.Minute,
 		pruneBatch:      1000,
 		handlerTimeout:  30 * time.Second,
-		streamMemory:    64 << 20,
+		streamMemory:    16 << 20,
 	}
 }
 
@@ -122,9 +122,15 @@ func WithMaxInFlight(n int) Option { return func(c *relayConfig) { c.maxInFlight
 func WithBatchSize(n int) Option { return func(c *relayConfig) { c.batchSize = n } }
 
 // WithStreaming turns on pgoutput protocol v2 streaming of large in-progress transactions (default off):
-// chunks are buffered (and spilled to disk past memoryLimit bytes) until the transaction commits.
+// chunks are buffered (and spilled to disk past memoryLimit bytes; 0 means 16 MiB) until the transaction
+// commits.
 func WithStreaming(on bool, memoryLimit int, spillDir string) Option {
-	return func(c *relayConfig) { c.streaming, c.streamMemory, c.spillDir = on, memoryLimit, spillDir }
+	return func(c *relayConfig) {
+		c.streaming, c.spillDir = on, spillDir
+		if memoryLimit > 0 {
+			c.streamMemory = memoryLimit
+		}
+	}
 }
 
 // WithInstanceID names this relay instance; the replication connection's application_name is

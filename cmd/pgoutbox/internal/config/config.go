@@ -179,7 +179,7 @@ func Default() Config {
 	return Config{
 		Schema:     "public",
 		CreateSlot: true,
-		Streaming:  Streaming{MemoryLimit: 64 << 20},
+		Streaming:  Streaming{MemoryLimit: 16 << 20},
 		Delivery: Delivery{
 			MaxAttempts: 10, BackoffMin: Duration(100 * time.Millisecond), BackoffMax: Duration(30 * time.Second),
 			Lanes: 16, MaxInFlight: 20_000, BatchSize: 500, HandlerTimeout: Duration(30 * time.Second),
