@@ -26,7 +26,29 @@ type item struct {
 type lane struct {
 	r  *Relay
 	in chan *item
+	hc handlerCtx
 }
+
+// handlerCtx gives each Handler call a deadline without a new context and timer per call: the lane
+// keeps one cancelable context and re-arms one timer for every call. When a call overruns, the timer
+// cancels the context (cause context.DeadlineExceeded) and the next call gets a fresh one.
+type handlerCtx struct {
+	ctx   context.Context
+	timer *time.Timer
+}
+
+func (h *handlerCtx) arm(parent context.Context, timeout time.Duration) context.Context {
+	if h.ctx == nil || h.ctx.Err() != nil {
+		ctx, cancel := context.WithCancelCause(parent)
+		h.ctx = ctx
+		h.timer = time.AfterFunc(timeout, func() { cancel(context.DeadlineExceeded) })
+		return ctx
+	}
+	h.timer.Reset(timeout)
+	return h.ctx
+}
+
+func (h *handlerCtx) disarm() { h.timer.Stop() }
 
 func (l *lane) run(ctx context.Context) {
 	r := l.r
@@ -97,7 +119,8 @@ func (l *lane) deliverHandler(ctx context.Context, h Handler, it *item) bool {
 	r := l.r
 	for {
 		it.rec.Attempt++
-		err := r.callHandler(ctx, h, it.rec.Message)
+		err := r.callHandler(l.hc.arm(ctx, r.cfg.handlerTimeout), h, it.rec.Message)
+		l.hc.disarm()
 		if err == nil {
 			r.ack(it)
 			return true
@@ -133,8 +156,6 @@ func (l *lane) failed(ctx context.Context, it *item, err error) (done, ok bool) 
 }
 
 func (r *Relay) callHandler(ctx context.Context, h Handler, m Message) (err error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.handlerTimeout)
-	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("outbox: handler panicked: %v\n%s", p, debug.Stack())

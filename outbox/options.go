@@ -146,6 +146,7 @@ func WithStatusInterval(d time.Duration) Option { return func(c *relayConfig) { 
 func WithRetention(d time.Duration) Option { return func(c *relayConfig) { c.retention = d } }
 
 // WithHandlerTimeout bounds one Handler call or Sink.Send (default 30s); a timeout counts as a failure.
+// A Handler's ctx is cancelled when its call overruns (context.Cause(ctx) is context.DeadlineExceeded).
 func WithHandlerTimeout(d time.Duration) Option { return func(c *relayConfig) { c.handlerTimeout = d } }
 
 // WithObserver receives delivery events, for metrics (see Observer).

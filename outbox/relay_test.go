@@ -385,3 +385,44 @@ func TestStartErrors(t *testing.T) {
 		}
 	}
 }
+
+// A handler that hangs is cut off after WithHandlerTimeout (a failed attempt, then a dead letter);
+// the messages after it get a live context again.
+func TestRelayHandlerTimeout(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	o := newOracle()
+	slow := newID()
+	var cause atomic.Value
+	handlers := map[outbox.Destination]outbox.Handler{
+		outbox.EventBus: func(ctx context.Context, m outbox.Message) error {
+			if m.ID == slow {
+				<-ctx.Done()
+				cause.Store(context.Cause(ctx))
+				return ctx.Err()
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("handler got a dead context: %w", ctx.Err())
+			}
+			return o.handler(ctx, m)
+		},
+	}
+	startRelay(t, db, handlers, outbox.WithSlotName(slotName()), outbox.WithHandlerTimeout(100*time.Millisecond),
+		outbox.WithMaxAttempts(2), outbox.WithRetryBackoff(time.Millisecond, time.Millisecond), outbox.WithLanes(1))
+	msgs := []outbox.Message{
+		{ID: newID(), Destination: outbox.EventBus, Key: "k"},
+		{ID: slow, Destination: outbox.EventBus, Key: "k"},
+		{ID: newID(), Destination: outbox.EventBus, Key: "k"},
+		{ID: newID(), Destination: outbox.EventBus, Key: "other"},
+	}
+	commitBatch(t, db, o, msgs)
+	o.waitDelivered(t, db, 20*time.Second)
+	o.check(t, db, false)
+	if c, _ := cause.Load().(error); !errors.Is(c, context.DeadlineExceeded) {
+		t.Errorf("cause of the cancelled handler ctx = %v, want context.DeadlineExceeded", c)
+	}
+	dls, err := outbox.ListDeadLetters(context.Background(), db.Pool, "app", outbox.DeadLetterFilter{IDs: []string{slow}})
+	if err != nil || len(dls) != 1 || dls[0].Attempts != 2 {
+		t.Fatalf("dead letter of the hung message: %+v, %v", dls, err)
+	}
+}
