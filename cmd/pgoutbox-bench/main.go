@@ -1,0 +1,279 @@
+// Command pgoutbox-bench measures pgoutbox against the physical limits of the machine it runs on:
+// the cost Enqueue adds to a transaction (W1), commit→Kafka-ack latency under open-loop load (W2),
+// backlog drain against pg_recvlogical (W3), one huge transaction with streaming off and on (W4) and
+// uniform vs hot keys (W5). It writes BENCH.md, results.json and SVG charts into -out.
+//
+//	eval "$(make -s services-up)"
+//	go run ./cmd/pgoutbox-bench -out bench/ [-quick] [-workloads W1,W3]
+//
+// PostgreSQL comes from PGOUTBOX_TEST_DATABASE_URL (the bench creates and drops its own database),
+// pg_recvlogical from PGOUTBOX_PG_BIN, Kafka from PGOUTBOX_TEST_KAFKA_BROKERS.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+type bench struct {
+	adminURL, dbURL string
+	pool            *pgxpool.Pool
+	recvlogical     string
+	brokers         []string
+	quick           bool
+	repeats         int
+	partitions      int
+	profileDir      string
+	w2Rates         []int
+	streamMem       int
+	start           time.Time
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] "+format+"\n", append([]any{time.Since(b.start).Seconds()}, args...)...)
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == childArg {
+		os.Exit(childMain(os.Args[2:]))
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgoutbox-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		out       = flag.String("out", "bench", "directory for BENCH.md, results.json and the charts")
+		quick     = flag.Bool("quick", false, "smaller backlogs and shorter runs")
+		workloads = flag.String("workloads", "W1,W2,W3,W4,W5", "comma-separated workloads to run")
+		repeats   = flag.Int("repeats", 3, "repeats per measurement (median and spread are reported)")
+		parts     = flag.Int("partitions", 8, "partitions of the Kafka topics")
+		profile   = flag.Bool("profile", false, "also run each relay drain variant once more under the CPU profiler (written to <out>/profiles)")
+		w3n       = flag.Int("w3-n", 0, "W3 backlog size (default 1,000,000; -quick 100,000)")
+		w4n       = flag.Int("w4-n", 0, "W4 transaction size (default 1,000,000; -quick 100,000)")
+		w5n       = flag.Int("w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
+		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,2000,5000,10000; -quick 1000,5000,10000)")
+		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
+		streamMem = flag.Int("w4-stream-mem", 64, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming)")
+	)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, start: time.Now()}
+	b.adminURL = os.Getenv("PGOUTBOX_TEST_DATABASE_URL")
+	if b.adminURL == "" {
+		return errors.New(`PGOUTBOX_TEST_DATABASE_URL is unset: run eval "$(scripts/postgres.sh up)" (and scripts/kafka.sh up)`)
+	}
+	for _, s := range strings.Split(os.Getenv("PGOUTBOX_TEST_KAFKA_BROKERS"), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			b.brokers = append(b.brokers, s)
+		}
+	}
+	b.recvlogical = "pg_recvlogical"
+	if d := os.Getenv("PGOUTBOX_PG_BIN"); d != "" {
+		b.recvlogical = filepath.Join(d, "pg_recvlogical")
+	}
+	run := map[string]bool{}
+	for _, w := range strings.Split(*workloads, ",") {
+		w = strings.ToUpper(strings.TrimSpace(w))
+		switch w {
+		case "W1", "W2", "W3", "W4", "W5":
+			run[w] = true
+		case "":
+		default:
+			return fmt.Errorf("-workloads: unknown workload %q (W1..W5)", w)
+		}
+	}
+	if (run["W2"] || run["W3"] || run["W5"]) && len(b.brokers) == 0 {
+		return errors.New(`W2, W3 and W5 need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	}
+	if run["W3"] || run["W4"] {
+		if _, err := exec.LookPath(b.recvlogical); err != nil {
+			return fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
+		}
+	}
+	b.w2Rates = []int{1000, 2000, 5000, 10000}
+	if *quick {
+		b.w2Rates = []int{1000, 5000, 10000}
+	}
+	if *rates != "" {
+		b.w2Rates = nil
+		for _, s := range strings.Split(*rates, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || r <= 0 {
+				return fmt.Errorf("-w2-rates: %q is not a positive integer", s)
+			}
+			b.w2Rates = append(b.w2Rates, r)
+		}
+	}
+	pick := func(flagV, full, q int) int {
+		switch {
+		case flagV > 0:
+			return flagV
+		case *quick:
+			return q
+		}
+		return full
+	}
+	n3, n4, n5 := pick(*w3n, 1_000_000, 100_000), pick(*w4n, 1_000_000, 100_000), pick(*w5n, 200_000, 50_000)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	if *profile {
+		b.profileDir = filepath.Join(*out, "profiles")
+		if err := os.MkdirAll(b.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+
+	res := &Results{}
+	if old, err := os.ReadFile(filepath.Join(*out, "results.json")); err == nil {
+		_ = json.Unmarshal(old, res) // keep the workloads not run this time
+	}
+	if len(run) == 0 { // -workloads "," re-renders BENCH.md and the charts from results.json
+		return writeOutputs(*out, res)
+	}
+	res.Machine = describeMachine(ctx, b.adminURL)
+	res.Command = "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " ")
+	res.When = time.Now().UTC()
+
+	const dbName = "pgoutbox_bench"
+	if err := recreateDatabase(ctx, b.adminURL, dbName); err != nil {
+		return err
+	}
+	var err error
+	if b.dbURL, err = withDatabase(b.adminURL, dbName); err != nil {
+		return err
+	}
+	if !*keep {
+		defer func() {
+			if err := dropDatabase(context.Background(), b.adminURL, dbName); err != nil {
+				b.logf("cleanup: %v", err)
+			}
+		}()
+	}
+	if b.pool, err = pgxpool.New(ctx, b.dbURL); err != nil {
+		return err
+	}
+	defer b.pool.Close()
+	b.logf("machine: %d CPUs %s, %d MB, PostgreSQL %s, %s", res.Machine.NProc, res.Machine.CPU, res.Machine.MemoryMB, res.Machine.PostgreSQL, res.Machine.Kafka)
+
+	save := func() error { return writeOutputs(*out, res) }
+	if run["W1"] {
+		if res.W1, err = b.w1(ctx); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W3"] {
+		if res.W3, err = b.w3(ctx, n3); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W4"] {
+		if res.W4, err = b.w4(ctx, n4); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W5"] {
+		if res.W5, err = b.w5(ctx, n5); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W2"] {
+		if res.W2, err = b.w2(ctx); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	b.logf("wrote %s", filepath.Join(*out, "BENCH.md"))
+	return nil
+}
+
+func (b *bench) kafkaConsumers() []consumer {
+	return []consumer{
+		{Name: "relay → Kafka (linger 5ms, 512 KiB)", Short: "k5", Relay: relaySpec{Sink: "kafka", Linger: 5 * time.Millisecond, BatchBytes: 512 << 10}},
+		{Name: "relay → Kafka (linger 20ms, 1 MiB)", Short: "k20", Relay: relaySpec{Sink: "kafka", Linger: 20 * time.Millisecond, BatchBytes: 1 << 20}},
+	}
+}
+
+var (
+	recvConsumer    = consumer{Name: "pg_recvlogical → /dev/null", Short: "recv", Recv: true}
+	handlerConsumer = consumer{Name: "relay → handler (ack at once)", Short: "h", Relay: relaySpec{Sink: "handler"}}
+)
+
+func (b *bench) w3(ctx context.Context, n int) (*DrainResult, error) {
+	cs := append([]consumer{recvConsumer, handlerConsumer}, b.kafkaConsumers()...)
+	return b.drain(ctx, "W3", "Backlog drain", backlog{Schema: "b3", N: n, PerTx: 100, Payload: 200, Key: uniformKeys(10_000), Conns: 4},
+		"10,000 distinct", cs)
+}
+
+func (b *bench) w4(ctx context.Context, n int) (*DrainResult, error) {
+	on, err := withParam(b.dbURL, "options", "-c logical_decoding_work_mem=64kB")
+	if err != nil {
+		return nil, err
+	}
+	spill, err := os.MkdirTemp("", "pgoutbox-bench-spill-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(spill)
+	cs := []consumer{
+		recvConsumer,
+		{Name: "relay → handler, streaming off", Short: "off", Relay: relaySpec{Sink: "handler"}},
+		{Name: fmt.Sprintf("relay → handler, streaming on (%d MiB, work_mem 64kB)", b.streamMem>>20), Short: "on", Relay: relaySpec{Sink: "handler", DBURL: on,
+			Streaming: true, StreamMem: b.streamMem, SpillDir: spill}},
+	}
+	return b.drain(ctx, "W4", "One huge transaction", backlog{Schema: "b4", N: n, PerTx: n, Payload: 200, Key: uniformKeys(10_000), Conns: 1},
+		"10,000 distinct", cs)
+}
+
+// W5Result compares key distributions.
+type W5Result struct {
+	Uniform *DrainResult `json:"uniform"`
+	Hot     *DrainResult `json:"hot"`
+}
+
+func (b *bench) w5(ctx context.Context, n int) (*W5Result, error) {
+	cs := []consumer{handlerConsumer, b.kafkaConsumers()[0]}
+	u, err := b.drain(ctx, "W5u", "Keys: uniform", backlog{Schema: "b5u", N: n, PerTx: 100, Payload: 200, Key: uniformKeys(10_000), Conns: 4},
+		"10,000 distinct", cs)
+	if err != nil {
+		return nil, err
+	}
+	h, err := b.drain(ctx, "W5h", "Keys: 4 hot", backlog{Schema: "b5h", N: n, PerTx: 100, Payload: 200, Key: func(i int) string { return fmt.Sprintf("hot-%d", i%4) }, Conns: 4},
+		"4 hot keys", cs)
+	if err != nil {
+		return nil, err
+	}
+	return &W5Result{Uniform: u, Hot: h}, nil
+}

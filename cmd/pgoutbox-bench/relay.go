@@ -1,0 +1,318 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/kafka"
+)
+
+// childArg makes the bench binary run one relay measurement (relaySpec as JSON in the next argument)
+// and print a relayResult as JSON: a fresh process per run gives a clean peak RSS.
+const childArg = "-child-relay"
+
+// relaySpec is one relay run.
+type relaySpec struct {
+	DBURL       string        `json:"db_url"`
+	Schema      string        `json:"schema"`
+	Slot        string        `json:"slot"`
+	CreateSlot  bool          `json:"create_slot"`
+	N           int64         `json:"n"`    // stop after this many acks (0: run until stopped)
+	Sink        string        `json:"sink"` // "handler" (acks at once) or "kafka"
+	Brokers     []string      `json:"brokers,omitempty"`
+	Topic       string        `json:"topic,omitempty"`
+	Linger      time.Duration `json:"linger,omitempty"`
+	BatchBytes  int           `json:"batch_bytes,omitempty"`
+	Lanes       int           `json:"lanes,omitempty"`
+	BatchSize   int           `json:"batch_size,omitempty"`
+	MaxInFlight int           `json:"max_in_flight,omitempty"`
+	Streaming   bool          `json:"streaming,omitempty"`
+	StreamMem   int           `json:"stream_mem,omitempty"`
+	SpillDir    string        `json:"spill_dir,omitempty"`
+	CPUProfile  string        `json:"cpu_profile,omitempty"`
+	Timeout     time.Duration `json:"timeout"`
+}
+
+// relayResult is what a child run reports.
+type relayResult struct {
+	Delivered     int64   `json:"delivered"`
+	Seconds       float64 `json:"seconds"` // Start → N-th ack
+	UserCPU       float64 `json:"user_cpu_s"`
+	SysCPU        float64 `json:"sys_cpu_s"`
+	PeakRSSBytes  int64   `json:"peak_rss_bytes"`  // VmHWM
+	PeakHeapBytes uint64  `json:"peak_heap_bytes"` // live+unswept heap objects, sampled every 10ms
+	Allocs        uint64  `json:"allocs"`          // heap objects allocated during the run
+	AllocBytes    uint64  `json:"alloc_bytes"`
+	Err           string  `json:"err,omitempty"`
+}
+
+// counter is an outbox.Observer counting acks; it closes done at n and forwards latencies to onAck.
+type counter struct {
+	n     int64
+	acked atomic.Int64
+	done  chan struct{}
+	once  sync.Once
+	onAck func(time.Duration)
+}
+
+func newCounter(n int64, onAck func(time.Duration)) *counter {
+	return &counter{n: n, done: make(chan struct{}), onAck: onAck}
+}
+
+func (c *counter) Delivered(_ outbox.Destination, commitToAck time.Duration) {
+	if c.onAck != nil {
+		c.onAck(commitToAck)
+	}
+	if c.acked.Add(1) == c.n {
+		c.once.Do(func() { close(c.done) })
+	}
+}
+func (c *counter) Failed(outbox.Destination, error)  {}
+func (c *counter) DeadLettered(outbox.Destination)   {}
+func (c *counter) Blocked(outbox.Destination, error) {}
+
+// runningRelay is a relay with its pool and sink.
+type runningRelay struct {
+	relay *outbox.Relay
+	pool  *pgxpool.Pool
+	sink  *kafka.Sink
+}
+
+func (r *runningRelay) stop(ctx context.Context) error {
+	err := r.relay.Stop(ctx)
+	if r.sink != nil {
+		err = errors.Join(err, r.sink.Close())
+	}
+	r.pool.Close()
+	return err
+}
+
+func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*runningRelay, error) {
+	pool, err := pgxpool.New(ctx, s.DBURL)
+	if err != nil {
+		return nil, fmt.Errorf("relay pool: %w", err)
+	}
+	opts := []outbox.Option{outbox.WithSlotName(s.Slot), outbox.WithCreateSlot(s.CreateSlot), outbox.WithRetention(0),
+		outbox.WithObserver(obs), outbox.WithInstanceID("bench-" + s.Slot)}
+	if s.Lanes > 0 {
+		opts = append(opts, outbox.WithLanes(s.Lanes))
+	}
+	if s.BatchSize > 0 {
+		opts = append(opts, outbox.WithBatchSize(s.BatchSize))
+	}
+	if s.MaxInFlight > 0 {
+		opts = append(opts, outbox.WithMaxInFlight(s.MaxInFlight))
+	}
+	if s.Streaming {
+		opts = append(opts, outbox.WithStreaming(true, s.StreamMem, s.SpillDir))
+	}
+	rr := &runningRelay{pool: pool}
+	var handlers map[outbox.Destination]outbox.Handler
+	switch s.Sink {
+	case "handler":
+		handlers = map[outbox.Destination]outbox.Handler{benchDest: func(context.Context, outbox.Message) error { return nil }}
+	case "kafka":
+		cfg := kafka.DefaultConfig()
+		cfg.Brokers = s.Brokers
+		cfg.Topics = map[string]string{string(benchDest): s.Topic}
+		if s.Linger > 0 {
+			cfg.Linger = s.Linger
+		}
+		if s.BatchBytes > 0 {
+			cfg.BatchBytes = s.BatchBytes
+		}
+		if rr.sink, err = kafka.New(cfg); err != nil {
+			pool.Close()
+			return nil, err
+		}
+		opts = append(opts, outbox.WithSink(benchDest, rr.sink))
+	default:
+		pool.Close()
+		return nil, fmt.Errorf("unknown sink %q", s.Sink)
+	}
+	rr.relay, err = outbox.Start(ctx, pool, s.Schema, handlers, opts...)
+	if err != nil {
+		if rr.sink != nil {
+			_ = rr.sink.Close()
+		}
+		pool.Close()
+		return nil, err
+	}
+	return rr, nil
+}
+
+// childMain runs one relay measurement in this process.
+func childMain(args []string) int {
+	var s relaySpec
+	if len(args) != 1 || json.Unmarshal([]byte(args[0]), &s) != nil {
+		fmt.Fprintln(os.Stderr, "usage: pgoutbox-bench -child-relay '<relaySpec JSON>'")
+		return 2
+	}
+	res := measureRelay(s)
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	if res.Err != "" {
+		return 1
+	}
+	return 0
+}
+
+func measureRelay(s relaySpec) relayResult {
+	var res relayResult
+	ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+	defer cancel()
+
+	samples := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(samples)
+	allocs0, bytes0 := samples[1].Value.Uint64(), samples[2].Value.Uint64()
+	var peakHeap atomic.Uint64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		for {
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > peakHeap.Load() {
+				peakHeap.Store(v)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	if s.CPUProfile != "" {
+		if f, err := os.Create(s.CPUProfile); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+
+	c := newCounter(s.N, nil)
+	start := time.Now()
+	rr, err := startRelay(ctx, s, c)
+	if err != nil {
+		res.Err = err.Error()
+		return res
+	}
+	select {
+	case <-c.done:
+		res.Seconds = time.Since(start).Seconds()
+	case <-ctx.Done():
+		res.Err = fmt.Sprintf("timeout after %s with %d of %d acked", s.Timeout, c.acked.Load(), s.N)
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	res.UserCPU = time.Duration(ru.Utime.Nano()).Seconds()
+	res.SysCPU = time.Duration(ru.Stime.Nano()).Seconds()
+	metrics.Read(samples)
+	res.Allocs, res.AllocBytes = samples[1].Value.Uint64()-allocs0, samples[2].Value.Uint64()-bytes0
+	close(stopSampling)
+	<-sampled
+	res.PeakHeapBytes = peakHeap.Load()
+	res.PeakRSSBytes = vmHWM()
+	res.Delivered = c.acked.Load()
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stopCancel()
+	if err := rr.stop(stopCtx); err != nil && res.Err == "" && !errors.Is(err, context.Canceled) {
+		res.Err = "stop: " + err.Error()
+	}
+	return res
+}
+
+// vmHWM returns this process's peak resident set size in bytes.
+func vmHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if n, _ := fmt.Sscanf(line, "VmHWM: %d kB", &kb); n == 1 {
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// runRelayChild runs spec in a child process of this binary.
+func runRelayChild(ctx context.Context, s relaySpec) (relayResult, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return relayResult{}, err
+	}
+	spec, _ := json.Marshal(s)
+	cmd := exec.CommandContext(ctx, self, childArg, string(spec))
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	runErr := cmd.Run()
+	var res relayResult
+	sc := bufio.NewScanner(&out)
+	var last string
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "{") {
+			last = sc.Text()
+		}
+	}
+	if err := json.Unmarshal([]byte(last), &res); err != nil {
+		return res, fmt.Errorf("relay child: %v: %s", runErr, tail(stderr.String(), 2000))
+	}
+	if res.Err != "" {
+		return res, fmt.Errorf("relay child: %s", res.Err)
+	}
+	return res, nil
+}
+
+// recvResult is one pg_recvlogical run.
+type recvResult struct {
+	Seconds      float64
+	CPU          float64
+	PeakRSSBytes int64
+}
+
+// runRecvLogical streams slot to /dev/null with pg_recvlogical until endLSN and times it.
+func runRecvLogical(ctx context.Context, pgBin, dbURL, slot, publication, endLSN string, timeout time.Duration) (recvResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, pgBin, "-d", dbURL, "--slot="+slot, "--start", "--no-loop", "--endpos="+endLSN,
+		"-o", "proto_version=1", "-o", "publication_names="+publication, "-f", "/dev/null")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return recvResult{}, fmt.Errorf("pg_recvlogical: %w: %s", err, tail(stderr.String(), 1000))
+	}
+	r := recvResult{Seconds: time.Since(start).Seconds()}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+		r.PeakRSSBytes = ru.Maxrss * 1024
+	}
+	return r, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

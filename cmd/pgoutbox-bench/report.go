@@ -1,0 +1,282 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox-bench/internal/svgchart"
+)
+
+// Results is everything results.json holds. Workloads not run keep their previous results.
+type Results struct {
+	Command string       `json:"command"`
+	When    time.Time    `json:"when"`
+	Machine Machine      `json:"machine"`
+	W1      *W1Result    `json:"w1_enqueue_cost,omitempty"`
+	W2      *W2Result    `json:"w2_live_latency,omitempty"`
+	W3      *DrainResult `json:"w3_backlog_drain,omitempty"`
+	W4      *DrainResult `json:"w4_huge_transaction,omitempty"`
+	W5      *W5Result    `json:"w5_keys,omitempty"`
+	Goals   []Goal       `json:"goals"`
+}
+
+// Goal is one target of issue 6 with its verdict.
+type Goal struct {
+	Goal     string `json:"goal"`
+	Measured string `json:"measured"`
+	Verdict  string `json:"verdict"` // met, missed, not measured
+}
+
+func writeOutputs(dir string, r *Results) error {
+	r.Goals = goals(r)
+	j, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(j, '\n'), 0o644); err != nil {
+		return err
+	}
+	for name, svg := range charts(r) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "BENCH.md"), []byte(markdown(dir, r)), 0o644)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
+}
+
+func goals(r *Results) []Goal {
+	var g []Goal
+	if r.W3 != nil {
+		best, bestName := 0.0, ""
+		var ratio float64
+		for _, v := range r.W3.Variants {
+			if strings.Contains(v.Name, "Kafka") && v.Rate.Median > best {
+				best, bestName, ratio = v.Rate.Median, v.Name, v.RatioToRecv.Median
+			}
+		}
+		g = append(g,
+			Goal{"drain ≥ 100k msgs/s (W3, relay → Kafka)", fmt.Sprintf("%.0f msgs/s (%s, %d messages)", best, bestName, r.W3.N), verdict(best >= 100_000)},
+			Goal{"drain ≥ 0.8 × pg_recvlogical (W3)", fmt.Sprintf("%.2f ×", ratio), verdict(ratio >= 0.8)})
+		if h := r.W3.variant(handlerConsumer.Name); h != nil {
+			g = append(g, Goal{"(context) relay → handler vs pg_recvlogical", fmt.Sprintf("%.0f msgs/s, %.2f ×", h.Rate.Median, h.RatioToRecv.Median), "—"})
+		}
+		rss := 0.0
+		for _, v := range r.W3.Variants {
+			if !v.Baseline {
+				rss = max(rss, v.PeakRSSMB)
+			}
+		}
+		g = append(g, Goal{fmt.Sprintf("peak RSS ≤ 150 MB during the %d-message drain", r.W3.N), fmt.Sprintf("%.0f MB (max over relay runs)", rss), verdict(rss <= 150)})
+	}
+	if r.W4 != nil {
+		for _, v := range r.W4.Variants {
+			if !v.Baseline {
+				g = append(g, Goal{fmt.Sprintf("peak RSS ≤ 150 MB in W4 (%d-row tx), %s", r.W4.N, v.Name), fmt.Sprintf("%.0f MB", v.PeakRSSMB), verdict(v.PeakRSSMB <= 150)})
+			}
+		}
+	}
+	if r.W2 != nil {
+		for _, p := range r.W2.Points {
+			if p.Rate == 5000 {
+				g = append(g, Goal{"p99 commit→Kafka-ack ≤ 20 ms at 5k msgs/s (W2)", fmt.Sprintf("%.1f ms (windows %.1f–%.1f)", p.P99MS.Median, p.P99MS.Min, p.P99MS.Max), verdict(p.P99MS.Median <= 20)})
+			}
+		}
+	}
+	if r.W1 != nil {
+		for _, row := range r.W1.Rows {
+			if row.Msgs == 1 {
+				g = append(g, Goal{fmt.Sprintf("enqueue overhead ≤ 0.1 ms/tx (1 message, %d client(s))", row.Clients),
+					fmt.Sprintf("+%.3f ms", row.AddedMS.Median), verdict(row.AddedMS.Median <= 0.1)})
+			}
+		}
+	}
+	return g
+}
+
+func charts(r *Results) map[string]string {
+	out := map[string]string{}
+	if r.W2 != nil && len(r.W2.Points) > 0 {
+		var p50, p99, p999 []svgchart.Point
+		for _, p := range r.W2.Points {
+			x := float64(p.Rate)
+			p50 = append(p50, svgchart.Point{X: x, Y: p.P50MS.Median})
+			p99 = append(p99, svgchart.Point{X: x, Y: p.P99MS.Median})
+			p999 = append(p999, svgchart.Point{X: x, Y: p.P999MS.Median})
+		}
+		out["latency-vs-rate.svg"] = svgchart.Lines("W2: commit → Kafka ack latency vs offered load", "offered load (messages/s, 1 per tx)", "latency (ms, log)",
+			[]svgchart.Series{{Name: "p50", Points: p50}, {Name: "p99", Points: p99}, {Name: "p99.9", Points: p999}}, true, 20, "goal p99 20 ms")
+	}
+	drainBars := func(d *DrainResult) []svgchart.Bar {
+		var bars []svgchart.Bar
+		for _, v := range d.Variants {
+			label := strings.NewReplacer("relay → ", "", " → /dev/null", "", "(ack at once)", "", "streaming ", "stream ", ", work_mem 64kB)", ")").Replace(v.Name)
+			if !v.Baseline && d.variantBaseline() {
+				label += fmt.Sprintf(" (%.2f×)", v.RatioToRecv.Median)
+			}
+			bars = append(bars, svgchart.Bar{Label: strings.TrimSpace(label), Value: v.Rate.Median, Lo: v.Rate.Min, Hi: v.Rate.Max, Highlight: v.Baseline})
+		}
+		return bars
+	}
+	if r.W3 != nil {
+		out["drain-vs-baseline.svg"] = svgchart.Bars(fmt.Sprintf("W3: draining %s committed messages (median, min–max)", count(r.W3.N)), "messages/s", drainBars(r.W3), 100_000, "goal 100k msgs/s")
+	}
+	if r.W4 != nil {
+		out["huge-tx.svg"] = svgchart.Bars(fmt.Sprintf("W4: one %s-row transaction", count(r.W4.N)), "messages/s", drainBars(r.W4), 0, "")
+	}
+	if r.W5 != nil && r.W5.Uniform != nil && r.W5.Hot != nil {
+		var bars []svgchart.Bar
+		for _, d := range []*DrainResult{r.W5.Uniform, r.W5.Hot} {
+			for _, v := range d.Variants {
+				sink := "handler"
+				if strings.Contains(v.Name, "Kafka") {
+					sink = "Kafka"
+				}
+				bars = append(bars, svgchart.Bar{Label: d.Keys + ", " + sink, Value: v.Rate.Median, Lo: v.Rate.Min, Hi: v.Rate.Max})
+			}
+		}
+		out["keys.svg"] = svgchart.Bars(fmt.Sprintf("W5: drain rate by key distribution (%s messages)", count(r.W5.Uniform.N)), "messages/s", bars, 0, "")
+	}
+	return out
+}
+
+func (d *DrainResult) variantBaseline() bool {
+	for _, v := range d.Variants {
+		if v.Baseline {
+			return true
+		}
+	}
+	return false
+}
+
+func count(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+func markdown(dir string, r *Results) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	m := r.Machine
+	w("# pgoutbox benchmarks\n\n")
+	w("Generated by `%s` on %s. Every number is the **median of the repeats, (min–max) in brackets**; ratios compare runs of the same repeat. ", r.Command, r.When.Format("2006-01-02 15:04 UTC"))
+	w("PostgreSQL, Kafka, the relay and the load generators all share one machine, which other jobs were using too: treat differences under ~10%% as noise.\n\n")
+	w("## Machine\n\n| | |\n|---|---|\n")
+	w("| CPUs (nproc) | %d × %s |\n| memory | %d MB |\n| kernel | %s |\n| Go | %s |\n| PostgreSQL | %s (%s) |\n| Kafka | %s |\n\n",
+		m.NProc, m.CPU, m.MemoryMB, m.Kernel, m.Go, m.PostgreSQL, m.PGSettings, m.Kafka)
+
+	if len(r.Goals) > 0 {
+		w("## Goals (issue 6)\n\n| goal | measured | verdict |\n|---|---|---|\n")
+		for _, g := range r.Goals {
+			w("| %s | %s | **%s** |\n", g.Goal, g.Measured, g.Verdict)
+		}
+		w("\n")
+	}
+
+	if r.W1 != nil {
+		x := r.W1
+		w("## W1 — enqueue cost\n\n")
+		w("`BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = $1; [outbox.Enqueue(n × %d B)]; COMMIT` through pgx, closed loop, %d accounts, %.0f s warm-up + %.0f s per run, %d repeats interleaved%s. ",
+			x.Payload, x.Accounts, x.Warmup, x.Seconds, x.Repeats, quickNote(x.Quick))
+		w("No slot reads the outbox during W1. *added* = mean latency minus the business-only mean of the same repeat.\n\n")
+		w("| clients | messages/tx | tps | mean ms | p50 ms | p99 ms | added ms/tx |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, row := range x.Rows {
+			added := "—"
+			if row.Msgs > 0 {
+				added = row.AddedMS.fmtS("%+.3f")
+			}
+			w("| %d | %d | %s | %s | %s | %s | %s |\n", row.Clients, row.Msgs, row.TPS.fmtS("%.0f"), row.MeanMS.fmtS("%.3f"), row.P50MS.fmtS("%.3f"), row.P99MS.fmtS("%.3f"), added)
+		}
+		w("\n")
+	}
+	drainTable := func(d *DrainResult, note string) {
+		w("%s messages of %d B, %s, committed in transactions of %d (fill took %.1f s), **before** the slots were read; one slot per consumer and repeat, created before the fill; %d repeats interleaved%s. %s\n\n",
+			count(d.N), d.Payload, d.Keys+" keys", d.PerTx, d.FillSeconds, d.Repeats, quickNote(d.Quick), note)
+		w("| consumer | msgs/s | × pg_recvlogical | seconds | CPU s per 1M | peak RSS MB | peak heap MB | allocs/msg | B alloc/msg | walsender spill / stream MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, v := range d.Variants {
+			ratio := "1 (baseline)"
+			if !v.Baseline {
+				ratio = "—"
+				if d.variantBaseline() {
+					ratio = v.RatioToRecv.fmtS("%.2f")
+				}
+			}
+			heap, allocs, bytes := "—", "—", "—"
+			if !v.Baseline {
+				heap, allocs, bytes = fmt.Sprintf("%.0f", v.PeakHeapMB), fmt.Sprintf("%.1f", v.AllocsPerMsg), fmt.Sprintf("%.0f", v.BytesPerMsg)
+			}
+			var ss slotStats
+			if len(v.Runs) > 0 {
+				ss = v.Runs[len(v.Runs)-1].Slot
+			}
+			w("| %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %d / %d |\n", v.Name, v.Rate.fmtS("%.0f"), ratio, v.Seconds.fmtS("%.2f"), v.CPUPer1M.fmtS("%.1f"),
+				v.PeakRSSMB, heap, allocs, bytes, ss.SpillBytes>>20, ss.StreamBytes>>20)
+		}
+		w("\n")
+	}
+	if r.W3 != nil {
+		w("## W3 — backlog drain\n\n")
+		drainTable(r.W3, fmt.Sprintf("pg_recvlogical: `--start --endpos=<end LSN> -o proto_version=1 -o publication_names=pgoutbox_b3 -f /dev/null` (text tuples; the relay asks for binary). "+
+			"Relay runs are a child process of the bench binary (Start → last ack, including connection set-up; CPU and VmHWM of that process only, not of PostgreSQL); the Kafka topic has %d partitions, acks=all, idempotent.", r.W3.Partitions))
+		w("![drain rate vs baseline](drain-vs-baseline.svg)\n\n")
+	}
+	if r.W2 != nil {
+		x := r.W2
+		w("## W2 — live latency\n\n")
+		w("Open-loop producers (%d connections, %d message(s) of 200 B per transaction, fixed schedule) → relay (in the bench process) → Kafka (%d partitions, linger 5 ms, acks=all). "+
+			"Latency = PostgreSQL commit timestamp → Kafka ack (outbox.Observer). %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms (the relay confirms once a second).\n\n",
+			x.Producers, x.PerTx, x.Partitions, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))
+		w("| offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms (all windows) | slot lag max MiB | flat |\n|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
+		for _, p := range x.Points {
+			flat := "no"
+			if p.Flat {
+				flat = "yes"
+			}
+			w("| %d | %s | %s | %s | %s | %.1f | %.1f | %s |\n", p.Rate, p.Achieved.fmtS("%.0f"), p.P50MS.fmtS("%.1f"), p.P99MS.fmtS("%.1f"), p.P999MS.fmtS("%.1f"), p.All.MaxMS,
+				p.LagMaxBytes.Median/(1<<20), flat)
+		}
+		w("\nHighest rate with a flat p99: **%d msgs/s** (%s).\n\n![latency vs rate](latency-vs-rate.svg)\n\n", x.HighestFlat, x.FlatRule)
+	}
+	if r.W4 != nil {
+		w("## W4 — one huge transaction\n\n")
+		drainTable(r.W4, "Streaming on: `outbox.WithStreaming(true, <limit>, tmpdir)` with `options=-c logical_decoding_work_mem=64kB` on the relay's connection, so PostgreSQL streams the transaction while it is in progress; off: PostgreSQL decodes it after the commit (spilling on its side). Handler acks at once.")
+		w("![huge transaction](huge-tx.svg)\n\n")
+	}
+	if r.W5 != nil && r.W5.Uniform != nil && r.W5.Hot != nil {
+		w("## W5 — keys\n\n")
+		w("### Uniform keys\n\n")
+		drainTable(r.W5.Uniform, "")
+		w("### 4 hot keys\n\n")
+		drainTable(r.W5.Hot, "Every message of a key goes through one lane (order per key), so 4 keys use at most 4 of the 16 lanes and 4 Kafka partitions.")
+		w("![keys](keys.svg)\n\n")
+	}
+	if micro, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
+		w("## Micro-benchmarks\n\n`go test -run '^$' -bench 'DecodeInsert|Tracker|KafkaSend' -benchmem ./decoder ./outbox/internal/watermark ./sink/kafka` (one b.N unit = one message):\n\n```\n%s```\n\n", micro)
+	}
+	if notes, err := os.ReadFile(filepath.Join(dir, "NOTES.md")); err == nil {
+		w("%s\n", notes)
+	}
+	return b.String()
+}
+
+func quickNote(q bool) string {
+	if q {
+		return " (**-quick**)"
+	}
+	return ""
+}

@@ -1,0 +1,18 @@
+# Benchmark suite targets (cmd/pgoutbox-bench). Include from the Makefile: `include mk/bench.mk`.
+# All need the services: eval "$$(make -s services-up)" first.
+GO ?= go
+BENCH_OUT ?= bench/
+
+.PHONY: bench-suite bench-quick bench-micro
+
+## bench-suite: W1–W5 at full size (1M-message backlogs; ~20 min on 2 cores), with CPU profiles; writes $(BENCH_OUT)
+bench-suite:
+	$(GO) run ./cmd/pgoutbox-bench -out $(BENCH_OUT) -profile
+
+## bench-quick: the same workloads, smaller and shorter (~5 min)
+bench-quick:
+	$(GO) run ./cmd/pgoutbox-bench -out $(BENCH_OUT) -quick
+
+## bench-micro: decoder and watermark micro-benchmarks (allocations per message), embedded in BENCH.md on the next suite run
+bench-micro:
+	$(GO) test -run '^$$' -bench 'DecodeInsert|Tracker' -benchmem -count 3 ./decoder ./outbox/internal/watermark | tee $(BENCH_OUT)micro.txt
