@@ -128,12 +128,14 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
-	decodeCtx, stopDecode := context.WithCancel(runCtx)
-	r.stopDecode = stopDecode
 	events := make(chan []replication.Event, 4)
 	streamErr := make(chan error, 1)
 
 	g, gctx := errgroup.WithContext(runCtx)
+	// Reading stops first on Stop (then the lanes drain), and with everything else when any goroutine
+	// fails (a lost slot mid-stream must end the relay, not leave the decoder waiting for events).
+	decodeCtx, stopDecode := context.WithCancel(gctx)
+	r.stopDecode = stopDecode
 	g.Go(func() error {
 		err := stream.Run(gctx, events)
 		streamErr <- err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/replication"
 )
 
 // One 100k-row transaction and one aborted 20k-row transaction; with streaming on, the server streams
@@ -199,5 +200,32 @@ func TestPruneKeepsUnconfirmedRows(t *testing.T) {
 	}
 	if n := db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox"); n != 1 {
 		t.Fatalf("%d rows left, want 1", n)
+	}
+}
+
+// A fatal replication error while streaming (here: the publication is dropped) ends the relay with
+// that error; it must not hang with the decoder waiting for events.
+func TestRelayFatalErrorMidStreamEndsRelay(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	o := newOracle()
+	r, err := outbox.Start(context.Background(), db.Pool, "app", nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop(context.Background())
+	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
+	o.waitDelivered(t, db, 20*time.Second)
+	db.Exec(t, "DROP PUBLICATION pgoutbox_app")
+	_ = outbox.Enqueue(context.Background(), "app", db.Pool, outbox.Message{Destination: outbox.EventBus})
+	done := make(chan error, 1)
+	go func() { done <- r.Wait() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, replication.ErrPublicationMissing) {
+			t.Fatalf("Wait() = %v, want ErrPublicationMissing", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the relay did not end after a fatal replication error")
 	}
 }
