@@ -60,10 +60,12 @@ libs_dir() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# free_port picks a port below the kernel's ephemeral range (32768+), where outgoing connections of
+# concurrent tests would otherwise take it between this check and the broker's bind.
 free_port() {
 	local p i
 	for i in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % 22000))
 		if ! port_in_use "$p" && [[ "$p" != "${1:-}" ]]; then
 			echo "$p"
 			return 0
@@ -130,9 +132,23 @@ cmd_up() {
 		env_line
 		return 0
 	fi
-	local libs port cport id pid
+	local libs attempt
 	libs="$(libs_dir)"
 	mkdir -p "$state/logs"
+	# A port can still be taken between the check and the broker's bind: then the broker exits at once
+	# and start_broker returns 75; try again with fresh ports.
+	local rc
+	for attempt in 1 2 3; do
+		start_broker "$libs" && return 0 || rc=$?
+		[[ $rc -eq 75 ]] || die "broker did not start (logs in $state/logs)"
+		log "ports taken meanwhile (attempt $attempt); retrying with fresh ports"
+		rm -f "$state/port" "$state/cport"
+	done
+	die "broker could not bind its ports after 3 attempts (logs in $state/logs)"
+}
+
+start_broker() {
+	local libs="$1" port cport id pid
 	# Reuse the previous ports when they are free, so clients that knew this broker find it again.
 	port="$(cat "$state/port" 2>/dev/null || true)"
 	cport="$(cat "$state/cport" 2>/dev/null || true)"
@@ -174,10 +190,28 @@ cmd_up() {
 		sleep 0.1
 	done
 	pid="$(cat "$state/kafka.pid")"
-	if ! java -Xmx128m -cp "$libs/*" "$ready_src" "127.0.0.1:$port" "$wait_s" >"$state/logs/ready.out" 2>&1; then
+	java -Xmx128m -cp "$libs/*" "$ready_src" "127.0.0.1:$port" "$wait_s" >"$state/logs/ready.out" 2>&1 &
+	local ready=$! rc
+	while kill -0 "$ready" 2>/dev/null; do
+		if ! kill -0 "$pid" 2>/dev/null; then # the broker died while starting
+			kill "$ready" 2>/dev/null || true
+			wait "$ready" 2>/dev/null || true
+			if grep -q "Address already in use" "$state/logs/kafka.out" "$state/logs/server.log" 2>/dev/null; then
+				return 75
+			fi
+			tail -n 30 "$state/logs/kafka.out" "$state/logs/server.log" >&2 2>/dev/null || true
+			return 1
+		fi
+		sleep 0.3
+	done
+	wait "$ready" && rc=0 || rc=$?
+	if [[ $rc -ne 0 ]]; then
 		cat "$state/logs/ready.out" >&2
 		tail -n 30 "$state/logs/kafka.out" "$state/logs/server.log" >&2 2>/dev/null || true
 		kill "$pid" 2>/dev/null || true
+		if grep -q "Address already in use" "$state/logs/kafka.out" "$state/logs/server.log" 2>/dev/null; then
+			return 75
+		fi
 		die "broker did not answer within ${wait_s}s (logs in $state/logs)"
 	fi
 	running || die "broker exited (logs in $state/logs)"

@@ -41,10 +41,20 @@ install_pg() {
 	find_bin >/dev/null || { log "PostgreSQL install failed"; exit 1; }
 }
 
+# free_port picks a free port below the kernel's ephemeral range (32768+), where outgoing connections
+# of concurrent tests could take it before the server binds it.
 free_port() {
-	python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
-import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+	python3 - <<'PY' 2>/dev/null || echo $((10000 + RANDOM % 22000))
+import random, socket
+for _ in range(200):
+    p = random.randint(10000, 31999)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
 PY
 }
 
