@@ -143,7 +143,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 			err = nil
 		}
 		if err != nil && gctx.Err() == nil {
-			return fmt.Errorf("outbox: replication: %w", err)
+			return fmt.Errorf("outbox: %w", err)
 		}
 		return nil
 	})
