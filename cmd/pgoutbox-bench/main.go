@@ -69,7 +69,7 @@ func run() error {
 		w5n       = flag.Int("w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
 		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,2000,5000,10000; -quick 1000,5000,10000)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
-		streamMem = flag.Int("w4-stream-mem", 64, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming)")
+		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming; 16 = the relay's default)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
