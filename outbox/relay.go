@@ -47,12 +47,14 @@ type Relay struct {
 	lastCommitLSN pglogrepl.LSN
 	rr            uint64
 
-	stopDecode context.CancelFunc // stops reading the WAL (Stop's first step)
-	cancel     context.CancelFunc // stops everything
-	done       chan struct{}
-	err        error
-	stopOnce   sync.Once
-	stopped    atomic.Bool
+	stopDecode  context.CancelFunc // stops reading the WAL at once
+	stopReading chan struct{}      // closed by Stop: stop reading at the next transaction boundary
+	decodeDone  chan struct{}      // closed when the decode loop has returned
+	cancel      context.CancelFunc // stops everything
+	done        chan struct{}
+	err         error
+	stopOnce    sync.Once
+	stopped     atomic.Bool
 
 	blockedMu sync.Mutex
 	blocked   map[Destination]string
@@ -121,6 +123,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		stream: stream, dec: dec, tracker: watermark.New(0),
 		seed: maphash.MakeSeed(), sem: make(chan struct{}, cfg.maxInFlight),
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
+		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
 	for range cfg.lanes {
 		r.lanes = append(r.lanes, &lane{r: r, in: make(chan *item, cfg.batchSize*2)})
@@ -199,18 +202,27 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 }
 
 // decodeLoop decodes WAL events and routes rows to lanes; it alone touches the decode state.
+// After Stop it keeps reading only until the open transaction is complete, so that a graceful stop
+// confirms every row it delivered (no duplicates after a restart).
 func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Event) error {
 	rt := router{r: r, ctx: ctx}
+	defer close(r.decodeDone)
 	defer func() {
 		if r.cur != nil { // a transaction cut short: its rows still count, it confirms nothing
 			r.tracker.Abandon(r.cur)
 			r.cur = nil
 		}
 	}()
+	stopCh, stopping := r.stopReading, false
 	for {
+		if stopping && r.cur == nil {
+			return nil // at a transaction boundary: what follows is re-sent after the restart
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-stopCh:
+			stopCh, stopping = nil, true
 		case batch := <-events:
 			for _, ev := range batch {
 				switch ev.Kind {
@@ -231,6 +243,9 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 						r.cur = nil
 					}
 					r.skipping = false
+				}
+				if stopping && r.cur == nil {
+					return nil
 				}
 			}
 		}
@@ -375,6 +390,11 @@ func (r *Relay) confirm() pglogrepl.LSN {
 func (r *Relay) Stop(ctx context.Context) error {
 	r.stopOnce.Do(func() {
 		r.stopped.Store(true)
+		close(r.stopReading) // finish the open transaction, then stop reading
+		select {
+		case <-r.decodeDone:
+		case <-ctx.Done():
+		}
 		r.stopDecode()
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
