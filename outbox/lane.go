@@ -220,6 +220,11 @@ func (l *lane) deliverSink(ctx context.Context, dest Destination, s Sink, group 
 				r.ack(it)
 				continue
 			}
+			if errors.Is(be.Errs[i], ErrNotAttempted) {
+				it.rec.Attempt-- // held back by the sink (behind a failed record of its key): not a try
+				next = append(next, it)
+				continue
+			}
 			now := time.Now()
 			if it.firstFail.IsZero() {
 				it.firstFail = now

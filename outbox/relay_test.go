@@ -426,3 +426,58 @@ func TestRelayHandlerTimeout(t *testing.T) {
 		t.Fatalf("dead letter of the hung message: %+v, %v", dls, err)
 	}
 }
+
+// A sink holds a record back behind a failed earlier record of its key (ErrNotAttempted): that costs the
+// held-back record no attempt, so once the head is dead-lettered it is really tried (here: rejected).
+func TestRelayNotAttemptedCostsNoAttempt(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	head, held := newID(), newID()
+	var heldTries atomic.Int64
+	sink := sinkFunc(func(_ context.Context, batch []outbox.Record) error {
+		errs := make([]error, len(batch))
+		failedKey := map[string]bool{}
+		for i, r := range batch {
+			switch {
+			case failedKey[r.Key]:
+				errs[i] = outbox.NotAttempted(errors.New("held back behind a failed record of its key"))
+			case r.ID == head:
+				errs[i] = errors.New("503 from the receiver")
+				failedKey[r.Key] = true
+			case r.ID == held:
+				heldTries.Add(1)
+				errs[i] = outbox.Permanent(errors.New("422 rejected"))
+			}
+		}
+		return &outbox.BatchError{Errs: errs}
+	})
+	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, sink), outbox.WithMaxAttempts(3),
+		outbox.WithRetryBackoff(time.Millisecond, 5*time.Millisecond))
+	if err := outbox.Enqueue(context.Background(), "app", db.Pool,
+		outbox.Message{ID: head, Destination: outbox.EventBus, Key: "k"}, outbox.Message{ID: held, Destination: outbox.EventBus, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox_dead_letter") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("both messages should end in the dead letters")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dls, err := outbox.ListDeadLetters(context.Background(), db.Pool, "app", outbox.DeadLetterFilter{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dls {
+		switch d.ID {
+		case head:
+			if d.Attempts != 3 || !strings.Contains(d.Error, "503") {
+				t.Errorf("head: attempts %d, error %q; want 3 and the 503", d.Attempts, d.Error)
+			}
+		case held:
+			if d.Attempts != 1 || !strings.Contains(d.Error, "422") || heldTries.Load() != 1 {
+				t.Errorf("held-back: attempts %d, error %q, tried %d times; want 1, the 422, 1", d.Attempts, d.Error, heldTries.Load())
+			}
+		}
+	}
+}

@@ -17,8 +17,9 @@ import (
 //     topic missing): the relay blocks and retries the whole batch, counts no attempt, dead-letters nothing
 //     and keeps the slot where it is;
 //   - a *BatchError whose Errs[i] is nil for each delivered record and non-nil for each failed one;
-//     a failure wrapping ErrPermanent is dead-lettered at once, any other one is retried with backoff
-//     until the relay's MaxAttempts;
+//     a failure wrapping ErrPermanent is dead-lettered at once, one wrapping ErrNotAttempted (the sink
+//     held the record back, e.g. behind a failed earlier record of its key) is retried without counting
+//     an attempt, any other one is retried with backoff until the relay's MaxAttempts;
 //   - any other error: every record of the batch failed with it.
 type Sink interface {
 	Send(ctx context.Context, batch []Record) error
@@ -33,6 +34,8 @@ var (
 	ErrUnavailable = errors.New("outbox: sink unavailable")
 	// ErrPermanent marks a failure that retrying cannot fix (too large, rejected by the receiver).
 	ErrPermanent = errors.New("outbox: permanent delivery failure")
+	// ErrNotAttempted marks a record the sink did not try to deliver in this Send.
+	ErrNotAttempted = errors.New("outbox: not attempted")
 )
 
 // BatchError reports per-record results of a Sink.Send: Errs has one entry per record of the batch,
@@ -74,6 +77,9 @@ func (c *classified) Error() string {
 }
 
 func (c *classified) Unwrap() []error { return []error{c.kind, c.err} }
+
+// NotAttempted wraps err for a record the sink did not try (see ErrNotAttempted): no attempt is counted.
+func NotAttempted(err error) error { return &classified{kind: ErrNotAttempted, err: err} }
 
 // IsUnavailable reports whether err marks the sink as unavailable (systemic).
 func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }

@@ -139,7 +139,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 			var stop error
 			for _, i := range lane {
 				if stop != nil {
-					errs[i] = fmt.Errorf("webhook: message %s not sent: an earlier message of key %q failed: %w", batch[i].ID, batch[i].Key, stop)
+					errs[i] = outbox.NotAttempted(fmt.Errorf("webhook: message %s not sent: an earlier message of key %q failed: %w", batch[i].ID, batch[i].Key, stop))
 					continue
 				}
 				select {
