@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -441,11 +442,7 @@ func (r *Relay) ReplicationStats() replication.Stats { return r.stream.Stats() }
 func (r *Relay) Blocked() map[Destination]string {
 	r.blockedMu.Lock()
 	defer r.blockedMu.Unlock()
-	out := make(map[Destination]string, len(r.blocked))
-	for k, v := range r.blocked {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(r.blocked)
 }
 
 // Stats are relay counters since Start.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
 	"github.com/pgoutbox/pgoutbox/sink/sinktest"
@@ -42,7 +43,7 @@ func TestBrokerRestartUnavailableThenRecovers(t *testing.T) {
 	}
 	kafkatest.Brokers(t) // same skip/fail rules as every integration test
 	if _, err := exec.LookPath("java"); err != nil {
-		t.Skip("java not found: cannot start a dedicated broker with scripts/kafka.sh")
+		pgtest.SkipOrFail(t, "java not found: cannot start a dedicated broker with scripts/kafka.sh")
 	}
 	dir := filepath.Join(os.TempDir(), "pgoutbox-kafka-restart-"+strings.ReplaceAll(time.Now().Format("150405.000000"), ".", ""))
 	t.Cleanup(func() { kafkaScript(t, dir, "clean") })

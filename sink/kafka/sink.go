@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -158,11 +159,7 @@ func (s *Sink) Close() error {
 func (s *Sink) Blocked() map[string]string {
 	s.blockedMu.Lock()
 	defer s.blockedMu.Unlock()
-	out := make(map[string]string, len(s.blocked))
-	for k, v := range s.blocked {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.blocked)
 }
 
 // Stats counts records by outcome since New.
