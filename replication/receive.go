@@ -34,7 +34,7 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, out chan<- []E
 	defer stop()
 	defer func() {
 		if ctx.Err() != nil { // shutting down: confirm the latest position
-			ferr := s.sendStatus(ctx, conn, false)
+			ferr := s.finish(conn)
 			s.mu.Lock()
 			s.finalErr = ferr
 			s.mu.Unlock()
@@ -193,4 +193,45 @@ func (s *Stream) sendStatus(ctx context.Context, conn *pgconn.PgConn, replyReque
 	s.lastStatusLSN.Store(uint64(lsn))
 	s.lastStatusTime.Store(time.Now().UnixNano())
 	return nil
+}
+
+// finish ends replication cleanly at shutdown: a last status update, then CopyDone, then it reads
+// (and drops) what the server still sends until it has ended the command too. Only then is the
+// status update known to be processed: closing the socket with unread data makes the kernel reset
+// the connection, and a status update the walsender had not read yet is lost with it (measured:
+// nearly every Close under load). Bounded by finalTimeout; a server busy decoding a large
+// transaction may answer later, and the session's check after the close covers that case.
+func (s *Stream) finish(conn *pgconn.PgConn) error {
+	nc := conn.Conn()
+	deadline := time.Now().Add(finalTimeout)
+	if err := s.sendStatus(context.Background(), conn, false); err != nil {
+		return err
+	}
+	_ = nc.SetWriteDeadline(deadline)
+	conn.Frontend().Send(&pgproto3.CopyDone{})
+	err := conn.Frontend().Flush()
+	_ = nc.SetWriteDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("send CopyDone: %w", err)
+	}
+	for {
+		// Set on every read: the cancellation AfterFunc of stream may still move it to now.
+		if err := nc.SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("set read deadline: %w", err)
+		}
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) && time.Now().Before(deadline) {
+				continue
+			}
+			return fmt.Errorf("end replication (waiting for the server after CopyDone): %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.ReadyForQuery:
+			_ = nc.SetReadDeadline(time.Time{})
+			return nil
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("end replication: %w", pgconn.ErrorResponseToPgError(msg))
+		}
+	}
 }

@@ -105,9 +105,30 @@ func (s *Stream) session(ctx context.Context, out chan<- []Event) (streamed bool
 		}
 		if ctx.Err() != nil {
 			s.waitReleased(fctx, conn, walsender)
+			s.ensureConfirmed(fctx, conn, lsn)
 		}
 	}
 	return true, err
+}
+
+// ensureConfirmed makes sure the slot has confirmed lsn once the walsender is gone: if the final
+// status update did not get through (finish timed out, the connection broke), it advances the slot
+// over SQL. A slot already ahead, or taken by another instance meanwhile, is left alone.
+func (s *Stream) ensureConfirmed(ctx context.Context, conn *pgx.Conn, lsn pglogrepl.LSN) {
+	if lsn == 0 {
+		return
+	}
+	si, err := lookupSlot(ctx, conn, s.cfg.Slot)
+	if err != nil || !si.exists || si.confirmed >= lsn || si.activePID != 0 {
+		return
+	}
+	if _, err := advanceSlot(ctx, conn, s.cfg.Slot, lsn); err != nil {
+		s.log.Warn("final position not confirmed: the next start re-delivers from the slot's position",
+			zap.String("slot_confirmed", si.confirmed.String()), zap.String("flushed", lsn.String()), zap.Error(err))
+		return
+	}
+	s.log.Info("final status update did not reach the slot: advanced it over SQL",
+		zap.String("from", si.confirmed.String()), zap.String("to", lsn.String()))
 }
 
 // waitReleased waits until walsender pid no longer holds the slot, or ctx ends.
