@@ -202,10 +202,6 @@ func (l *lane) deliverSink(ctx context.Context, dest Destination, s Sink, group 
 			}
 			continue
 		}
-		if blocked > 0 {
-			blocked = 0
-			r.setBlocked(dest, nil)
-		}
 		var be *BatchError
 		if !errors.As(err, &be) || len(be.Errs) != len(pending) {
 			be = &BatchError{Errs: make([]error, len(pending))}
@@ -215,6 +211,7 @@ func (l *lane) deliverSink(ctx context.Context, dest Destination, s Sink, group 
 		}
 		next := pending[:0:0]
 		var maxAttempt int
+		var unavailable error
 		for i, it := range pending {
 			if be.Errs[i] == nil {
 				r.ack(it)
@@ -222,6 +219,12 @@ func (l *lane) deliverSink(ctx context.Context, dest Destination, s Sink, group 
 			}
 			if errors.Is(be.Errs[i], ErrNotAttempted) {
 				it.rec.Attempt-- // held back by the sink (behind a failed record of its key): not a try
+				next = append(next, it)
+				continue
+			}
+			if IsUnavailable(be.Errs[i]) { // systemic for this record: block, no attempt, no dead letter
+				it.rec.Attempt--
+				unavailable = be.Errs[i]
 				next = append(next, it)
 				continue
 			}
@@ -244,6 +247,18 @@ func (l *lane) deliverSink(ctx context.Context, dest Destination, s Sink, group 
 			maxAttempt = max(maxAttempt, it.rec.Attempt)
 		}
 		pending = next
+		if unavailable != nil {
+			blocked++
+			r.setBlocked(dest, unavailable)
+			if !sleep(ctx, max(r.backoff(blocked), r.backoff(maxAttempt))) {
+				return false
+			}
+			continue
+		}
+		if blocked > 0 {
+			blocked = 0
+			r.setBlocked(dest, nil)
+		}
 		if len(pending) > 0 {
 			r.log.Debug("sink delivery failed, will retry", zap.String("destination", string(dest)),
 				zap.Int("messages", len(pending)), zap.Error(pending[0].lastErr))

@@ -25,6 +25,8 @@ type relayConfig struct {
 	streaming       bool
 	instanceID      string
 	statusInterval  time.Duration
+	readTimeout     time.Duration
+	initialSnapshot bool
 	retention       time.Duration
 	retentionMargin time.Duration
 	pruneInterval   time.Duration
@@ -42,6 +44,7 @@ func defaultRelayConfig() relayConfig {
 		backoffMin:      100 * time.Millisecond,
 		backoffMax:      30 * time.Second,
 		createSlot:      true,
+		initialSnapshot: true,
 		sinks:           map[Destination]Sink{},
 		logger:          zap.NewNop(),
 		lanes:           16,
@@ -71,6 +74,10 @@ func (c *relayConfig) validate() error {
 		return fmt.Errorf("outbox: WithBatchSize(%d): must be at least 1", c.batchSize)
 	case c.statusInterval < 10*time.Millisecond:
 		return fmt.Errorf("outbox: WithStatusInterval(%s): must be at least 10ms", c.statusInterval)
+	case c.readTimeout < 0 || (c.readTimeout > 0 && c.readTimeout < 2*c.statusInterval):
+		return fmt.Errorf("outbox: WithReadTimeout(%s): must be at least twice the status interval (%s)", c.readTimeout, c.statusInterval)
+	case c.readTimeout == 0 && 2*c.statusInterval > 30*time.Second:
+		return fmt.Errorf("outbox: WithStatusInterval(%s): above 15s needs WithReadTimeout of at least twice it (the default read timeout is 30s)", c.statusInterval)
 	case c.retention < 0:
 		return fmt.Errorf("outbox: WithRetention(%s): must not be negative", c.retention)
 	}
@@ -151,3 +158,17 @@ func WithHandlerTimeout(d time.Duration) Option { return func(c *relayConfig) { 
 
 // WithObserver receives delivery events, for metrics (see Observer).
 func WithObserver(o Observer) Option { return func(c *relayConfig) { c.observer = o } }
+
+// WithReadTimeout sets how long the replication connection may stay silent (not even answering a
+// keepalive request) before it counts as dead and is re-established (default 30s; at least twice
+// the status interval). It bounds how long a silently broken network path stalls the relay.
+func WithReadTimeout(d time.Duration) Option { return func(c *relayConfig) { c.readTimeout = d } }
+
+// WithInitialSnapshot controls what the first start, the one that creates the slot, does with the
+// rows already in the outbox table. On (the default) it delivers them first, read from the snapshot
+// the slot exports at its creation, so that a message committed before the relay ever ran is
+// delivered too (I1); what commits later is streamed, each row exactly once across the two. Off, a
+// new slot delivers only what commits after its creation (use it when those rows were delivered by
+// other means). A relay that stops before every snapshot row is acked takes the snapshot again at
+// its next start (rows of the snapshot may then come twice).
+func WithInitialSnapshot(on bool) Option { return func(c *relayConfig) { c.initialSnapshot = on } }

@@ -61,6 +61,7 @@ type Relay struct {
 	blocked   map[Destination]string
 
 	delivered, deadLettered, failures atomic.Int64
+	snapshotAt                        atomic.Uint64 // consistent point of an initial snapshot not yet complete
 }
 
 // Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
@@ -103,6 +104,17 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	}
 
 	log := cfg.logger.Named("relay")
+	r := &Relay{
+		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: log,
+		tracker: watermark.New(0),
+		seed:    maphash.MakeSeed(), sem: make(chan struct{}, cfg.maxInFlight),
+		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
+		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
+	}
+	streamOpts := []replication.Option{replication.WithLogger(cfg.logger)}
+	if cfg.initialSnapshot {
+		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
+	}
 	stream, err := replication.New(pool.Config().ConnString(), replication.Config{
 		Slot:           cfg.slot,
 		Publication:    PublicationName(schema),
@@ -111,7 +123,8 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		CreateSlot:     cfg.createSlot,
 		Streaming:      cfg.streaming,
 		StatusInterval: cfg.statusInterval,
-	}, replication.WithLogger(cfg.logger))
+		ReadTimeout:    cfg.readTimeout,
+	}, streamOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -119,13 +132,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{
-		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: log,
-		stream: stream, dec: dec, tracker: watermark.New(0),
-		seed: maphash.MakeSeed(), sem: make(chan struct{}, cfg.maxInFlight),
-		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
-		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
-	}
+	r.stream, r.dec = stream, dec
 	for range cfg.lanes {
 		r.lanes = append(r.lanes, &lane{r: r, in: make(chan *item, cfg.batchSize*2)})
 	}
@@ -178,7 +185,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	defer tick.Stop()
 	for {
 		switch stream.State() {
-		case replication.Streaming, replication.Standby:
+		case replication.Streaming, replication.Standby, replication.Snapshot:
 			log.Info("relay started", zap.String("schema", schema), zap.String("slot", cfg.slot),
 				zap.String("instance", cfg.instanceID), zap.String("state", stream.State().String()))
 			return r, nil
@@ -299,23 +306,30 @@ func (rt router) Insert(row decoder.Row) error {
 	it.rec.CommitLSN = r.curLSN
 	it.rec.CommitTime = r.curCommit
 	r.cur.Add(1)
-	select { // backpressure: stop reading the WAL while MaxInFlight messages are unacked
+	return r.dispatch(rt.ctx, it, &r.rr)
+}
+
+// dispatch hands it to the lane of its key (keyless messages go round-robin by *rr), waiting while
+// MaxInFlight messages are unacked: backpressure that stops reading the WAL.
+func (r *Relay) dispatch(ctx context.Context, it *item, rr *uint64) error {
+	select {
 	case r.sem <- struct{}{}:
-	case <-rt.ctx.Done():
-		return rt.ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	var h uint64
 	if it.rec.Key != "" {
 		h = maphash.String(r.seed, it.rec.Key)
 	} else {
-		r.rr++
-		h = r.rr
+		*rr++
+		h = *rr
 	}
 	select {
 	case r.lanes[h%uint64(len(r.lanes))].in <- it:
 		return nil
-	case <-rt.ctx.Done():
-		return rt.ctx.Err()
+	case <-ctx.Done():
+		<-r.sem
+		return ctx.Err()
 	}
 }
 
@@ -380,6 +394,9 @@ func (r *Relay) statusLoop(ctx context.Context) {
 
 func (r *Relay) confirm() pglogrepl.LSN {
 	lsn := r.tracker.Flushed()
+	if at := pglogrepl.LSN(r.snapshotAt.Load()); at != 0 && lsn >= at {
+		r.completeSnapshot()
+	}
 	if lsn != 0 {
 		r.stream.SetFlushed(lsn, r.commits.timeAt(lsn))
 	}

@@ -19,7 +19,9 @@ import (
 //   - a *BatchError whose Errs[i] is nil for each delivered record and non-nil for each failed one;
 //     a failure wrapping ErrPermanent is dead-lettered at once, one wrapping ErrNotAttempted (the sink
 //     held the record back, e.g. behind a failed earlier record of its key) is retried without counting
-//     an attempt, any other one is retried with backoff until the relay's MaxAttempts;
+//     an attempt, one wrapping ErrUnavailable blocks the destination like a whole-batch ErrUnavailable
+//     (retried, no attempt counted, never dead-lettered), any other one is retried with backoff until
+//     the relay's MaxAttempts;
 //   - any other error: every record of the batch failed with it.
 type Sink interface {
 	Send(ctx context.Context, batch []Record) error

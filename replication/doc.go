@@ -15,7 +15,11 @@
 //     everything after the confirmed position: the receiver resets its decoder and drops partial
 //     transactions.
 //   - Slot lifecycle: the first start creates the slot (Config.CreateSlot) and records it in
-//     <schema>.pkg_outbox_relay; later starts reuse it. A recorded slot that is gone, or that
+//     <schema>.pkg_outbox_relay; later starts reuse it. With [WithSnapshot] the creation exports a
+//     snapshot that a [SnapshotFunc] reads before streaming starts (the rows committed before the
+//     slot existed); until the receiver calls [Stream.CompleteSnapshot] the record says
+//     snapshot_pending, nothing past the creation is confirmed, and a start that finds another
+//     stream's snapshot pending drops the slot and takes it again (under an advisory lock). A recorded slot that is gone, or that
 //     PostgreSQL invalidated (wal_status = 'lost'), is a [*SlotLostError] naming the last confirmed
 //     commit time to replay from: it is never recreated silently. A slot created by hand is adopted.
 //   - Publication: it must exist and cover <schema>.pkg_outbox, at start and every

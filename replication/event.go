@@ -59,6 +59,8 @@ const (
 	Backoff
 	// Stopped: Run has returned (or was never called).
 	Stopped
+	// Snapshot: a new slot was created; its initial snapshot is being read (WithSnapshot).
+	Snapshot
 )
 
 func (s State) String() string {
@@ -73,6 +75,8 @@ func (s State) String() string {
 		return "backoff"
 	case Stopped:
 		return "stopped"
+	case Snapshot:
+		return "snapshot"
 	}
 	return "unknown"
 }

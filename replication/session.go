@@ -148,6 +148,14 @@ func (s *Stream) waitReleased(ctx context.Context, conn *pgx.Conn, pid uint32) {
 // our own, waits as a standby while another instance holds the slot, and applies StartLSN.
 func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.PgConn, out chan<- []Event) error {
 	slot, standbyLogged := s.cfg.Slot, false
+	// With an initial snapshot, creating the slot (and dropping one whose snapshot never completed)
+	// happens under an advisory lock held until START_REPLICATION has made the slot active.
+	locked := false
+	defer func() {
+		if locked {
+			s.unlock(ctx, sqlConn)
+		}
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -155,6 +163,35 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 		si, rec, err := s.inspect(ctx, sqlConn)
 		if err != nil {
 			return err
+		}
+		if own := s.pendingSnapshot(); own != 0 && (!rec.exists || rec.createdLSN != own) {
+			s.setPendingSnapshot(0) // another instance re-created the slot: our snapshot is void
+		}
+		own := s.pendingSnapshot()
+		incomplete := s.snapshotFn != nil && rec.exists && rec.snapshotPending && (own == 0 || rec.createdLSN != own)
+		if (!si.exists || incomplete) && s.snapshotFn != nil && s.cfg.CreateSlot && si.activePID == 0 && !locked {
+			got, err := s.tryLock(ctx, sqlConn)
+			if err != nil {
+				return err
+			}
+			if !got {
+				if !standbyLogged {
+					s.log.Info("another instance is creating the slot: standing by")
+					standbyLogged = true
+				}
+				if err := s.standby(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			locked = true
+			continue // look again under the lock
+		}
+		if incomplete && si.activePID == 0 && locked {
+			if err := s.dropIncomplete(ctx, sqlConn, si, rec); err != nil {
+				return err
+			}
+			continue
 		}
 		if !si.exists {
 			if !s.cfg.CreateSlot {
@@ -164,7 +201,11 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 			if err := s.ensureRepl(ctx, repl); err != nil {
 				return err
 			}
-			if err := s.createSlot(ctx, sqlConn, *repl); err != nil {
+			create := s.createSlot
+			if s.snapshotFn != nil {
+				create = s.createWithSnapshot
+			}
+			if err := create(ctx, sqlConn, *repl); err != nil {
 				return err
 			}
 			continue // look again: the new slot, or another instance's
@@ -172,7 +213,7 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 		if !rec.exists {
 			s.log.Info("adopting existing slot: recording it", zap.String("confirmed_flush_lsn", si.confirmed.String()))
 			if err := s.withTimeout(ctx, func(ctx context.Context) error {
-				return insertRecord(ctx, sqlConn, s.cfg.Schema, slot, s.cfg.Publication, si.confirmed, s.cfg.InstanceID)
+				return insertRecord(ctx, sqlConn, s.cfg.Schema, slot, s.cfg.Publication, si.confirmed, s.cfg.InstanceID, false)
 			}); err != nil {
 				return err
 			}
@@ -186,6 +227,10 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 					return err
 				}
 				continue
+			}
+			if locked { // do not keep others from a slot we cannot use
+				s.unlock(ctx, sqlConn)
+				locked = false
 			}
 			if !standbyLogged {
 				s.log.Info("slot in use by another instance: standing by", zap.Int32("pid", si.activePID),
@@ -256,7 +301,7 @@ func (s *Stream) inspect(ctx context.Context, conn *pgx.Conn) (si slotInfo, rec 
 		return si, rec, err
 	}
 	switch {
-	case rec.exists && !si.exists:
+	case rec.exists && !si.exists && !rec.snapshotPending: // pending: nothing was confirmed, create it again
 		return si, rec, s.lostError(rec, "slot dropped: it is recorded in "+relayTable(s.cfg.Schema)+" but missing from pg_replication_slots")
 	case si.exists && si.walStatus == "lost":
 		return si, rec, s.lostError(rec, "wal_status = 'lost': PostgreSQL removed WAL the slot needed (max_slot_wal_keep_size)")
@@ -297,7 +342,7 @@ func (s *Stream) createSlot(ctx context.Context, sqlConn *pgx.Conn, repl *pgconn
 		return fmt.Errorf("create replication slot %q: parse consistent point: %w", s.cfg.Slot, err)
 	}
 	if err := s.withTimeout(ctx, func(ctx context.Context) error {
-		return insertRecord(ctx, sqlConn, s.cfg.Schema, s.cfg.Slot, s.cfg.Publication, created, s.cfg.InstanceID)
+		return insertRecord(ctx, sqlConn, s.cfg.Schema, s.cfg.Slot, s.cfg.Publication, created, s.cfg.InstanceID, false)
 	}); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // slotInfo is a slot's row in pg_replication_slots, as seen from the current database.
@@ -28,6 +29,11 @@ const slotQuery = `SELECT current_database(), s.slot_name IS NOT NULL,
 	COALESCE(s.wal_status, ''), COALESCE(s.confirmed_flush_lsn::text, ''), COALESCE(s.active_pid, 0),
 	COALESCE((SELECT a.application_name FROM pg_catalog.pg_stat_activity a WHERE a.pid = s.active_pid), '')
 FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1`
+
+// execer runs a statement (pgx.Conn, pgx.Tx and pgxpool.Pool have it).
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
 
 // querier is what the slot helpers need of a regular connection (pgx.Conn, pgx.Tx and pgxpool.Pool have it).
 type querier interface {
@@ -72,6 +78,8 @@ type relayRecord struct {
 	confirmedLSN   pglogrepl.LSN
 	commitTime     time.Time
 	activeInstance string
+	// snapshotPending: the rows committed before the slot's creation are not all acked yet.
+	snapshotPending bool
 }
 
 func relayTable(schema string) string { return pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize() }
@@ -84,13 +92,16 @@ func lookupRecord(ctx context.Context, q querier, schema, slot string) (relayRec
 		commitTime         *time.Time
 	)
 	err := q.QueryRow(ctx, `SELECT publication_name, created_at, created_lsn::text, confirmed_lsn::text,
-		confirmed_commit_time, active_instance FROM `+relayTable(schema)+` WHERE slot_name = $1`, slot).
-		Scan(&r.publication, &r.createdAt, &createdLSN, &confirmedLSN, &commitTime, &inst)
+		confirmed_commit_time, active_instance, snapshot_pending FROM `+relayTable(schema)+` WHERE slot_name = $1`, slot).
+		Scan(&r.publication, &r.createdAt, &createdLSN, &confirmedLSN, &commitTime, &inst, &r.snapshotPending)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return r, nil
 	case pgCode(err) == "42P01" || pgCode(err) == "3F000":
 		return r, fmt.Errorf("%w: %s does not exist: run the pgoutbox migration (outbox.Migrate) for schema %q first: %w",
+			ErrRelayTableMissing, relayTable(schema), schema, err)
+	case pgCode(err) == "42703": // undefined_column: a schema migrated by an older pgoutbox
+		return r, fmt.Errorf("%w: %s lacks a column this version needs: re-run the pgoutbox migration (outbox.Migrate or `pgoutbox migrate`) for schema %q: %w",
 			ErrRelayTableMissing, relayTable(schema), schema, err)
 	case err != nil:
 		return r, fmt.Errorf("look up %s record of slot %q: %w", relayTable(schema), slot, err)
@@ -113,13 +124,40 @@ func lookupRecord(ctx context.Context, q querier, schema, slot string) (relayRec
 	return r, nil
 }
 
-func insertRecord(ctx context.Context, conn *pgx.Conn, schema, slot, publication string, created pglogrepl.LSN, instance string) error {
-	_, err := conn.Exec(ctx, `INSERT INTO `+relayTable(schema)+` (slot_name, publication_name, created_lsn, active_instance)
-		VALUES ($1, $2, $3::pg_lsn, $4) ON CONFLICT (slot_name) DO NOTHING`, slot, publication, created.String(), instance)
+func insertRecord(ctx context.Context, conn *pgx.Conn, schema, slot, publication string, created pglogrepl.LSN, instance string, snapshotPending bool) error {
+	_, err := conn.Exec(ctx, `INSERT INTO `+relayTable(schema)+` (slot_name, publication_name, created_lsn, active_instance, snapshot_pending)
+		VALUES ($1, $2, $3::pg_lsn, $4, $5) ON CONFLICT (slot_name) DO NOTHING`, slot, publication, created.String(), instance, snapshotPending)
 	if err != nil {
 		return fmt.Errorf("record slot %q in %s: %w", slot, relayTable(schema), err)
 	}
 	return nil
+}
+
+func setRecordCreated(ctx context.Context, conn *pgx.Conn, schema, slot string, created pglogrepl.LSN) error {
+	_, err := conn.Exec(ctx, `UPDATE `+relayTable(schema)+` SET created_lsn = $2::pg_lsn, created_at = now(), updated_at = now()
+		WHERE slot_name = $1`, slot, created.String())
+	if err != nil {
+		return fmt.Errorf("record creation of slot %q in %s: %w", slot, relayTable(schema), err)
+	}
+	return nil
+}
+
+func deleteRecord(ctx context.Context, conn *pgx.Conn, schema, slot string) error {
+	if _, err := conn.Exec(ctx, `DELETE FROM `+relayTable(schema)+` WHERE slot_name = $1`, slot); err != nil {
+		return fmt.Errorf("delete record of slot %q from %s: %w", slot, relayTable(schema), err)
+	}
+	return nil
+}
+
+// completeSnapshot clears snapshot_pending of the slot created at created; false when the record is
+// gone or belongs to another creation of the slot.
+func completeSnapshot(ctx context.Context, q execer, schema, slot string, created pglogrepl.LSN) (bool, error) {
+	tag, err := q.Exec(ctx, `UPDATE `+relayTable(schema)+` SET snapshot_pending = false, updated_at = now()
+		WHERE slot_name = $1 AND created_lsn = $2::pg_lsn AND snapshot_pending`, slot, created.String())
+	if err != nil {
+		return false, fmt.Errorf("record the completed snapshot of slot %q in %s: %w", slot, relayTable(schema), err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // persistConfirmed writes the confirmed position; it never moves the record backwards. A zero

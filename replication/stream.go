@@ -28,8 +28,11 @@ type Stream struct {
 
 	flushMu     sync.Mutex
 	flushed     pglogrepl.LSN
-	flushedTime time.Time // commit time of flushed, zero when unknown
-	flushVer    uint64    // bumped on every change, for persistence
+	flushedTime time.Time     // commit time of flushed, zero when unknown
+	flushVer    uint64        // bumped on every change, for persistence
+	snapshotAt  pglogrepl.LSN // own initial snapshot not yet complete: confirm at most this
+
+	snapshotFn SnapshotFunc
 
 	// Owned by Run's goroutine.
 	startLSNDone bool
@@ -179,9 +182,14 @@ func (s *Stream) raiseFlushed(lsn pglogrepl.LSN, commitTime time.Time) {
 	s.flushVer++
 }
 
+// flushedPos is the position status updates confirm: SetFlushed's, but never past the slot's
+// creation while this stream's initial snapshot is not complete.
 func (s *Stream) flushedPos() (pglogrepl.LSN, time.Time, uint64) {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	if s.snapshotAt != 0 && s.flushed > s.snapshotAt {
+		return s.snapshotAt, time.Time{}, s.flushVer
+	}
 	return s.flushed, s.flushedTime, s.flushVer
 }
 

@@ -11,8 +11,8 @@ import (
 	"text/template"
 )
 
-// Version identifies the schema layout these templates create.
-const Version = "v1"
+// Version identifies the schema layout these templates create (v2: pkg_outbox_relay.snapshot_pending).
+const Version = "v2"
 
 //go:embed *.sql.tmpl
 var files embed.FS

@@ -18,10 +18,10 @@ func TestGracefulStop(t *testing.T) {
 	db := pgtest.New(t)
 	migrate(t, db)
 	env := baseEnv(db)
-	d := start(t, "run1", env, "--route", "orders=stdout", "--instance-id", "graceful")
-	// The first start creates the slot: only what commits after it is streamed.
-	d.waitHTTP("/readyz", 30*time.Second, func(code int, body string) bool { return code == 200 })
+	// Committed before the relay ever ran: the first start delivers it from the slot's initial snapshot.
 	before := enqueue(t, db, "orders", 100, 10)
+	d := start(t, "run1", env, "--route", "orders=stdout", "--instance-id", "graceful")
+	d.waitHTTP("/readyz", 30*time.Second, func(code int, body string) bool { return code == 200 })
 	during := enqueue(t, db, "orders", 100, 5)
 	d.stdout.waitFor(t, 30*time.Second, "the first 200 messages", hasAll(append(before, during...)))
 

@@ -183,6 +183,9 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	opts := []outbox.Option{
 		outbox.WithSlotName(cfg.SlotName()),
 		outbox.WithCreateSlot(cfg.CreateSlot),
+		outbox.WithInitialSnapshot(cfg.Snapshot),
+		outbox.WithStatusInterval(cfg.Replication.StatusInterval.D()),
+		outbox.WithReadTimeout(cfg.Replication.ReadTimeout.D()),
 		outbox.WithMaxAttempts(cfg.Delivery.MaxAttempts),
 		outbox.WithRetryBackoff(cfg.Delivery.BackoffMin.D(), cfg.Delivery.BackoffMax.D()),
 		outbox.WithLanes(cfg.Delivery.Lanes),

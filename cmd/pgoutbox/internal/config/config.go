@@ -30,6 +30,8 @@ type Config struct {
 	InstanceID   string           `yaml:"instance_id"`
 	CreateSlot   bool             `yaml:"create_slot"`
 	StartLSN     LSN              `yaml:"start_lsn"`
+	Snapshot     bool             `yaml:"initial_snapshot"`
+	Replication  Replication      `yaml:"replication"`
 	Streaming    Streaming        `yaml:"streaming"`
 	Delivery     Delivery         `yaml:"delivery"`
 	Retention    Duration         `yaml:"retention"`
@@ -55,6 +57,14 @@ type Streaming struct {
 	Enabled     bool     `yaml:"enabled"`
 	MemoryLimit ByteSize `yaml:"memory_limit"`
 	SpillDir    string   `yaml:"spill_dir"`
+}
+
+// Replication configures the replication connection.
+type Replication struct {
+	// StatusInterval is the period of standby status updates (confirming acked positions).
+	StatusInterval Duration `yaml:"status_interval"`
+	// ReadTimeout: a connection silent this long (not even answering a keepalive request) is re-established.
+	ReadTimeout Duration `yaml:"read_timeout"`
 }
 
 // Delivery configures retries and concurrency of the relay.
@@ -179,7 +189,10 @@ func Default() Config {
 	return Config{
 		Schema:     "public",
 		CreateSlot: true,
-		Streaming:  Streaming{MemoryLimit: 16 << 20},
+		Snapshot:   true,
+		Replication: Replication{StatusInterval: Duration(replication.DefaultStatusInterval),
+			ReadTimeout: Duration(replication.DefaultReadTimeout)},
+		Streaming: Streaming{MemoryLimit: 16 << 20},
 		Delivery: Delivery{
 			MaxAttempts: 10, BackoffMin: Duration(100 * time.Millisecond), BackoffMax: Duration(30 * time.Second),
 			Lanes: 16, MaxInFlight: 20_000, BatchSize: 500, HandlerTimeout: Duration(30 * time.Second),
@@ -238,6 +251,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Streaming.Enabled && c.Streaming.MemoryLimit <= 0 {
 		bad("streaming.memory_limit", "must be positive when streaming.enabled is true")
+	}
+	if c.Replication.StatusInterval < Duration(10*time.Millisecond) {
+		bad("replication.status_interval", "%s: must be at least 10ms", c.Replication.StatusInterval.D())
+	}
+	if c.Replication.ReadTimeout < 2*c.Replication.StatusInterval {
+		bad("replication.read_timeout", "%s: must be at least twice replication.status_interval (%s)",
+			c.Replication.ReadTimeout.D(), c.Replication.StatusInterval.D())
 	}
 	d := c.Delivery
 	if d.MaxAttempts < 1 {

@@ -13,7 +13,7 @@ import (
 )
 
 // States are the values of the pgoutbox_role gauge's role label.
-var States = []string{"starting", "connecting", "streaming", "standby", "backoff", "stopped", "failed"}
+var States = []string{"starting", "connecting", "snapshot", "streaming", "standby", "backoff", "stopped", "failed"}
 
 // WALStatuses are the values of pgoutbox_slot_wal_status's status label (pg_replication_slots.wal_status).
 var WALStatuses = []string{"reserved", "extended", "unreserved", "lost", "missing"}

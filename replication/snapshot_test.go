@@ -1,0 +1,89 @@
+package replication_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgoutbox/pgoutbox/replication"
+)
+
+// TestSnapshotAfterACrashBeforeTheSlot: a relay that died after writing its record (snapshot
+// pending) but before creating the slot is not taken for a lost slot: the next start creates the
+// slot and takes the snapshot. While the snapshot is pending no status update confirms past the
+// slot's creation, whatever SetFlushed says; after CompleteSnapshot they do.
+func TestSnapshotAfterACrashBeforeTheSlot(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	slot := newSlot()
+	db.Exec(t, `INSERT INTO app.pkg_outbox_relay (slot_name, publication_name, created_lsn, snapshot_pending)
+		VALUES ($1, 'pgoutbox_app', '0/0', true)`, slot)
+	insert(t, db, 3, "before")
+
+	var calls atomic.Int32
+	var rows atomic.Int64
+	snap := func(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error {
+		calls.Add(1)
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM app.pkg_outbox`).Scan(&n); err != nil {
+			return err
+		}
+		rows.Store(n)
+		return nil
+	}
+	r := start(t, db, testConfig(slot, "snap"), replication.WithSnapshot(snap))
+	r.waitState(t, replication.Streaming, 30*time.Second)
+	if calls.Load() != 1 || rows.Load() != 3 {
+		t.Fatalf("snapshot called %d times and saw %d rows, want once and 3", calls.Load(), rows.Load())
+	}
+	var pending bool
+	var created string
+	if err := db.Pool.QueryRow(t.Context(), `SELECT snapshot_pending, created_lsn::text FROM app.pkg_outbox_relay WHERE slot_name = $1`, slot).
+		Scan(&pending, &created); err != nil {
+		t.Fatal(err)
+	}
+	createdLSN, _ := pglogrepl.ParseLSN(created)
+	if !pending || createdLSN == 0 {
+		t.Fatalf("record: pending %v created %s, want pending and the slot's consistent point", pending, created)
+	}
+
+	insert(t, db, 1, "after")
+	c := r.nextCommit(t, 10*time.Second)
+	r.s.SetFlushed(c.TransactionEndLSN, c.CommitTime)
+	time.Sleep(time.Second) // five status intervals
+	if got := slotConfirmed(t, db, slot); got != createdLSN {
+		t.Fatalf("confirmed_flush_lsn %s while the snapshot is pending, want the creation point %s", got, createdLSN)
+	}
+	if err := r.s.CompleteSnapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if got := slotConfirmed(t, db, slot); got < c.TransactionEndLSN {
+			return fmt.Errorf("confirmed_flush_lsn %s < %s after CompleteSnapshot", got, c.TransactionEndLSN)
+		}
+		return nil
+	})
+	if n := db.QueryInt(t, `SELECT count(*) FROM app.pkg_outbox_relay WHERE slot_name = $1 AND NOT snapshot_pending`, slot); n != 1 {
+		t.Fatal("snapshot_pending still set after CompleteSnapshot")
+	}
+}
+
+// TestOlderSchemaNamesTheMigration: a relay record table of schema v1 (no snapshot_pending) stops the
+// stream with an error that says to run the migration.
+func TestOlderSchemaNamesTheMigration(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	db.Exec(t, `ALTER TABLE app.pkg_outbox_relay DROP COLUMN snapshot_pending`)
+	r := start(t, db, testConfig(newSlot(), "old"))
+	err := r.wait(t, 30*time.Second)
+	if !errors.Is(err, replication.ErrRelayTableMissing) || !strings.Contains(err.Error(), "migrat") {
+		t.Fatalf("Run = %v, want ErrRelayTableMissing naming the migration", err)
+	}
+}
