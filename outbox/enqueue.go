@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -40,16 +43,26 @@ func (s sqlExecer) Exec(ctx context.Context, q string, args ...any) (pgconn.Comm
 		return pgconn.CommandTag{}, err
 	}
 	n, _ := res.RowsAffected()
-	return pgconn.NewCommandTag(fmt.Sprintf("INSERT 0 %d", n)), nil
+	return pgconn.NewCommandTag("INSERT 0 " + strconv.FormatInt(n, 10)), nil
 }
 
 // DefaultMaxPayloadBytes is the payload limit Enqueue applies unless an Enqueuer sets another one.
 const DefaultMaxPayloadBytes = 8 << 20
 
-// Enqueue writes msgs into <schema>.pkg_outbox through tx, in one statement (a scalar INSERT for one
-// message, INSERT … SELECT FROM unnest(arrays) for more: no parameter limit), so they commit or roll back
-// with the caller's transaction. Messages without an ID get a UUIDv7. When ctx carries an OpenTelemetry
-// span, its W3C traceparent and tracestate go into each message's headers (unless already set).
+// maxValuesRows is the largest batch Enqueue writes with a multi-row INSERT … VALUES. Larger batches go
+// through INSERT … SELECT FROM unnest(arrays), which has no parameter limit and one statement text for
+// every size, but costs more per call than VALUES (bench/NOTES.md, W1; BenchmarkEnqueueForms).
+const maxValuesRows = 32
+
+// Enqueue writes msgs into <schema>.pkg_outbox through tx, in one statement, so they commit or roll back
+// with the caller's transaction: up to 32 messages as one multi-row INSERT … VALUES, more as
+// INSERT … SELECT FROM unnest(arrays) (no parameter limit). Rows get seq numbers in the order of msgs.
+// Messages without an ID get a UUIDv7. When ctx carries an OpenTelemetry span, its W3C traceparent and
+// tracestate go into each message's headers (unless already set).
+//
+// The SQL text depends only on the schema and the batch size (1 to 32, or larger), so a pgx
+// connection in its default statement-cache mode prepares at most 33 statements per schema for Enqueue
+// and then reuses them.
 //
 // Every message is validated before any SQL runs: a bad schema name, an empty destination, an ID that is
 // not a UUID or a payload over DefaultMaxPayloadBytes returns an error and writes nothing.
@@ -67,7 +80,14 @@ type Enqueuer struct {
 
 // Enqueue is the package-level Enqueue with e's settings.
 func (e Enqueuer) Enqueue(ctx context.Context, tx Execer, msgs ...Message) error {
-	if err := ValidateSchemaName(e.Schema); err != nil {
+	return e.enqueue(ctx, tx, msgs, maxValuesRows)
+}
+
+// enqueue writes msgs with a multi-row VALUES statement when there are at most maxValues of them, else
+// with unnest. Tests lower maxValues to compare both forms on the same batch.
+func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxValues int) error {
+	st, err := statementsFor(e.Schema)
+	if err != nil {
 		return err
 	}
 	if tx == nil {
@@ -80,30 +100,89 @@ func (e Enqueuer) Enqueue(ctx context.Context, tx Execer, msgs ...Message) error
 	if limit <= 0 {
 		limit = DefaultMaxPayloadBytes
 	}
-	cols, err := columns(ctx, msgs, limit)
-	if err != nil {
-		return err
+	rows := make([]outboxRow, len(msgs))
+	trace := traceHeaders(ctx)
+	for i := range msgs {
+		if err := rows[i].set(i, &msgs[i], trace, limit); err != nil {
+			return err
+		}
 	}
-	if len(msgs) == 1 { // the common case: a scalar INSERT is cheaper to plan and run than unnest
-		q := "INSERT INTO " + TableName(e.Schema) + ` (id, destination, route, key, type, payload, headers)
-VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::text, $6::bytea, $7::text::jsonb)`
-		_, err = tx.Exec(ctx, q, cols.ids[0], cols.destinations[0], cols.routes[0], cols.keys[0], cols.types[0], cols.payloads[0], cols.headers[0])
+	if len(rows) <= maxValues && len(rows) <= maxValuesRows {
+		args := make([]any, 0, valuesColumns*len(rows))
+		for i := range rows {
+			r := &rows[i]
+			// Pointers into rows: boxing a pointer allocates nothing, and nil is NULL.
+			args = append(args, &r.id, &r.destination, nonEmpty(&r.route), nonEmpty(&r.key), nonEmpty(&r.typ), r.payload, r.headers)
+		}
+		_, err = tx.Exec(ctx, st.values(len(rows)), args...)
 	} else {
-		q := "INSERT INTO " + TableName(e.Schema) + ` (id, destination, route, key, type, payload, headers)
-SELECT u.id, u.destination, u.route, u.key, u.type, u.payload, u.headers::jsonb
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
-  AS u(id, destination, route, key, type, payload, headers)`
-		_, err = tx.Exec(ctx, q, cols.ids, cols.destinations, cols.routes, cols.keys, cols.types, cols.payloads, cols.headers)
+		c := unnestColumns(rows)
+		_, err = tx.Exec(ctx, st.unnest, c.ids, c.destinations, c.routes, c.keys, c.types, c.payloads, c.headers)
 	}
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
 			return fmt.Errorf("%w: %s: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first: %w",
-				ErrNotMigrated, TableName(e.Schema), e.Schema, err)
+				ErrNotMigrated, st.table, e.Schema, err)
 		}
-		return fmt.Errorf("outbox: enqueue %d messages into %s: %w", len(msgs), TableName(e.Schema), err)
+		return fmt.Errorf("outbox: enqueue %d messages into %s: %w", len(msgs), st.table, err)
 	}
 	return nil
+}
+
+// outboxRow is one validated message as Enqueue writes it.
+type outboxRow struct {
+	id, destination string
+	route, key, typ string // "" is written as NULL
+	payload         []byte // never nil: the column is NOT NULL
+	headers         *string
+}
+
+// set validates msgs[i] (m) and fills r from it; errors name the field and the limit.
+func (r *outboxRow) set(i int, m *Message, trace map[string]string, limit int) error {
+	if m.Destination == "" {
+		return fmt.Errorf("%w: msgs[%d].Destination is empty", ErrInvalidMessage, i)
+	}
+	if m.ID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("outbox: generate id: %w", err)
+		}
+		r.id = id.String()
+	} else {
+		if _, err := uuid.Parse(m.ID); err != nil {
+			return fmt.Errorf("%w: msgs[%d].ID %q is not a UUID", ErrInvalidMessage, i, truncate(m.ID, 64))
+		}
+		r.id = m.ID
+	}
+	if len(m.Payload) > limit {
+		return fmt.Errorf("%w: msgs[%d].Payload is %d bytes, the limit is %d", ErrPayloadTooLarge, i, len(m.Payload), limit)
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{"Destination", string(m.Destination)}, {"Route", m.Route}, {"Key", m.Key}, {"Type", m.Type},
+	} {
+		if err := checkText(f.v); err != nil {
+			return fmt.Errorf("%w: msgs[%d].%s %w", ErrInvalidMessage, i, f.name, err)
+		}
+	}
+	r.destination, r.route, r.key, r.typ = string(m.Destination), m.Route, m.Key, m.Type
+	r.payload = m.Payload
+	if r.payload == nil {
+		r.payload = []byte{}
+	}
+	h, err := encodeHeaders(m.Headers, trace)
+	if err != nil {
+		return fmt.Errorf("%w: msgs[%d].Headers: %w", ErrInvalidMessage, i, err)
+	}
+	r.headers = h
+	return nil
+}
+
+func nonEmpty(s *string) *string {
+	if *s == "" {
+		return nil
+	}
+	return s
 }
 
 type columnArrays struct {
@@ -113,64 +192,85 @@ type columnArrays struct {
 	headers             []*string
 }
 
-func columns(ctx context.Context, msgs []Message, limit int) (*columnArrays, error) {
-	n := len(msgs)
+// unnestColumns turns rows into the seven arrays the unnest statement takes.
+func unnestColumns(rows []outboxRow) *columnArrays {
+	n := len(rows)
 	c := &columnArrays{
 		ids: make([]string, n), destinations: make([]string, n),
 		routes: make([]*string, n), keys: make([]*string, n), types: make([]*string, n),
 		payloads: make([][]byte, n), headers: make([]*string, n),
 	}
-	trace := traceHeaders(ctx)
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Destination == "" {
-			return nil, fmt.Errorf("%w: msgs[%d].Destination is empty", ErrInvalidMessage, i)
-		}
-		if m.ID == "" {
-			id, err := uuid.NewV7()
-			if err != nil {
-				return nil, fmt.Errorf("outbox: generate id: %w", err)
-			}
-			c.ids[i] = id.String()
-		} else {
-			if _, err := uuid.Parse(m.ID); err != nil {
-				return nil, fmt.Errorf("%w: msgs[%d].ID %q is not a UUID", ErrInvalidMessage, i, truncate(m.ID, 64))
-			}
-			c.ids[i] = m.ID
-		}
-		if len(m.Payload) > limit {
-			return nil, fmt.Errorf("%w: msgs[%d].Payload is %d bytes, the limit is %d", ErrPayloadTooLarge, i, len(m.Payload), limit)
-		}
-		for _, f := range [...]struct{ name, v string }{
-			{"Destination", string(m.Destination)}, {"Route", m.Route}, {"Key", m.Key}, {"Type", m.Type},
-		} {
-			if err := checkText(f.v); err != nil {
-				return nil, fmt.Errorf("%w: msgs[%d].%s %w", ErrInvalidMessage, i, f.name, err)
-			}
-		}
-		c.destinations[i] = string(m.Destination)
-		c.routes[i] = nullable(m.Route)
-		c.keys[i] = nullable(m.Key)
-		c.types[i] = nullable(m.Type)
-		if m.Payload == nil {
-			c.payloads[i] = []byte{}
-		} else {
-			c.payloads[i] = m.Payload
-		}
-		h, err := encodeHeaders(m.Headers, trace)
-		if err != nil {
-			return nil, fmt.Errorf("%w: msgs[%d].Headers: %w", ErrInvalidMessage, i, err)
-		}
-		c.headers[i] = h
+	for i := range rows {
+		r := &rows[i]
+		c.ids[i], c.destinations[i] = r.id, r.destination
+		c.routes[i], c.keys[i], c.types[i] = nonEmpty(&r.route), nonEmpty(&r.key), nonEmpty(&r.typ)
+		c.payloads[i], c.headers[i] = r.payload, r.headers
 	}
-	return c, nil
+	return c
 }
 
-func nullable(s string) *string {
-	if s == "" {
-		return nil
+// statements holds the INSERT texts of one schema. They are built once and reused, so that Enqueue
+// allocates nothing for its SQL and sends pgx the same text each time (one prepared statement per text).
+type statements struct {
+	table  string
+	rows   [maxValuesRows + 1]atomic.Pointer[string] // rows[n]: the n-row INSERT … VALUES, built on first use
+	unnest string
+}
+
+const valuesColumns = 7
+
+// values returns the INSERT … VALUES statement for n rows, 1 ≤ n ≤ maxValuesRows.
+func (s *statements) values(n int) string {
+	if q := s.rows[n].Load(); q != nil {
+		return *q
 	}
-	return &s
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + s.table + " (id, destination, route, key, type, payload, headers)\nVALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",\n       ")
+		}
+		p := valuesColumns * i
+		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::text, $%d::text, $%d::text, $%d::bytea, $%d::text::jsonb)",
+			p+1, p+2, p+3, p+4, p+5, p+6, p+7)
+	}
+	q := b.String()
+	s.rows[n].CompareAndSwap(nil, &q) // a concurrent builder made the same text; keep one
+	return *s.rows[n].Load()
+}
+
+// maxCachedSchemas bounds the statement cache; Enqueue into further schemas builds its SQL per call.
+const maxCachedSchemas = 64
+
+var (
+	stmtCache   sync.Map // schema name → *statements
+	stmtCacheMu sync.Mutex
+	stmtCached  int // entries in stmtCache, under stmtCacheMu
+)
+
+// statementsFor returns the statements for schema, validating the name the first time it is seen.
+func statementsFor(schema string) (*statements, error) {
+	if s, ok := stmtCache.Load(schema); ok {
+		return s.(*statements), nil
+	}
+	if err := ValidateSchemaName(schema); err != nil {
+		return nil, err
+	}
+	table := TableName(schema)
+	s := &statements{table: table, unnest: "INSERT INTO " + table + ` (id, destination, route, key, type, payload, headers)
+SELECT u.id, u.destination, u.route, u.key, u.type, u.payload, u.headers::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
+  AS u(id, destination, route, key, type, payload, headers)`}
+	stmtCacheMu.Lock()
+	defer stmtCacheMu.Unlock()
+	if cached, ok := stmtCache.Load(schema); ok {
+		return cached.(*statements), nil
+	}
+	if stmtCached < maxCachedSchemas {
+		stmtCache.Store(schema, s)
+		stmtCached++
+	}
+	return s, nil
 }
 
 // traceHeaders returns the W3C trace context of ctx's span, or nil.
