@@ -54,7 +54,6 @@ func (r *Relay) deadLetter(ctx context.Context, it *item) bool {
 		r.cfg.observer.DeadLettered(it.rec.Destination)
 	}
 	it.tx.Ack(1)
-	<-r.sem
 	return true
 }
 

@@ -25,7 +25,7 @@ type item struct {
 // message is retried, so a key's messages never overtake each other.
 type lane struct {
 	r  *Relay
-	in chan *item
+	in chan []*item // batches from the decode goroutine (or the snapshot), in commit order
 	hc handlerCtx
 }
 
@@ -55,29 +55,30 @@ func (l *lane) run(ctx context.Context) {
 	buf := make([]*item, 0, r.cfg.batchSize)
 	for {
 		select {
-		case it := <-l.in:
-			buf = append(buf, it)
+		case b := <-l.in:
+			buf = append(buf, b...)
 		case <-ctx.Done():
 			return
 		}
-	fill:
+	fill: // small batches that queued up meanwhile go out together
 		for len(buf) < r.cfg.batchSize {
 			select {
-			case it := <-l.in:
-				buf = append(buf, it)
+			case b := <-l.in:
+				buf = append(buf, b...)
 			default:
 				break fill
 			}
 		}
-		// Consecutive messages for one destination go out together.
+		// Consecutive messages for one destination go out together, at most batchSize per call.
 		for start := 0; start < len(buf); {
 			end := start + 1
-			for end < len(buf) && buf[end].rec.Destination == buf[start].rec.Destination {
+			for end < len(buf) && end-start < r.cfg.batchSize && buf[end].rec.Destination == buf[start].rec.Destination {
 				end++
 			}
 			if !l.deliver(ctx, buf[start:end]) {
 				return // stopped: what is left stays unacked and is re-delivered after restart
 			}
+			r.gate.release(end - start)
 			start = end
 		}
 		clear(buf)

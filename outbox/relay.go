@@ -37,7 +37,7 @@ type Relay struct {
 	commits commitLog
 	lanes   []*lane
 	seed    maphash.Seed
-	sem     chan struct{} // one token per message in flight
+	gate    gate // messages in flight (MaxInFlight)
 
 	// decode-goroutine state
 	cols          map[*decoder.Relation]*columnIndex
@@ -46,7 +46,7 @@ type Relay struct {
 	curLSN        pglogrepl.LSN
 	skipping      bool
 	lastCommitLSN pglogrepl.LSN
-	rr            uint64
+	batch         *batcher
 
 	stopDecode  context.CancelFunc // stops reading the WAL at once
 	stopReading chan struct{}      // closed by Stop: stop reading at the next transaction boundary
@@ -107,7 +107,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	r := &Relay{
 		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: log,
 		tracker: watermark.New(0),
-		seed:    maphash.MakeSeed(), sem: make(chan struct{}, cfg.maxInFlight),
+		seed:    maphash.MakeSeed(), gate: gate{max: cfg.maxInFlight},
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
@@ -134,8 +134,9 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	}
 	r.stream, r.dec = stream, dec
 	for range cfg.lanes {
-		r.lanes = append(r.lanes, &lane{r: r, in: make(chan *item, cfg.batchSize*2)})
+		r.lanes = append(r.lanes, &lane{r: r, in: make(chan []*item, 4)})
 	}
+	r.batch = newBatcher(r)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
@@ -217,6 +218,7 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 	defer close(r.decodeDone)
 	defer func() {
 		if r.cur != nil { // a transaction cut short: its rows still count, it confirms nothing
+			r.batch.drop()
 			r.tracker.Abandon(r.cur)
 			r.cur = nil
 		}
@@ -247,6 +249,7 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 					r.dec.Reset()
 					clear(r.cols)
 					if r.cur != nil {
+						r.batch.drop()
 						r.tracker.Abandon(r.cur)
 						r.cur = nil
 					}
@@ -306,31 +309,7 @@ func (rt router) Insert(row decoder.Row) error {
 	it.rec.CommitLSN = r.curLSN
 	it.rec.CommitTime = r.curCommit
 	r.cur.Add(1)
-	return r.dispatch(rt.ctx, it, &r.rr)
-}
-
-// dispatch hands it to the lane of its key (keyless messages go round-robin by *rr), waiting while
-// MaxInFlight messages are unacked: backpressure that stops reading the WAL.
-func (r *Relay) dispatch(ctx context.Context, it *item, rr *uint64) error {
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	var h uint64
-	if it.rec.Key != "" {
-		h = maphash.String(r.seed, it.rec.Key)
-	} else {
-		*rr++
-		h = *rr
-	}
-	select {
-	case r.lanes[h%uint64(len(r.lanes))].in <- it:
-		return nil
-	case <-ctx.Done():
-		<-r.sem
-		return ctx.Err()
-	}
+	return r.batch.add(rt.ctx, it)
 }
 
 func (rt router) Commit(c decoder.CommitInfo) error {
@@ -341,6 +320,9 @@ func (rt router) Commit(c decoder.CommitInfo) error {
 	}
 	if r.cur == nil {
 		return errors.New("outbox: commit outside a transaction")
+	}
+	if err := r.batch.flush(rt.ctx); err != nil {
+		return err
 	}
 	r.commits.add(c.EndLSN, c.CommitTime)
 	r.tracker.Commit(r.cur, c.EndLSN)
@@ -355,7 +337,6 @@ func (r *Relay) ack(it *item) {
 	}
 	r.delivered.Add(1)
 	it.tx.Ack(1)
-	<-r.sem
 }
 
 func (r *Relay) setBlocked(dest Destination, err error) {
@@ -417,10 +398,10 @@ func (r *Relay) Stop(ctx context.Context) error {
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 	drain:
-		for len(r.sem) > 0 {
+		for r.gate.inFlight() > 0 {
 			select {
 			case <-ctx.Done():
-				r.log.Warn("stop: drain timed out, unacked messages will be re-delivered", zap.Int("in_flight", len(r.sem)))
+				r.log.Warn("stop: drain timed out, unacked messages will be re-delivered", zap.Int("in_flight", r.gate.inFlight()))
 				break drain
 			case <-r.done:
 				break drain
@@ -472,7 +453,7 @@ type Stats struct {
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
 	return Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
-		InFlight: len(r.sem), ConfirmedLSN: r.tracker.Flushed()}
+		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed()}
 }
 
 // commitLog remembers commit times of committed transactions until the watermark passes them,

@@ -27,15 +27,16 @@ func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error
 	}
 	defer rows.Close()
 	wtx := r.tracker.Begin()
+	b := newBatcher(r)
 	var (
 		n              int
-		rr             uint64
 		dest           string
 		route, key, tp *string
 	)
 	for rows.Next() {
 		it := &item{tx: wtx}
 		if err := rows.Scan(&it.rec.Seq, &it.rec.ID, &dest, &route, &key, &tp, &it.rec.Payload, &it.rec.Headers, &it.rec.CreatedAt); err != nil {
+			b.drop()
 			r.tracker.Abandon(wtx)
 			return fmt.Errorf("outbox: snapshot row %d: %w", n+1, err)
 		}
@@ -45,19 +46,26 @@ func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error
 		it.rec.CommitTime = it.rec.CreatedAt // the commit time is not kept; created_at is the transaction's start
 		select {
 		case <-r.stopReading: // Stop: hand on no more; the stream's Close ends this (the snapshot is taken again at the next start)
+			b.drop()
 			r.tracker.Abandon(wtx)
 			<-ctx.Done()
 			return ctx.Err()
 		default:
 		}
 		wtx.Add(1)
-		if err := r.dispatch(ctx, it, &rr); err != nil {
+		if err := b.add(ctx, it); err != nil {
+			b.drop()
 			r.tracker.Abandon(wtx)
 			return err
 		}
 		n++
 	}
-	if err := rows.Err(); err != nil {
+	err = rows.Err()
+	if err == nil {
+		err = b.flush(ctx)
+	}
+	if err != nil {
+		b.drop()
 		r.tracker.Abandon(wtx)
 		return fmt.Errorf("outbox: read %s in the snapshot: %w", TableName(r.schema), err)
 	}
