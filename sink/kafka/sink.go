@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,8 +48,7 @@ type Sink struct {
 	blockedMu sync.Mutex
 	blocked   map[string]string
 
-	flightsMu sync.Mutex
-	flights   map[flightKey]*flight // records queued in the producer, by delivery
+	orphans orphans // records left queued in the producer by Sends that stopped waiting
 
 	stats struct {
 		delivered, permanent, unavailable, unknownTopic, tooLargeRetried, rejoined atomic.Uint64
@@ -79,7 +77,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}, flights: map[flightKey]*flight{}}
+	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -109,13 +107,13 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	go func() {
 		defer s.drain.Done()
 		for m := range s.producer.Successes() {
-			m.Metadata.(*flight).finish(s, nil)
+			s.orphans.finish(m.Metadata.(*slot), nil)
 		}
 	}()
 	go func() {
 		defer s.drain.Done()
 		for pe := range s.producer.Errors() {
-			pe.Msg.Metadata.(*flight).finish(s, pe.Err)
+			s.orphans.finish(pe.Msg.Metadata.(*slot), pe.Err)
 		}
 	}()
 	return s, nil
@@ -225,11 +223,11 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		s.unblock(topic)
 		limits[topic] = limit
 	}
+	newMessages(batch, topics, errs, msgs)
 	for i := range batch {
-		if errs[i] != nil {
+		if msgs[i] == nil {
 			continue
 		}
-		msgs[i] = newMessage(&batch[i], topics[i])
 		if limit := limits[topics[i]]; s.prechecked(limit) {
 			if size := batchSize(msgs[i]); size > limit {
 				errs[i] = outbox.Permanent(fmt.Errorf("kafka: message %s is %d bytes as a record batch, over topic %q max.message.bytes %d",
@@ -276,54 +274,58 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 // again: this Send waits for that copy. It returns a non-nil error only when ctx ends or the sink is
 // closed; the records then stay queued in the producer and a later Send of them picks them up.
 func (s *Sink) produce(ctx context.Context, recs []outbox.Record, msgs []*sarama.ProducerMessage, errs []error) error {
-	flights := make([]*flight, len(msgs))
+	n := 0
+	for _, m := range msgs {
+		if m != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	w := newWaiter(len(msgs))
+	w.expect(n)
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return ErrClosed
 	}
+	if joined := s.orphans.rejoin(w, recs, msgs); joined > 0 {
+		s.stats.rejoined.Add(uint64(joined))
+	}
+	fed := len(msgs)
 	var ctxErr error
+feed:
 	for i, m := range msgs {
-		if m == nil {
+		if m == nil || w.slots[i].joined {
 			continue
 		}
-		key := flightKey{id: recs[i].ID, lsn: uint64(recs[i].CommitLSN)}
-		s.flightsMu.Lock()
-		f, queued := s.flights[key]
-		if !queued {
-			f = &flight{key: key, done: make(chan struct{})}
-			s.flights[key] = f
-		}
-		s.flightsMu.Unlock()
-		flights[i] = f
-		if queued {
-			s.stats.rejoined.Add(1)
-			continue
-		}
-		m.Metadata = f
+		m.Metadata = &w.slots[i]
 		select {
 		case s.producer.Input() <- m:
 		case <-ctx.Done():
-			ctxErr = ctx.Err()
-			f.finish(s, ctxErr) // never queued
-		}
-		if ctxErr != nil {
-			break
+			ctxErr, fed = ctx.Err(), i // msgs[i] was never queued
+			break feed
 		}
 	}
 	s.mu.RUnlock()
 	if ctxErr != nil {
+		s.orphans.abandon(w, recs, msgs, fed)
 		return outbox.Unavailable(fmt.Errorf("kafka: send: %w", ctxErr))
 	}
-	for i, f := range flights {
-		if f == nil {
-			continue
-		}
+	select {
+	case <-w.done:
+	case <-ctx.Done():
 		select {
-		case <-f.done:
-			errs[i] = f.err
-		case <-ctx.Done():
+		case <-w.done: // every result is in: no reason to give up on them
+		default:
+			s.orphans.abandon(w, recs, msgs, fed)
 			return outbox.Unavailable(fmt.Errorf("kafka: wait for acks (broker slow or down; records stay queued): %w", ctx.Err()))
+		}
+	}
+	for i, m := range msgs {
+		if m != nil {
+			errs[i] = w.slots[i].err
 		}
 	}
 	return nil
@@ -412,58 +414,6 @@ func (s *Sink) unblock(topic string) {
 	if was {
 		s.log.Info("topic present again; deliveries resume", zap.String("topic", topic))
 	}
-}
-
-func newMessage(r *outbox.Record, topic string) *sarama.ProducerMessage {
-	m := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(r.Payload)}
-	if r.Key != "" {
-		m.Key = sarama.StringEncoder(r.Key)
-	}
-	hs := make([]sarama.RecordHeader, 0, 3+len(r.Headers))
-	hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderID), Value: []byte(r.ID)})
-	if r.Type != "" {
-		hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderType), Value: []byte(r.Type)})
-	}
-	hs = append(hs, sarama.RecordHeader{Key: []byte(HeaderDestination), Value: []byte(r.Destination)})
-	if len(r.Headers) > 0 {
-		keys := make([]string, 0, len(r.Headers))
-		for k := range r.Headers {
-			if k != HeaderID && k != HeaderType && k != HeaderDestination {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			hs = append(hs, sarama.RecordHeader{Key: []byte(k), Value: []byte(r.Headers[k])})
-		}
-	}
-	m.Headers = hs
-	return m
-}
-
-// flightKey identifies one delivery of a record: the same message id committed again (a replay or a
-// requeued dead letter) is another delivery.
-type flightKey struct {
-	id  string
-	lsn uint64
-}
-
-// flight is one record queued in the producer; it rides in ProducerMessage.Metadata and routes the
-// producer's result to every Send waiting for it.
-type flight struct {
-	key  flightKey
-	err  error
-	done chan struct{}
-}
-
-func (f *flight) finish(s *Sink, err error) {
-	s.flightsMu.Lock()
-	if s.flights[f.key] == f {
-		delete(s.flights, f.key)
-	}
-	s.flightsMu.Unlock()
-	f.err = err
-	close(f.done)
 }
 
 // closeTimeout bounds how long Close waits for the producer to flush.
