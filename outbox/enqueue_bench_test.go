@@ -80,63 +80,52 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 // -count so that the sub-benchmarks interleave, and compare medians. Besides the mean (ns/op) each reports the
 // median transaction (p50-µs), which preemption by other work on the machine disturbs much less.
 func BenchmarkEnqueueTx(b *testing.B) {
-	db := pgtest.New(b)
-	ctx := context.Background()
-	if err := outbox.Migrate(ctx, db.Pool, "app"); err != nil {
-		b.Fatal(err)
-	}
-	db.Exec(b, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
-	db.Exec(b, "INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 1000) g")
-	conn, err := pgx.Connect(ctx, db.ConnString)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	payload := make([]byte, 256)
+	conn := accountsConn(b)
 	for _, n := range []int{0, 1, 2, 10, 32, 33} {
-		msgs := make([]outbox.Message, n)
-		b.Run(fmt.Sprintf("msgs=%d", n), func(b *testing.B) {
-			var lat txDurations
-			i := 0
-			for b.Loop() {
-				i++
-				for j := range msgs {
-					msgs[j] = outbox.Message{Destination: outbox.EventBus, Key: "acct-" + strconv.Itoa((i+j)%1000), Type: "BalanceChanged", Payload: payload}
-				}
-				t0 := time.Now()
-				err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance + 1 WHERE id = $1", i%1000+1); err != nil {
-						return err
-					}
-					return outbox.Enqueue(ctx, "app", tx, msgs...)
-				})
-				lat = append(lat, time.Since(t0))
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			lat.report(b)
-		})
+		enqueue := outbox.Enqueuer{Schema: "app"}.Enqueue
+		if n == 0 {
+			enqueue = nil
+		}
+		b.Run(fmt.Sprintf("msgs=%d", n), func(b *testing.B) { benchAccountTx(b, conn, n, enqueue) })
 	}
+}
+
+// benchAccountTx runs W1's transaction with n messages written by enqueue (nil: none) and reports
+// the median transaction too.
+func benchAccountTx(b *testing.B, conn *pgx.Conn, n int, enqueue func(context.Context, outbox.Execer, ...outbox.Message) error) {
+	ctx := context.Background()
+	payload := make([]byte, 256)
+	msgs := make([]outbox.Message, n)
+	var lat txDurations
+	i := 0
+	for b.Loop() {
+		i++
+		for j := range msgs {
+			msgs[j] = outbox.Message{Destination: outbox.EventBus, Key: "acct-" + strconv.Itoa((i+j)%1000), Type: "BalanceChanged", Payload: payload}
+		}
+		t0 := time.Now()
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance + 1 WHERE id = $1", i%1000+1); err != nil {
+				return err
+			}
+			if enqueue == nil {
+				return nil
+			}
+			return enqueue(ctx, tx, msgs...)
+		})
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat.report(b)
 }
 
 // BenchmarkEnqueueForms runs the W1 transaction with no Enqueue, with the batch written through unnest and
 // through multi-row VALUES, side by side on one connection, so that the forms are compared within one run.
 // The added cost of a form is its ns/op minus the none ns/op of the same -count round.
 func BenchmarkEnqueueForms(b *testing.B) {
-	db := pgtest.New(b)
-	ctx := context.Background()
-	if err := outbox.Migrate(ctx, db.Pool, "app"); err != nil {
-		b.Fatal(err)
-	}
-	db.Exec(b, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
-	db.Exec(b, "INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 1000) g")
-	conn, err := pgx.Connect(ctx, db.ConnString)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	payload := make([]byte, 256)
+	conn := accountsConn(b)
 	e := outbox.Enqueuer{Schema: "app"}
 	forms := []struct {
 		name    string
@@ -147,33 +136,8 @@ func BenchmarkEnqueueForms(b *testing.B) {
 		{"values", e.Enqueue},
 	}
 	for _, n := range []int{1, 10, 32} {
-		msgs := make([]outbox.Message, n)
 		for _, f := range forms {
-			b.Run(fmt.Sprintf("msgs=%d/%s", n, f.name), func(b *testing.B) {
-				var lat txDurations
-				i := 0
-				for b.Loop() {
-					i++
-					for j := range msgs {
-						msgs[j] = outbox.Message{Destination: outbox.EventBus, Key: "acct-" + strconv.Itoa((i+j)%1000), Type: "BalanceChanged", Payload: payload}
-					}
-					t0 := time.Now()
-					err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-						if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance + 1 WHERE id = $1", i%1000+1); err != nil {
-							return err
-						}
-						if f.enqueue == nil {
-							return nil
-						}
-						return f.enqueue(ctx, tx, msgs...)
-					})
-					lat = append(lat, time.Since(t0))
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				lat.report(b)
-			})
+			b.Run(fmt.Sprintf("msgs=%d/%s", n, f.name), func(b *testing.B) { benchAccountTx(b, conn, n, f.enqueue) })
 		}
 	}
 }
@@ -215,4 +179,23 @@ func (l txDurations) report(b *testing.B) {
 	}
 	slices.Sort(l)
 	b.ReportMetric(float64(l[len(l)/2].Nanoseconds())/1e3, "p50-µs")
+}
+
+// accountsConn returns a connection to a migrated database with a 1000-row accounts table (W1's
+// business table); it is closed when b ends.
+func accountsConn(b *testing.B) *pgx.Conn {
+	b.Helper()
+	db := pgtest.New(b)
+	ctx := context.Background()
+	if err := outbox.Migrate(ctx, db.Pool, "app"); err != nil {
+		b.Fatal(err)
+	}
+	db.Exec(b, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
+	db.Exec(b, "INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 1000) g")
+	conn, err := pgx.Connect(ctx, db.ConnString)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
 }

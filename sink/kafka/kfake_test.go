@@ -48,21 +48,7 @@ func failProduce(c *kfake.Cluster, errCode int16, reject func(*kmsg.ProduceReque
 			return nil, nil, false
 		}
 		n.Add(1)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		resp.SetVersion(req.GetVersion())
-		for _, tp := range req.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic = tp.Topic
-			rt.TopicID = tp.TopicID
-			for _, p := range tp.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition = p.Partition
-				rp.ErrorCode = errCode
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
+		return produceError(req, errCode), nil, true
 	})
 	return &n
 }
