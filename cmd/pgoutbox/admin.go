@@ -230,6 +230,11 @@ func printStatus(w io.Writer, s statusOutput) {
 		}
 		row("  confirmed_commit_time", ct)
 		row("  active_instance", orDash(r.ActiveInstance))
+		if r.SnapshotPending {
+			row("  initial snapshot", "pending: rows committed before the slot's creation are still being delivered")
+		} else {
+			row("  initial snapshot", "complete (or not taken)")
+		}
 		row("  updated_at", r.UpdatedAt.UTC().Format(time.RFC3339))
 	} else {
 		row("relay record", "none")

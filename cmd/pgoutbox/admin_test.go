@@ -61,24 +61,31 @@ func TestAdminCommands(t *testing.T) {
 	sent := enqueue(t, db, "orders", 10, 10)
 	d.stdout.waitFor(t, 30*time.Second, "deliveries", hasAll(sent))
 
-	code, out, errs = cli(t, env, "status", "--json")
-	if code != 0 {
-		t.Fatalf("status: %d\n%s", code, errs)
+	// The initial snapshot (empty here) completes at the relay's next confirm after its acks.
+	var rec map[string]any
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, out, errs = cli(t, env, "status", "--json")
+		if code != 0 {
+			t.Fatalf("status: %d\n%s", code, errs)
+		}
+		st = map[string]any{}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+		rec, _ = st["relay_record"].(map[string]any)
+		if rec["snapshot_pending"] == false || time.Now().After(deadline) {
+			break
+		}
 	}
-	st = map[string]any{}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := st["relay_record"].(map[string]any)
 	if st["exists"] != true || st["active"] != true || st["wal_status"] != "reserved" || st["active_application_name"] != "pgoutbox-admin" ||
-		rec == nil || st["confirmed_flush_lsn"] == "" || st["dead_letters"] != 0.0 {
+		rec == nil || st["confirmed_flush_lsn"] == "" || st["dead_letters"] != 0.0 || rec["snapshot_pending"] != false {
 		t.Errorf("status while running: %s", out)
 	}
 	if _, ok := st["lag_bytes"]; !ok {
 		t.Errorf("status lacks lag_bytes: %s", out)
 	}
 	code, out, _ = cli(t, env, "status")
-	for _, want := range []string{"confirmed_flush_lsn", "wal_status", "reserved", "dead_letters", "active_instance"} {
+	for _, want := range []string{"confirmed_flush_lsn", "wal_status", "reserved", "dead_letters", "active_instance", "initial snapshot"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}

@@ -27,11 +27,11 @@ func TestGracefulStop(t *testing.T) {
 
 	// Scrape metrics while running.
 	_, body := d.waitHTTP("/metrics", 10*time.Second, func(_ int, b string) bool {
-		return metric(b, `pgoutbox_messages_delivered_total{destination="orders"}`) == "200"
+		return metric(b, `pgoutbox_messages_delivered_total{destination="orders"}`) == "200" && metric(b, "pgoutbox_snapshot_pending") == "0"
 	})
 	for _, want := range []string{`pgoutbox_role{role="streaming"} 1`, `pgoutbox_role{role="standby"} 0`,
 		`pgoutbox_destination_blocked{destination="orders"} 0`, "pgoutbox_slot_lag_bytes", "pgoutbox_slot_confirmed_lsn",
-		`pgoutbox_slot_wal_status{status="reserved"} 1`, "pgoutbox_in_flight_messages", "pgoutbox_dead_letters 0",
+		`pgoutbox_slot_wal_status{status="reserved"} 1`, "pgoutbox_snapshot_pending 0", "pgoutbox_in_flight_messages", "pgoutbox_dead_letters 0",
 		`pgoutbox_commit_to_ack_seconds_count{destination="orders"} 200`, "pgoutbox_replication_reconnects_total 0",
 		`pgoutbox_build_info{version="test"} 1`, "go_goroutines"} {
 		if !strings.Contains(body, want) {

@@ -32,6 +32,7 @@ type Metrics struct {
 	retained     prometheus.Gauge
 	confirmed    prometheus.Gauge
 	slotActive   prometheus.Gauge
+	snapshot     prometheus.Gauge
 	walStatus    *prometheus.GaugeVec
 	deadLetters  prometheus.Gauge
 	pollErrors   prometheus.Counter
@@ -69,6 +70,8 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			Help: "The slot's confirmed_flush_lsn as a number."}),
 		slotActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_slot_active",
 			Help: "1 when a walsender (this or another instance) streams the slot."}),
+		snapshot: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_snapshot_pending",
+			Help: "1 while the slot's initial snapshot (rows committed before its creation) is not yet delivered."}),
 		walStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pgoutbox_slot_wal_status",
 			Help: "1 for the slot's wal_status (reserved, extended, unreserved, lost), or missing when the slot does not exist."},
 			[]string{"status"}),
@@ -81,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version}})
 	info.Set(1)
 	reg.MustRegister(m.delivered, m.failed, m.deadLettered, m.latency, m.blocked, m.inFlight, m.role, m.reconnects,
-		m.lag, m.retained, m.confirmed, m.slotActive, m.walStatus, m.deadLetters, m.pollErrors, info)
+		m.lag, m.retained, m.confirmed, m.slotActive, m.snapshot, m.walStatus, m.deadLetters, m.pollErrors, info)
 	m.SetState("starting")
 	return m
 }
@@ -156,6 +159,11 @@ func (m *Metrics) SetSlot(s SlotStatus, err error) {
 		active = 1
 	}
 	m.slotActive.Set(active)
+	pending := 0.0
+	if s.Record != nil && s.Record.SnapshotPending {
+		pending = 1
+	}
+	m.snapshot.Set(pending)
 	for _, st := range WALStatuses {
 		v := 0.0
 		if st == status {

@@ -41,6 +41,8 @@ type RelayRecord struct {
 	ConfirmedCommitTime *time.Time `json:"confirmed_commit_time,omitempty"`
 	UpdatedAt           time.Time  `json:"updated_at"`
 	ActiveInstance      string     `json:"active_instance,omitempty"`
+	// SnapshotPending: the initial snapshot of the slot is not yet acked (see initial_snapshot).
+	SnapshotPending bool `json:"snapshot_pending"`
 }
 
 // Querier is what QuerySlot needs; *pgxpool.Pool and *pgx.Conn satisfy it.
@@ -76,9 +78,9 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 	var rec RelayRecord
 	var confLSN, inst *string
 	err = q.QueryRow(ctx, `SELECT publication_name, created_at, created_lsn::text, confirmed_lsn::text,
-		confirmed_commit_time, updated_at, active_instance FROM `+pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize()+
+		confirmed_commit_time, updated_at, active_instance, snapshot_pending FROM `+pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize()+
 		` WHERE slot_name = $1`, slot).Scan(&rec.Publication, &rec.CreatedAt, &rec.CreatedLSN, &confLSN,
-		&rec.ConfirmedCommitTime, &rec.UpdatedAt, &inst)
+		&rec.ConfirmedCommitTime, &rec.UpdatedAt, &inst, &rec.SnapshotPending)
 	switch {
 	case err == nil:
 		if confLSN != nil {
@@ -91,6 +93,8 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 	case errors.Is(err, pgx.ErrNoRows):
 	case undefinedTable(err):
 		return s, ErrNoDeadLetterTable
+	case undefinedColumn(err):
+		return s, fmt.Errorf("query relay record: the schema predates this version: run `pgoutbox migrate`: %w", err)
 	default:
 		return s, fmt.Errorf("query relay record: %w", err)
 	}
@@ -107,4 +111,9 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 func undefinedTable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+}
+
+func undefinedColumn(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42703"
 }
