@@ -23,7 +23,7 @@ func TestMigrateAndRolesDryRunNeedNoDatabase(t *testing.T) {
 	}
 	code, out, errs = cli(t, nil, "roles", "--dry-run", "--schema", "shop", "--relay-role", "r1", "--app-role", "a1")
 	for _, want := range []string{`CREATE ROLE "r1" LOGIN REPLICATION NOSUPERUSER`, `GRANT INSERT ON "shop".pkg_outbox TO "a1"`,
-		`GRANT SELECT, INSERT ON "shop".pkg_outbox_dead_letter TO "r1"`, `GRANT SELECT, INSERT, UPDATE ON "shop".pkg_outbox_relay TO "r1"`} {
+		`GRANT SELECT, INSERT ON "shop".pkg_outbox_dead_letter TO "r1"`, `GRANT SELECT, INSERT, UPDATE, DELETE ON "shop".pkg_outbox_relay TO "r1"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("roles --dry-run lacks %q (exit %d)\n%s\n%s", want, code, out, errs)
 		}
