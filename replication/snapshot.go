@@ -52,12 +52,12 @@ func (s *Stream) setPendingSnapshot(at pglogrepl.LSN) {
 
 // CompleteSnapshot records that every row handed to the SnapshotFunc was acked: it clears
 // snapshot_pending in pkg_outbox_relay, and status updates may then confirm past the slot's
-// creation. It is a no-op when no snapshot is pending. It returns ErrSnapshotTaken when the slot
-// was re-created by another instance meanwhile.
+// creation. It returns ErrSnapshotTaken when this stream has no pending snapshot (the slot was
+// re-created by another instance meanwhile, which voids this one).
 func (s *Stream) CompleteSnapshot(ctx context.Context) error {
 	at := s.pendingSnapshot()
 	if at == 0 {
-		return nil
+		return fmt.Errorf("%w (slot %q: no snapshot of this stream is pending)", ErrSnapshotTaken, s.cfg.Slot)
 	}
 	conn, err := s.conns.connectSQL(ctx)
 	if err != nil {
@@ -166,13 +166,17 @@ func (s *Stream) createWithSnapshot(ctx context.Context, sqlConn *pgx.Conn, repl
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+res.SnapshotName+"'"); err != nil {
 		return fmt.Errorf("initial snapshot: import %s: %w", res.SnapshotName, err)
 	}
+	// Pending from before the SnapshotFunc runs: the receiver may ack its rows (and call
+	// CompleteSnapshot) as soon as it returns. On failure it is void: the next round drops the slot.
+	s.setPendingSnapshot(created)
 	if err := s.snapshotFn(ctx, tx, created); err != nil {
+		s.setPendingSnapshot(0)
 		return fmt.Errorf("initial snapshot: %w", err)
 	}
+	// The rows are read and handed on: a failed COMMIT of the read-only transaction changes nothing.
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("initial snapshot: commit: %w", err)
+		return fmt.Errorf("initial snapshot: end the read-only transaction: %w", err)
 	}
-	s.setPendingSnapshot(created)
 	s.log.Info("initial snapshot read; streaming starts", zap.Duration("took", time.Since(began)))
 	return nil
 }

@@ -87,3 +87,31 @@ func TestOlderSchemaNamesTheMigration(t *testing.T) {
 		t.Fatalf("Run = %v, want ErrRelayTableMissing naming the migration", err)
 	}
 }
+
+// TestCompleteSnapshotRightAfterTheFunc: a receiver that acks every snapshot row at once calls
+// CompleteSnapshot as soon as the SnapshotFunc returns, before the stream has even started
+// replication; that must record the snapshot as complete (it once returned nil and did nothing,
+// leaving the slot stuck at its creation).
+func TestCompleteSnapshotRightAfterTheFunc(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	slot := newSlot()
+	stream := make(chan *replication.Stream, 1)
+	completed := make(chan error, 1)
+	snap := func(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error {
+		s := <-stream
+		returned := make(chan struct{})
+		go func() { <-returned; completed <- s.CompleteSnapshot(context.Background()) }()
+		close(returned)
+		return nil
+	}
+	r := start(t, db, testConfig(slot, "quick"), replication.WithSnapshot(snap))
+	stream <- r.s
+	if err := <-completed; err != nil {
+		t.Fatalf("CompleteSnapshot right after the SnapshotFunc: %v", err)
+	}
+	r.waitState(t, replication.Streaming, 30*time.Second)
+	if n := db.QueryInt(t, `SELECT count(*) FROM app.pkg_outbox_relay WHERE slot_name = $1 AND NOT snapshot_pending`, slot); n != 1 {
+		t.Fatal("snapshot_pending still set after CompleteSnapshot returned nil")
+	}
+}
