@@ -301,7 +301,12 @@ func (s *Stream) inspect(ctx context.Context, conn *pgx.Conn) (si slotInfo, rec 
 		return si, rec, err
 	}
 	switch {
-	case rec.exists && !si.exists && !rec.snapshotPending: // pending: nothing was confirmed, create it again
+	case rec.exists && !si.exists && rec.snapshotPending && rec.createdLSN == 0:
+		// A relay died between writing the record and creating the slot: create it now.
+	case rec.exists && !si.exists && rec.snapshotPending:
+		return si, rec, s.lostError(rec, "slot dropped before its initial snapshot was delivered: it is recorded in "+relayTable(s.cfg.Schema)+
+			" but missing from pg_replication_slots; deleting the record lets the next start create the slot and take a new snapshot, which delivers every retained row")
+	case rec.exists && !si.exists:
 		return si, rec, s.lostError(rec, "slot dropped: it is recorded in "+relayTable(s.cfg.Schema)+" but missing from pg_replication_slots")
 	case si.exists && si.walStatus == "lost":
 		return si, rec, s.lostError(rec, "wal_status = 'lost': PostgreSQL removed WAL the slot needed (max_slot_wal_keep_size)")

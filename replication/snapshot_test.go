@@ -115,3 +115,22 @@ func TestCompleteSnapshotRightAfterTheFunc(t *testing.T) {
 		t.Fatal("snapshot_pending still set after CompleteSnapshot returned nil")
 	}
 }
+
+// TestSlotDroppedWhileSnapshotPendingIsLost: a slot dropped (by hand) before its initial snapshot
+// completed is not silently recreated: the stream stops with a SlotLostError that says how to retake
+// the snapshot. Only a record without a slot position (a crash before the creation) is recreated.
+func TestSlotDroppedWhileSnapshotPendingIsLost(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	slot := newSlot()
+	db.Exec(t, `INSERT INTO app.pkg_outbox_relay (slot_name, publication_name, created_lsn, snapshot_pending)
+		VALUES ($1, 'pgoutbox_app', '0/1234', true)`, slot)
+	r := start(t, db, testConfig(slot, "dropped"), replication.WithSnapshot(func(context.Context, pgx.Tx, pglogrepl.LSN) error { return nil }))
+	err := r.wait(t, 30*time.Second)
+	if !errors.Is(err, replication.ErrSlotLost) || !strings.Contains(err.Error(), "initial snapshot") {
+		t.Fatalf("Run = %v, want a SlotLostError about the initial snapshot", err)
+	}
+	if db.QueryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot) != 0 {
+		t.Fatal("the slot was recreated")
+	}
+}
