@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -18,8 +20,8 @@ func TestRelayKill9Random(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, nil)
 	c := e.config("kill9")
 	d := e.start("round0", c)
-	chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-	gen := e.l.generate(e.pool, "kill9", genConfig{Pause: 2 * time.Millisecond})
+	chk := e.l.WatchI4(t, e.w.I4(e.slot))
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "kill9", Pause: 2 * time.Millisecond})
 	rng := mrand.New(mrand.NewPCG(7, uint64(time.Now().UnixNano())))
 	var worst time.Duration
 	const rounds = 20
@@ -36,9 +38,9 @@ func TestRelayKill9Random(t *testing.T) {
 			t.Fatalf("20 rounds did not fit in 4 minutes (round %d)", round)
 		}
 	}
-	gen.stop()
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 90*time.Second, true)
-	chk.stop()
+	_ = gen.Stop()
+	v := e.l.Verify(t, 90*time.Second, true, topic.Source(t, e.brokers, e.topic))
+	chk.Stop()
 	if code := d.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM after the rounds: exit %d, want 0", code)
 	}
@@ -53,7 +55,7 @@ func TestRelayKill9Random(t *testing.T) {
 func TestRelayKill9AfterAck(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, nil)
 	c := e.config("killack")
-	chk := watchI4(t, e.l, e.w, e.pool, e.slot)
+	chk := e.l.WatchI4(t, e.w.I4(e.slot))
 	var worst time.Duration
 	redelivered := 0
 	const rounds = 5
@@ -62,17 +64,17 @@ func TestRelayKill9AfterAck(t *testing.T) {
 		var ids []string
 		var msgs []outbox.Message
 		for i := range 200 {
-			m := genMessage(fmt.Sprintf("ack-k%d", i%10), 0, i)
+			m := oracle.NewMessage(fmt.Sprintf("ack-k%d", i%10), 0, i)
 			msgs = append(msgs, m)
 			ids = append(ids, m.ID)
 		}
 		before := e.confirmed()
-		if err := e.l.commit(t.Context(), e.pool, msgs, nil, false); err != nil {
+		if err := e.l.Commit(t.Context(), msgs, nil, false); err != nil {
 			t.Fatal(err)
 		}
 		// Spin until the last record is in the topic, then kill at once: the sink acked, the status update
 		// (every second) has most likely not gone out.
-		if !e.w.waitFor(ids[len(ids)-1], 30*time.Second) {
+		if !e.w.WaitFor(ids[len(ids)-1], 30*time.Second) {
 			t.Fatalf("round %d: batch not delivered", round)
 		}
 		d.kill()
@@ -90,9 +92,9 @@ func TestRelayKill9AfterAck(t *testing.T) {
 			t.Errorf("SIGTERM: exit %d", code)
 		}
 	}
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 60*time.Second, true)
-	chk.stop()
-	if redelivered > 0 && v.dups == 0 {
+	v := e.l.Verify(t, 60*time.Second, true, topic.Source(t, e.brokers, e.topic))
+	chk.Stop()
+	if redelivered > 0 && v.Dups == 0 {
 		t.Errorf("%d rounds were killed before the slot moved past an acked batch, yet nothing was re-delivered", redelivered)
 	}
 	e.row("relay kill -9 right after the sink ack, before the status update (5 rounds)", v, worst,
@@ -105,20 +107,20 @@ func TestRelayKill9AfterAck(t *testing.T) {
 func TestRelayKill9DuringInitialSnapshot(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, nil)
 	c := e.config("snapkill")
-	gen := e.l.generate(e.pool, "snap", genConfig{Workers: 4, MaxMsgs: 50, RollbackPct: 5})
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "snap", Workers: 4, MaxMsgs: 50, RollbackPct: 5})
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if n, _, _ := e.l.counts(); n >= 30_000 {
+		if e.l.Counts().Committed >= 30_000 {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("30k messages not committed within 60s")
 		}
 	}
-	chk := watchI4(t, e.l, e.w, e.pool, e.slot)
+	chk := e.l.WatchI4(t, e.w.I4(e.slot))
 	d := startDaemon(t, "first", "--config", c.write(t), "run")
-	for deadline := time.Now().Add(60 * time.Second); e.w.count() < 2000; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); e.w.Count() < 2000; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the first start delivered %d messages in 60s, want 2000 of its snapshot", e.w.count())
+			t.Fatalf("the first start delivered %d messages in 60s, want 2000 of its snapshot", e.w.Count())
 		}
 	}
 	d.kill()
@@ -127,13 +129,13 @@ func TestRelayKill9DuringInitialSnapshot(t *testing.T) {
 	_ = e.pool.QueryRow(t.Context(), `SELECT snapshot_pending FROM app.pkg_outbox_relay WHERE slot_name = $1`, e.slot).Scan(&pending)
 	d = e.start("restart", c)
 	rec := e.markerDelivered(killed, 120*time.Second)
-	gen.stop()
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 120*time.Second, true)
-	chk.stop()
+	_ = gen.Stop()
+	v := e.l.Verify(t, 120*time.Second, true, topic.Source(t, e.brokers, e.topic))
+	chk.Stop()
 	if code := d.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM: exit %d, want 0", code)
 	}
-	if pending && v.dups == 0 {
+	if pending && v.Dups == 0 {
 		t.Error("killed with the snapshot pending, yet the restart re-delivered nothing: was the snapshot taken again?")
 	}
 	e.row("relay kill -9 during the initial snapshot (30k+ messages committed before the first start)", v, rec,

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
@@ -22,16 +24,16 @@ import (
 func TestColumnAddedMidStream(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, nil)
 	d := e.start("relay", e.config("alter"))
-	chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-	gen := e.l.generate(e.pool, "alter", genConfig{Pause: 5 * time.Millisecond})
+	chk := e.l.WatchI4(t, e.w.I4(e.slot))
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "alter", Pause: 5 * time.Millisecond})
 	time.Sleep(time.Second)
 	e.db.Exec(t, "ALTER TABLE app.pkg_outbox ADD COLUMN extra text DEFAULT 'x'")
 	time.Sleep(time.Second)
 	e.db.Exec(t, "ALTER TABLE app.pkg_outbox ADD COLUMN extra2 bigint")
 	time.Sleep(time.Second)
-	gen.stop()
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 60*time.Second, false)
-	chk.stop()
+	_ = gen.Stop()
+	v := e.l.Verify(t, 60*time.Second, false, topic.Source(t, e.brokers, e.topic))
+	chk.Stop()
 	if code := d.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM: exit %d", code)
 	}
@@ -80,16 +82,16 @@ func TestLargeTransactions(t *testing.T) {
 				}
 				return msgs
 			}
-			small := e.l.generate(e.pool, "around", genConfig{MaxTx: 50, Pause: 10 * time.Millisecond})
-			if err := e.l.commit(context.Background(), e.pool, build("aborted"), nil, true); err != nil {
+			small := e.l.Generate(oracle.GenConfig{Prefix: "around", MaxTx: 50, Pause: 10 * time.Millisecond})
+			if err := e.l.Commit(context.Background(), build("aborted"), nil, true); err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			if err := e.l.commit(context.Background(), e.pool, build("big"), nil, false); err != nil {
+			if err := e.l.Commit(context.Background(), build("big"), nil, false); err != nil {
 				t.Fatal(err)
 			}
-			<-small.done
-			v := e.l.waitStdout(t, e.pool, 180*time.Second, false, d)
+			<-small.Done()
+			v := e.l.Verify(t, 180*time.Second, false, stdoutSource(t, d))
 			took := time.Since(start)
 			peak := vmHWM(d.pid())
 			if code := d.stop(30 * time.Second); code != 0 {
@@ -116,11 +118,11 @@ func TestPayloadSizes(t *testing.T) {
 		if size == 5<<20 {
 			big = m.ID
 		}
-		if err := e.l.commit(context.Background(), e.pool, []outbox.Message{m}, nil, false); err != nil {
+		if err := e.l.Commit(context.Background(), []outbox.Message{m}, nil, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 60*time.Second, false)
+	v := e.l.Verify(t, 60*time.Second, false, topic.Source(t, e.brokers, e.topic))
 	dead := deadLetters(t, e.pool)
 	why, ok := dead[big]
 	if !ok || !strings.Contains(why, "2097152") {
@@ -144,9 +146,9 @@ func TestOtherDatabaseTraffic(t *testing.T) {
 	c := e.config("otherdb")
 	c.Stdout = true
 	d := e.start("relay", c)
-	gen := e.l.generate(e.pool, "own", genConfig{MaxTx: 10})
-	<-gen.done
-	e.l.waitStdout(t, e.pool, 30*time.Second, false, d)
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "own", MaxTx: 10})
+	<-gen.Done()
+	e.l.Verify(t, 30*time.Second, false, stdoutSource(t, d))
 	var startLSN string
 	_ = e.pool.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&startLSN)
 	other.Exec(t, "CREATE TABLE churn (id bigserial, pad text)")
@@ -171,7 +173,7 @@ func TestOtherDatabaseTraffic(t *testing.T) {
 	if code := d.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM: exit %d", code)
 	}
-	v := e.l.check(t, stdoutDeliveries(t, d), deadLetters(t, e.pool), false)
+	v := e.l.Check(stdoutDeliveries(t, d), deadLetters(t, e.pool)).Assert(t, false)
 	e.row("traffic only in another database (private cluster), then CHECKPOINT", v, 0,
 		fmt.Sprintf("%d MiB of WAL generated elsewhere; slot retains %d KiB, lag %d KiB afterwards", generated>>20, retained>>10, lag>>10))
 }

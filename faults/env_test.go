@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
@@ -21,10 +23,10 @@ type env struct {
 	db      *pgtest.DB
 	pool    *pgxpool.Pool
 	slot    string
-	l       *ledger
+	l       *oracle.Ledger
 	brokers []string
 	topic   string
-	w       *topicWatch
+	w       *topic.Watcher
 }
 
 // newEnv migrates a fresh database (on the shared cluster unless db is given).
@@ -38,7 +40,7 @@ func newEnv(t *testing.T, db *pgtest.DB) *env {
 	if err := outbox.Migrate(ctx, db.Pool, "app"); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	return &env{t: t, db: db, pool: db.Pool, slot: "faults_" + pgtest.RandomSuffix(), l: newLedger()}
+	return &env{t: t, db: db, pool: db.Pool, slot: "faults_" + pgtest.RandomSuffix(), l: oracle.New(db.Pool, "app")}
 }
 
 // withTopic creates a topic (3 partitions unless told) on brokers and watches it.
@@ -50,7 +52,7 @@ func (e *env) withTopic(brokers []string, partitions int, configs map[string]str
 	e.brokers = brokers
 	e.topic = kafkatest.TopicName(e.t)
 	kafkatest.CreateTopic(e.t, brokers, e.topic, partitions, configs)
-	e.w = watchTopic(e.t, brokers, e.topic)
+	e.w = topic.Watch(e.t, brokers, e.topic)
 	return e
 }
 
@@ -88,15 +90,15 @@ func (e *env) slots() int64 {
 // since (the fault) to the delivery, or fails t.
 func (e *env) markerDelivered(since time.Time, timeout time.Duration) time.Duration {
 	e.t.Helper()
-	id := e.l.marker(e.t, e.pool, "marker")
-	if !e.w.waitFor(id, timeout) {
+	id := marker(e.t, e.l, "marker")
+	if !e.w.WaitFor(id, timeout) {
 		e.t.Fatalf("marker %s committed after the fault was not delivered within %s", id, timeout)
 	}
 	return time.Since(since)
 }
 
-func (e *env) row(scenario string, v verdict, recovery time.Duration, notes string) {
+func (e *env) row(scenario string, v oracle.Verdict, recovery time.Duration, notes string) {
 	e.t.Helper()
-	report(e.t, row{Scenario: scenario, Messages: v.committed, Lost: v.lost, Phantom: v.phantom, Duplicated: v.dups,
-		Order: v.order, Recovery: dur(recovery), Notes: notes})
+	report(e.t, row{Scenario: scenario, Messages: v.Committed, Lost: v.Lost, Phantom: v.Phantom, Duplicated: v.Dups,
+		Order: v.Order, Recovery: dur(recovery), Notes: notes})
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/internal/tcpproxy"
 )
 
@@ -40,8 +42,8 @@ func TestKafkaBrokerKillAndRestart(t *testing.T) {
 		t.Run(strings.ReplaceAll(mode, " ", "_"), func(t *testing.T) {
 			e := newEnv(t, nil).withTopic([]string{b.addr}, 3, nil)
 			d := e.start("relay", e.config("kafka-"+strings.ReplaceAll(mode, " ", "")))
-			chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-			gen := e.l.generate(e.pool, "kafka", genConfig{Pause: 5 * time.Millisecond})
+			chk := e.l.WatchI4(t, e.w.I4(e.slot))
+			gen := e.l.Generate(oracle.GenConfig{Prefix: "kafka", Pause: 5 * time.Millisecond})
 			time.Sleep(1500 * time.Millisecond)
 			if mode == "kill -9" {
 				b.kill9()
@@ -52,9 +54,9 @@ func TestKafkaBrokerKillAndRestart(t *testing.T) {
 			ready := e.kafkaOutage(d, 3*time.Second, 7*time.Second)
 			b.script("up")
 			rec := e.markerDelivered(down, 120*time.Second)
-			gen.stop()
-			v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 120*time.Second, true)
-			chk.stop()
+			_ = gen.Stop()
+			v := e.l.Verify(t, 120*time.Second, true, topic.Source(t, e.brokers, e.topic))
+			chk.Stop()
 			if n := len(deadLetters(t, e.pool)); n != 0 {
 				t.Errorf("%d dead letters from a broker outage", n)
 			}
@@ -87,8 +89,8 @@ func TestKafkaProxy(t *testing.T) {
 			p.SetLatency(0)
 			e := newEnv(t, nil).withTopic([]string{b.addr()}, 3, nil)
 			d := e.start("relay", e.config("kproxy-"+tc.name))
-			chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-			gen := e.l.generate(e.pool, "kproxy-"+tc.name, genConfig{Pause: 5 * time.Millisecond})
+			chk := e.l.WatchI4(t, e.w.I4(e.slot))
+			gen := e.l.Generate(oracle.GenConfig{Prefix: "kproxy-" + tc.name, Pause: 5 * time.Millisecond})
 			time.Sleep(time.Second)
 			at := time.Now()
 			tc.fault(p)
@@ -109,9 +111,9 @@ func TestKafkaProxy(t *testing.T) {
 				rec = r
 			}
 			time.Sleep(500 * time.Millisecond)
-			gen.stop()
-			v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 120*time.Second, tc.faulty)
-			chk.stop()
+			_ = gen.Stop()
+			v := e.l.Verify(t, 120*time.Second, tc.faulty, topic.Source(t, e.brokers, e.topic))
+			chk.Stop()
 			if n := len(deadLetters(t, e.pool)); n != 0 {
 				t.Errorf("%d dead letters from a Kafka network fault", n)
 			}

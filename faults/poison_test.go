@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -23,18 +25,18 @@ import (
 func TestPoisonTooLarge(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, map[string]string{"max.message.bytes": "20000"})
 	d := e.start("relay", e.config("poison-large"))
-	gen := e.l.generate(e.pool, "poison", genConfig{Pause: 5 * time.Millisecond, MaxTx: 300})
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "poison", Pause: 5 * time.Millisecond, MaxTx: 300})
 	var poison []string
 	for i := range 3 {
 		m := outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprintf("poison-w0-k%d", i), Type: "Test", Payload: bytes.Repeat([]byte{'p'}, 50_000)}
 		poison = append(poison, m.ID)
-		if err := e.l.commit(context.Background(), e.pool, []outbox.Message{m}, nil, false); err != nil {
+		if err := e.l.Commit(context.Background(), []outbox.Message{m}, nil, false); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	<-gen.done
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 60*time.Second, false)
+	<-gen.Done()
+	v := e.l.Verify(t, 60*time.Second, false, topic.Source(t, e.brokers, e.topic))
 	dead := deadLetters(t, e.pool)
 	for _, id := range poison {
 		if why, ok := dead[id]; !ok || !strings.Contains(why, "20000") {
@@ -48,7 +50,7 @@ func TestPoisonTooLarge(t *testing.T) {
 		t.Errorf("SIGTERM: exit %d", code)
 	}
 	e.row("poison: 3 messages over the topic's max.message.bytes (20000)", v, 0,
-		fmt.Sprintf("%d dead-lettered with the limit named, the rest delivered in order, same keys included", v.dead))
+		fmt.Sprintf("%d dead-lettered with the limit named, the rest delivered in order, same keys included", v.Dead))
 }
 
 // A webhook handler that fails one message (5xx: retried, then dead-lettered after max_attempts) and
@@ -56,7 +58,7 @@ func TestPoisonTooLarge(t *testing.T) {
 func TestPoisonHandlerFailure(t *testing.T) {
 	e := newEnv(t, nil)
 	var mu sync.Mutex
-	var got []delivery
+	var got []oracle.Delivery
 	attempts := map[string]int{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -73,7 +75,7 @@ func TestPoisonHandlerFailure(t *testing.T) {
 			return
 		}
 		mu.Lock()
-		got = append(got, delivery{id: id, key: r.Header.Get("X-Pgoutbox-Key"), payload: body, pos: "webhook"})
+		got = append(got, oracle.Delivery{ID: id, Key: r.Header.Get("X-Pgoutbox-Key"), Payload: body, Pos: "webhook"})
 		mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
@@ -81,48 +83,37 @@ func TestPoisonHandlerFailure(t *testing.T) {
 	c.Webhook = srv.URL
 	c.MaxAttempts = 3
 	d := e.start("relay", c)
-	gen := e.l.generate(e.pool, "hook", genConfig{Pause: 5 * time.Millisecond, MaxTx: 150})
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "hook", Pause: 5 * time.Millisecond, MaxTx: 150})
 	var poison []string
 	for _, kind := range []string{"fail-5xx", "fail-4xx"} {
 		m := outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: "hook-w0-k1", Type: "Test", Payload: []byte(kind)}
 		poison = append(poison, m.ID)
-		if err := e.l.commit(context.Background(), e.pool, []outbox.Message{m}, nil, false); err != nil {
+		if err := e.l.Commit(context.Background(), []outbox.Message{m}, nil, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	<-gen.done
-	deadline := time.Now().Add(60 * time.Second)
-	var v verdict
-	for {
+	<-gen.Done()
+	v := e.l.Verify(t, 60*time.Second, false, func(context.Context) ([]oracle.Delivery, error) {
 		mu.Lock()
-		ds := append([]delivery(nil), got...)
+		ds := append([]oracle.Delivery(nil), got...)
 		mu.Unlock()
-		ids := map[string]bool{}
-		for _, x := range ds {
-			ids[x.id] = true
+		// The webhook does not carry the key as a header: judge keys from the ledger.
+		for i := range ds {
+			s, _ := e.l.Lookup(ds[i].ID)
+			ds[i].Key = s.Key
 		}
-		dead := deadLetters(t, e.pool)
-		if e.l.pending(func(id string) bool { return ids[id] }, dead) == 0 || time.Now().After(deadline) {
-			// The webhook does not carry the key as a header: judge keys from the ledger.
-			e.l.mu.Lock()
-			for i := range ds {
-				ds[i].key = e.l.committed[ds[i].id].key
-			}
-			e.l.mu.Unlock()
-			v = e.l.check(t, ds, dead, false)
-			for i, id := range poison {
-				if _, ok := dead[id]; !ok {
-					t.Errorf("poison message %d (%s) not dead-lettered", i, id)
-				}
-			}
-			if len(dead) != 2 {
-				t.Errorf("%d dead letters, want 2", len(dead))
-			}
-			t.Logf("dead letters: %v", dead)
-			break
+		return ds, nil
+	})
+	dead := deadLetters(t, e.pool)
+	for i, id := range poison {
+		if _, ok := dead[id]; !ok {
+			t.Errorf("poison message %d (%s) not dead-lettered", i, id)
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	if len(dead) != 2 {
+		t.Errorf("%d dead letters, want 2", len(dead))
+	}
+	t.Logf("dead letters: %v", dead)
 	mu.Lock()
 	a5, a4 := attempts[poison[0]], attempts[poison[1]]
 	mu.Unlock()
@@ -146,8 +137,8 @@ func TestSinkFailingEverything(t *testing.T) {
 	c := e.config("failing")
 	d := startDaemon(t, "relay", "--config", c.write(t), "run")
 	d.waitHTTP("/readyz", 60*time.Second, func(code int, body string) bool { return strings.Contains(body, "blocked") || code == 200 })
-	gen := e.l.generate(e.pool, "failing", genConfig{Pause: 5 * time.Millisecond, MaxTx: 100})
-	<-gen.done
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "failing", Pause: 5 * time.Millisecond, MaxTx: 100})
+	<-gen.Done()
 	time.Sleep(3 * time.Second) // well past max_attempts × backoff_max
 	frozen := e.confirmed()
 	time.Sleep(4 * time.Second)
@@ -167,9 +158,9 @@ func TestSinkFailingEverything(t *testing.T) {
 	}
 	fixed := time.Now()
 	kafkatest.CreateTopic(t, brokers, e.topic, 3, nil)
-	e.w = watchTopic(t, brokers, e.topic)
+	e.w = topic.Watch(t, brokers, e.topic)
 	rec := e.markerDelivered(fixed, 90*time.Second)
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 90*time.Second, false)
+	v := e.l.Verify(t, 90*time.Second, false, topic.Source(t, e.brokers, e.topic))
 	if code := d.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM: exit %d", code)
 	}

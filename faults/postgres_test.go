@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/internal/tcpproxy"
 )
@@ -24,8 +26,8 @@ func TestPostgresRestart(t *testing.T) {
 			cluster := pgtest.NewCluster(t)
 			e := newEnv(t, cluster.NewDB(t)).withTopic(brokers, 3, nil)
 			d := e.start("relay", e.config("restart-"+mode))
-			chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-			gen := e.l.generate(e.pool, "pg-"+mode, genConfig{Pause: 5 * time.Millisecond})
+			chk := e.l.WatchI4(t, e.w.I4(e.slot))
+			gen := e.l.Generate(oracle.GenConfig{Prefix: "pg-" + mode, Pause: 5 * time.Millisecond})
 			var worst time.Duration
 			const rounds = 2
 			for range rounds {
@@ -37,9 +39,9 @@ func TestPostgresRestart(t *testing.T) {
 				}
 			}
 			time.Sleep(time.Second)
-			gen.stop()
-			v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 90*time.Second, true)
-			chk.stop()
+			_ = gen.Stop()
+			v := e.l.Verify(t, 90*time.Second, true, topic.Source(t, e.brokers, e.topic))
+			chk.Stop()
 			reconnects := d.metric("pgoutbox_replication_reconnects_total")
 			if !d.running() {
 				t.Fatalf("the relay exited (%d) across PostgreSQL restarts", d.code)
@@ -47,7 +49,7 @@ func TestPostgresRestart(t *testing.T) {
 			if code := d.stop(30 * time.Second); code != 0 {
 				t.Errorf("SIGTERM: exit %d", code)
 			}
-			_, _, unknown := e.l.counts()
+			unknown := e.l.Counts().Unknown
 			e.row(fmt.Sprintf("PostgreSQL restart -m %s (2 rounds, private cluster)", mode), v, worst,
 				fmt.Sprintf("restart begun → first new commit delivered; %d indeterminate commits; reconnects metric %s; %s", unknown, reconnects, chk))
 		})
@@ -58,8 +60,8 @@ func TestPostgresRestart(t *testing.T) {
 func TestWalsenderTerminated(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, nil)
 	d := e.start("relay", e.config("terminated"))
-	chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-	gen := e.l.generate(e.pool, "term", genConfig{Pause: 3 * time.Millisecond})
+	chk := e.l.WatchI4(t, e.w.I4(e.slot))
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "term", Pause: 3 * time.Millisecond})
 	var worst time.Duration
 	for round := range 3 {
 		time.Sleep(time.Second)
@@ -73,9 +75,9 @@ func TestWalsenderTerminated(t *testing.T) {
 			worst = rec
 		}
 	}
-	gen.stop()
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 60*time.Second, true)
-	chk.stop()
+	_ = gen.Stop()
+	v := e.l.Verify(t, 60*time.Second, true, topic.Source(t, e.brokers, e.topic))
+	chk.Stop()
 	time.Sleep(300 * time.Millisecond) // the metric is sampled every 250 ms
 	reconnects := d.metric("pgoutbox_replication_reconnects_total")
 	if reconnects == "" || reconnects == "0" {
@@ -124,8 +126,8 @@ func TestPostgresProxy(t *testing.T) {
 			c := e.config("proxy-" + tc.name)
 			c.URL = proxiedURL(t, e.db.ConnString, p.Addr())
 			d := e.start("relay", c)
-			chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-			gen := e.l.generate(e.pool, "proxy-"+tc.name, genConfig{Pause: 5 * time.Millisecond})
+			chk := e.l.WatchI4(t, e.w.I4(e.slot))
+			gen := e.l.Generate(oracle.GenConfig{Prefix: "proxy-" + tc.name, Pause: 5 * time.Millisecond})
 			time.Sleep(time.Second)
 			at := time.Now()
 			tc.fault(p)
@@ -149,9 +151,9 @@ func TestPostgresProxy(t *testing.T) {
 				rec = r
 			}
 			time.Sleep(500 * time.Millisecond)
-			gen.stop()
-			v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 90*time.Second, tc.faulty)
-			chk.stop()
+			_ = gen.Stop()
+			v := e.l.Verify(t, 90*time.Second, tc.faulty, topic.Source(t, e.brokers, e.topic))
+			chk.Stop()
 			if !d.running() {
 				t.Fatalf("the relay exited (%d) during the %s", d.code, tc.name)
 			}

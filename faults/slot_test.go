@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
 
@@ -23,9 +24,9 @@ func (e *env) stdoutWarmup(name string) (*daemon, config) {
 	c := e.config(name)
 	c.Stdout = true
 	d := e.start(name, c)
-	gen := e.l.generate(e.pool, name, genConfig{MaxTx: 30})
-	<-gen.done
-	e.l.waitStdout(e.t, e.pool, 30*time.Second, false, d)
+	gen := e.l.Generate(oracle.GenConfig{Prefix: name, MaxTx: 30})
+	<-gen.Done()
+	e.l.Verify(e.t, 30*time.Second, false, stdoutSource(e.t, d))
 	return d, c
 }
 
@@ -97,7 +98,7 @@ func TestSlotDropped(t *testing.T) {
 			if n := e.slots(); n != 0 {
 				t.Errorf("the slot was recreated (%d) after it was dropped", n)
 			}
-			report(t, row{Scenario: "slot dropped " + when, Messages: len(e.l.committed), Recovery: "—",
+			report(t, row{Scenario: "slot dropped " + when, Messages: e.l.Counts().Committed, Recovery: "—",
 				Notes: fmt.Sprintf("exit %d after %s, slot not recreated; %s", d.code, took.Round(100*time.Millisecond), trim(fatal, 150))})
 		})
 	}
@@ -134,7 +135,7 @@ func TestSlotInvalidated(t *testing.T) {
 	if n := e.db.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND wal_status = 'lost'", e.slot); n != 1 {
 		t.Errorf("the invalidated slot was replaced or dropped (%d lost slots left)", n)
 	}
-	report(t, row{Scenario: "slot invalidated (max_slot_wal_keep_size=1MB, wal_status lost)", Messages: len(e.l.committed), Recovery: "—",
+	report(t, row{Scenario: "slot invalidated (max_slot_wal_keep_size=1MB, wal_status lost)", Messages: e.l.Counts().Committed, Recovery: "—",
 		Notes: fmt.Sprintf("exit %d after %s; %s", d.code, time.Since(at).Round(100*time.Millisecond), trim(fatal, 150))})
 }
 
@@ -154,14 +155,14 @@ func TestPublicationDropped(t *testing.T) {
 			if when == "before start" {
 				d = startDaemon(t, "restart", "--config", c.write(t), "run")
 			} else {
-				gen := e.l.generate(e.pool, "nopub2", genConfig{MaxTx: 20, Pause: 50 * time.Millisecond})
-				<-gen.done
+				gen := e.l.Generate(oracle.GenConfig{Prefix: "nopub2", MaxTx: 20, Pause: 50 * time.Millisecond})
+				<-gen.Done()
 			}
 			fatal := expectFatal(t, d, exitNotMigrated, "pgoutbox_app")
 			if n := e.slots(); n != 1 {
 				t.Errorf("%d slots after the failure, want the original one kept", n)
 			}
-			report(t, row{Scenario: "publication dropped " + when, Messages: len(e.l.committed), Recovery: "—",
+			report(t, row{Scenario: "publication dropped " + when, Messages: e.l.Counts().Committed, Recovery: "—",
 				Notes: fmt.Sprintf("exit %d after %s; %s", d.code, time.Since(at).Round(100*time.Millisecond), trim(fatal, 150))})
 		})
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 )
 
 // Two relays on one slot: one streams, the other waits as a standby; the active one is killed with
@@ -21,8 +23,8 @@ func TestStandbyTakeover(t *testing.T) {
 	if role := b.metric(`pgoutbox_role{role="standby"}`); role != "1" {
 		t.Errorf("second instance: pgoutbox_role{standby} = %q, want 1", role)
 	}
-	chk := watchI4(t, e.l, e.w, e.pool, e.slot)
-	gen := e.l.generate(e.pool, "standby", genConfig{Pause: 5 * time.Millisecond})
+	chk := e.l.WatchI4(t, e.w.I4(e.slot))
+	gen := e.l.Generate(oracle.GenConfig{Prefix: "standby", Pause: 5 * time.Millisecond})
 	time.Sleep(2 * time.Second)
 	a.kill()
 	killed := time.Now()
@@ -30,9 +32,9 @@ func TestStandbyTakeover(t *testing.T) {
 	takeover := time.Since(killed)
 	rec := e.markerDelivered(killed, 60*time.Second)
 	time.Sleep(500 * time.Millisecond)
-	gen.stop()
-	v := e.l.waitKafka(t, e.brokers, e.topic, e.pool, 60*time.Second, true)
-	chk.stop()
+	_ = gen.Stop()
+	v := e.l.Verify(t, 60*time.Second, true, topic.Source(t, e.brokers, e.topic))
+	chk.Stop()
 	if code := b.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM: exit %d", code)
 	}

@@ -9,10 +9,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 )
+
+var errRollback = errors.New("rollback on purpose")
 
 // One 100k-row transaction and one aborted 20k-row transaction; with streaming on, the server streams
 // them in chunks (logical_decoding_work_mem=64kB) and the aborted one must never be delivered.
@@ -23,12 +26,11 @@ func TestRelayHugeTransaction(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, streaming bool) {
 		db := relayDB(t, streaming)
-		o := newOracle()
+		o := newOracle(db)
 		slot := slotName()
 		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o), streamingOpt(streaming, t),
 			outbox.WithMaxInFlight(5000))
-		ctx, cancel := context.WithCancel(context.Background())
-		polls := o.watchI4(ctx, t, db, slot)
+		i4 := o.watchI4(t, slot)
 		aborted := make([]outbox.Message, 20_000)
 		for i := range aborted {
 			aborted[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprint(i % 50), Payload: make([]byte, 64)}
@@ -42,20 +44,18 @@ func TestRelayHugeTransaction(t *testing.T) {
 		if !errors.Is(err, errRollback) {
 			t.Fatal(err)
 		}
-		o.mu.Lock()
-		for _, m := range aborted {
-			o.rolledBack[m.ID] = true
-		}
-		o.mu.Unlock()
+		o.RecordRolledBack(aborted...)
 		huge := make([]outbox.Message, 100_000)
 		for i := range huge {
 			huge[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprint(i % 100), Payload: make([]byte, 64)}
 		}
-		commitBatch(t, db, o, huge)
-		o.waitDelivered(t, db, 3*time.Minute)
-		cancel()
-		<-polls
-		o.check(t, db, false)
+		o.commitBatch(t, huge)
+		o.waitDelivered(t, 3*time.Minute)
+		i4.Stop()
+		if i4.Polls() == 0 {
+			t.Error("I4 watcher never saw a confirmed_flush_lsn")
+		}
+		o.check(t, false)
 	})
 }
 
@@ -65,7 +65,7 @@ func TestRelayOtherDatabaseTrafficKeepsWALBounded(t *testing.T) {
 	db := migrated(t)
 	other := pgtest.New(t)
 	slot := slotName()
-	startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, newOracle()))
+	startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, oracle.NewSink()))
 	other.Exec(t, "CREATE TABLE noise (id int, pad text)")
 	retained := func() int64 {
 		return db.QueryInt(t, `SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot)
@@ -96,7 +96,7 @@ func TestRelayOtherDatabaseTrafficKeepsWALBounded(t *testing.T) {
 func TestRelayStandbyTakesOver(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	slot := slotName()
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	defer cancel1()
@@ -108,8 +108,8 @@ func TestRelayStandbyTakesOver(t *testing.T) {
 	if r1.State() != "streaming" || r2.State() != "standby" {
 		t.Fatalf("states: first %s, second %s; want streaming and standby", r1.State(), r2.State())
 	}
-	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a"}})
-	o.waitDelivered(t, db, 20*time.Second)
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a"}})
+	o.waitDelivered(t, 20*time.Second)
 	cancel1() // the active instance dies without draining
 	_ = r1.Wait()
 	deadline := time.Now().Add(30 * time.Second)
@@ -119,9 +119,9 @@ func TestRelayStandbyTakesOver(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a"}, {ID: newID(), Destination: outbox.EventBus, Key: "b"}})
-	o.waitDelivered(t, db, 20*time.Second)
-	o.check(t, db, true)
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a"}, {ID: newID(), Destination: outbox.EventBus, Key: "b"}})
+	o.waitDelivered(t, 20*time.Second)
+	o.check(t, true)
 }
 
 // PostgreSQL restarted mid-stream (fast and immediate): the relay reconnects and nothing is lost.
@@ -136,11 +136,11 @@ func TestRelayPostgresRestart(t *testing.T) {
 	if err := outbox.Migrate(context.Background(), db.Pool, "app"); err != nil {
 		t.Fatal(err)
 	}
-	o := newOracle()
+	o := newOracle(db)
 	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
 	for _, mode := range []string{"fast", "immediate"} {
 		genErr := make(chan error, 1)
-		go func() { genErr <- o.gen(db, 2, 10, 300, 10) }()
+		go func() { genErr <- o.gen(2, 10, 300, 10) }()
 		time.Sleep(300 * time.Millisecond)
 		cluster.Restart(t, mode)
 		<-genErr // the generator may fail on the restart; what it committed is recorded
@@ -149,8 +149,8 @@ func TestRelayPostgresRestart(t *testing.T) {
 	// After the restarts, one more committed batch proves the stream is live again.
 	var err error
 	for i := 0; i < 50; i++ {
-		err = outbox.Enqueue(context.Background(), "app", db.Pool, outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: "after"})
-		if err == nil {
+		after := []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "after"}}
+		if err = o.Commit(context.Background(), after, nil, false); err == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -158,26 +158,15 @@ func TestRelayPostgresRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.mu.Lock()
-	var id string
-	_ = db.Pool.QueryRow(context.Background(), "SELECT id::text FROM app.pkg_outbox WHERE key = 'after'").Scan(&id)
-	o.committed[id] = sent{key: "after", n: o.next["after"]}
-	o.next["after"]++
-	o.mu.Unlock()
-	o.waitDelivered(t, db, 90*time.Second)
+	o.waitDelivered(t, 90*time.Second)
 	// Every message the generator saw committed must still be in the table (durable commits).
 	var inTable int64
-	o.mu.Lock()
-	ids := make([]string, 0, len(o.committed))
-	for id := range o.committed {
-		ids = append(ids, id)
-	}
-	o.mu.Unlock()
+	ids := o.CommittedIDs()
 	_ = db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM app.pkg_outbox WHERE id = ANY($1::uuid[])", ids).Scan(&inTable)
 	if inTable != int64(len(ids)) {
 		t.Fatalf("only %d of %d acknowledged commits survived the restart: the test cluster must run with synchronous_commit=on", inTable, len(ids))
 	}
-	o.check(t, db, true)
+	o.check(t, true)
 }
 
 func TestPruneKeepsUnconfirmedRows(t *testing.T) {
@@ -208,14 +197,14 @@ func TestPruneKeepsUnconfirmedRows(t *testing.T) {
 func TestRelayFatalErrorMidStreamEndsRelay(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	r, err := outbox.Start(context.Background(), db.Pool, "app", nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Stop(context.Background())
-	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
-	o.waitDelivered(t, db, 20*time.Second)
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
+	o.waitDelivered(t, 20*time.Second)
 	db.Exec(t, "DROP PUBLICATION pgoutbox_app")
 	_ = outbox.Enqueue(context.Background(), "app", db.Pool, outbox.Message{Destination: outbox.EventBus})
 	done := make(chan error, 1)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
@@ -35,7 +34,7 @@ func TestRelayDeliversEveryCommittedMessageInOrder(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, streaming bool) {
 		db := relayDB(t, streaming)
-		o := newOracle()
+		o := newOracle(db)
 		slot := slotName()
 		var n atomic.Int64
 		slow := sinkFunc(func(ctx context.Context, batch []outbox.Record) error {
@@ -45,41 +44,24 @@ func TestRelayDeliversEveryCommittedMessageInOrder(t *testing.T) {
 			return o.Send(ctx, batch)
 		})
 		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, slow), streamingOpt(streaming, t))
-		ctx, cancel := context.WithCancel(context.Background())
-		polls := o.watchI4(ctx, t, db, slot)
+		i4 := o.watchI4(t, slot)
 		// One large transaction first: with streaming on and 64kB work mem it is streamed in chunks.
 		big := make([]outbox.Message, 3000)
 		for i := range big {
 			big[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprintf("big-%d", i%10), Payload: make([]byte, 100)}
 		}
-		commitBatch(t, db, o, big)
-		o.generate(t, db, 4, 25, 700, 10)
-		o.waitDelivered(t, db, 90*time.Second)
+		o.commitBatch(t, big)
+		if err := o.gen(4, 25, 700, 10); err != nil {
+			t.Fatal(err)
+		}
+		o.waitDelivered(t, 90*time.Second)
 		time.Sleep(300 * time.Millisecond) // a few more I4 polls after the last ack
-		cancel()
-		if p := <-polls; p == 0 {
+		i4.Stop()
+		if i4.Polls() == 0 {
 			t.Error("I4 watcher never saw a confirmed_flush_lsn")
 		}
-		o.check(t, db, false)
+		o.check(t, false)
 	})
-}
-
-// commitBatch enqueues msgs in one committed transaction and records them in the oracle.
-func commitBatch(t *testing.T, db *pgtest.DB, o *oracle, msgs []outbox.Message) {
-	t.Helper()
-	ctx := context.Background()
-	if err := outbox.Enqueue(ctx, "app", db.Pool, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	var s string
-	_ = db.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s)
-	upper, _ := pglogrepl.ParseLSN(s)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, m := range msgs {
-		o.committed[m.ID] = sent{key: m.Key, n: o.next[m.Key], upper: upper}
-		o.next[m.Key]++
-	}
 }
 
 type sinkFunc func(ctx context.Context, batch []outbox.Record) error
@@ -89,7 +71,7 @@ func (f sinkFunc) Send(ctx context.Context, batch []outbox.Record) error { retur
 func TestRelayRetriesThenDeadLetters(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	poison := newID()
 	var poisonCalls atomic.Int64
 	handlers := map[outbox.Destination]outbox.Handler{
@@ -98,13 +80,13 @@ func TestRelayRetriesThenDeadLetters(t *testing.T) {
 				poisonCalls.Add(1)
 				return errors.New("handler says no: invalid order state")
 			}
-			return o.handler(ctx, m)
+			return o.Handle(ctx, m)
 		},
 		outbox.CommandQueue: func(ctx context.Context, m outbox.Message) error {
 			if string(m.Payload) == "panic" {
 				panic("handler bug")
 			}
-			return o.handler(ctx, m)
+			return o.Handle(ctx, m)
 		},
 	}
 	startRelay(t, db, handlers, outbox.WithSlotName(slotName()), outbox.WithMaxAttempts(3),
@@ -118,9 +100,9 @@ func TestRelayRetriesThenDeadLetters(t *testing.T) {
 		{ID: unknownID, Destination: "nowhere", Key: "k3"},
 		{ID: newID(), Destination: outbox.CommandQueue, Key: "k2"},
 	}
-	commitBatch(t, db, o, msgs)
-	o.waitDelivered(t, db, 30*time.Second)
-	o.check(t, db, false)
+	o.commitBatch(t, msgs)
+	o.waitDelivered(t, 30*time.Second)
+	o.check(t, false)
 	if got := poisonCalls.Load(); got != 3 {
 		t.Errorf("poison message tried %d times, want MaxAttempts=3", got)
 	}
@@ -170,7 +152,7 @@ func TestRelayRetriesThenDeadLetters(t *testing.T) {
 func TestRelaySystemicFailureBlocksWithoutDeadLetters(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	slot := slotName()
 	var down atomic.Bool
 	down.Store(true)
@@ -189,7 +171,7 @@ func TestRelaySystemicFailureBlocksWithoutDeadLetters(t *testing.T) {
 	for i := range msgs {
 		msgs[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprint(i % 5)}
 	}
-	commitBatch(t, db, o, msgs)
+	o.commitBatch(t, msgs)
 	time.Sleep(time.Second) // many retries at 20ms
 	if b := r.Blocked(); b[outbox.EventBus] == "" {
 		t.Errorf("Blocked() = %v, want event_bus reported", b)
@@ -201,13 +183,11 @@ func TestRelaySystemicFailureBlocksWithoutDeadLetters(t *testing.T) {
 		t.Fatalf("%d dead letters from a systemic failure", n)
 	}
 	down.Store(false)
-	o.waitDelivered(t, db, 20*time.Second)
-	o.check(t, db, false)
+	o.waitDelivered(t, 20*time.Second)
+	o.check(t, false)
 	// A slot restarted at confirmed_flush re-sends every transaction whose commit record starts at or
 	// after it: the batch was protected iff the position confirmed while blocked is <= its commit LSN.
-	o.mu.Lock()
-	commitLSN := o.delivered[0].CommitLSN
-	o.mu.Unlock()
+	commitLSN := o.Records()[0].CommitLSN
 	if during > commitLSN {
 		t.Errorf("confirmed_flush_lsn %s passed the batch's commit LSN %s while the sink was down (insert position before the batch: %s)", during, commitLSN, before)
 	}
@@ -222,7 +202,7 @@ func TestRelayStopAndRestartResumes(t *testing.T) {
 		t.Run(fmt.Sprintf("graceful=%v", graceful), func(t *testing.T) {
 			t.Parallel()
 			db := migrated(t)
-			o := newOracle()
+			o := newOracle(db)
 			slot := slotName()
 			start := func(ctx context.Context) *outbox.Relay {
 				r, err := outbox.Start(ctx, db.Pool, "app", nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o),
@@ -235,9 +215,9 @@ func TestRelayStopAndRestartResumes(t *testing.T) {
 			ctx1, cancel1 := context.WithCancel(context.Background())
 			r1 := start(ctx1)
 			genErr := make(chan error, 1)
-			go func() { genErr <- o.gen(db, 2, 10, 400, 10) }()
+			go func() { genErr <- o.gen(2, 10, 400, 10) }()
 			deadline := time.Now().Add(30 * time.Second)
-			for o.deliveredCount() < 500 && time.Now().Before(deadline) {
+			for o.Count() < 500 && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			if graceful {
@@ -256,8 +236,8 @@ func TestRelayStopAndRestartResumes(t *testing.T) {
 			if err := <-genErr; err != nil {
 				t.Fatal(err)
 			}
-			o.waitDelivered(t, db, 60*time.Second)
-			dups := o.check(t, db, !graceful)
+			o.waitDelivered(t, 60*time.Second)
+			dups := o.check(t, !graceful)
 			t.Logf("duplicates after restart: %d", dups)
 		})
 	}
@@ -267,10 +247,10 @@ func TestRelaySlotDroppedIsNotRecreated(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
 	slot := slotName()
-	o := newOracle()
+	o := newOracle(db)
 	r := startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o))
-	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
-	o.waitDelivered(t, db, 20*time.Second)
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
+	o.waitDelivered(t, 20*time.Second)
 	time.Sleep(300 * time.Millisecond) // let the relay record a confirmed commit time
 	_ = r.Stop(context.Background())
 	db.Exec(t, "SELECT pg_drop_replication_slot($1)", slot)
@@ -288,29 +268,17 @@ func TestRelaySlotDroppedIsNotRecreated(t *testing.T) {
 func TestRelayAlterTableMidStream(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
-	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a", Payload: []byte("before")}})
-	o.waitDelivered(t, db, 20*time.Second)
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a", Payload: []byte("before")}})
+	o.waitDelivered(t, 20*time.Second)
 	// A column added in front of the ones we read changes positions; decoding goes by name.
 	db.Exec(t, "ALTER TABLE app.pkg_outbox ADD COLUMN tenant text DEFAULT 'acme'")
-	err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
-		return outbox.Enqueue(context.Background(), "app", tx, outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: "a", Payload: []byte("after")})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var id string
-	_ = db.Pool.QueryRow(context.Background(), "SELECT id::text FROM app.pkg_outbox ORDER BY seq DESC LIMIT 1").Scan(&id)
-	o.mu.Lock()
-	o.committed[id] = sent{key: "a", n: o.next["a"]}
-	o.next["a"]++
-	o.mu.Unlock()
-	o.waitDelivered(t, db, 20*time.Second)
-	o.check(t, db, false)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if got := string(o.delivered[len(o.delivered)-1].Payload); got != "after" {
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a", Payload: []byte("after")}})
+	o.waitDelivered(t, 20*time.Second)
+	o.check(t, false)
+	recs := o.Records()
+	if got := string(recs[len(recs)-1].Payload); got != "after" {
 		t.Errorf("payload after ALTER TABLE = %q", got)
 	}
 }
@@ -318,11 +286,11 @@ func TestRelayAlterTableMidStream(t *testing.T) {
 func TestReplayRedeliversRetainedRows(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, o))
 	msgs := []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "r"}, {ID: newID(), Destination: outbox.EventBus, Key: "r"}}
-	commitBatch(t, db, o, msgs)
-	o.waitDelivered(t, db, 20*time.Second)
+	o.commitBatch(t, msgs)
+	o.waitDelivered(t, 20*time.Second)
 	ctx := context.Background()
 	n, err := outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{IDs: []string{msgs[1].ID}}, true)
 	if err != nil || n != 1 {
@@ -336,9 +304,7 @@ func TestReplayRedeliversRetainedRows(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		o.mu.Lock()
-		got := len(o.delivered)
-		o.mu.Unlock()
+		got := len(o.Records())
 		if got == 4 {
 			break
 		}
@@ -347,11 +313,9 @@ func TestReplayRedeliversRetainedRows(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	o.mu.Lock()
-	if o.delivered[2].ID != msgs[0].ID || o.delivered[3].ID != msgs[1].ID {
+	if recs := o.Records(); recs[2].ID != msgs[0].ID || recs[3].ID != msgs[1].ID {
 		t.Errorf("replayed ids out of order or changed")
 	}
-	o.mu.Unlock()
 	if _, err := outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{}, true); !errors.Is(err, outbox.ErrInvalidMessage) {
 		t.Errorf("empty replay filter: %v", err)
 	}
@@ -391,7 +355,7 @@ func TestStartErrors(t *testing.T) {
 func TestRelayHandlerTimeout(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	slow := newID()
 	var cause atomic.Value
 	handlers := map[outbox.Destination]outbox.Handler{
@@ -404,7 +368,7 @@ func TestRelayHandlerTimeout(t *testing.T) {
 			if ctx.Err() != nil {
 				return fmt.Errorf("handler got a dead context: %w", ctx.Err())
 			}
-			return o.handler(ctx, m)
+			return o.Handle(ctx, m)
 		},
 	}
 	startRelay(t, db, handlers, outbox.WithSlotName(slotName()), outbox.WithHandlerTimeout(100*time.Millisecond),
@@ -415,9 +379,9 @@ func TestRelayHandlerTimeout(t *testing.T) {
 		{ID: newID(), Destination: outbox.EventBus, Key: "k"},
 		{ID: newID(), Destination: outbox.EventBus, Key: "other"},
 	}
-	commitBatch(t, db, o, msgs)
-	o.waitDelivered(t, db, 20*time.Second)
-	o.check(t, db, false)
+	o.commitBatch(t, msgs)
+	o.waitDelivered(t, 20*time.Second)
+	o.check(t, false)
 	if c, _ := cause.Load().(error); !errors.Is(c, context.DeadlineExceeded) {
 		t.Errorf("cause of the cancelled handler ctx = %v, want context.DeadlineExceeded", c)
 	}

@@ -44,30 +44,29 @@ func TestRelayInitialSnapshot(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, streaming bool) {
 		db := relayDB(t, streaming)
-		o := newOracle()
+		o := newOracle(db)
 		slot := slotName()
-		if err := o.gen(db, 2, 10, 300, 10); err != nil { // all before the slot exists
+		if err := o.gen(2, 10, 300, 10); err != nil { // all before the slot exists
 			t.Fatal(err)
 		}
-		before := len(o.committed)
-		ctx, cancel := context.WithCancel(context.Background())
-		polls := o.watchI4(ctx, t, db, slot)
+		before := o.Counts().Committed
+		i4 := o.watchI4(t, slot)
 		genErr := make(chan error, 1)
-		go func() { genErr <- o.gen(db, 2, 10, 300, 10) }() // around the slot's creation and after
+		go func() { genErr <- o.gen(2, 10, 300, 10) }() // around the slot's creation and after
 		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o), outbox.WithSink(outbox.CommandQueue, o),
 			outbox.WithSink(outbox.Mailman, o), streamingOpt(streaming, t))
 		if err := <-genErr; err != nil {
 			t.Fatal(err)
 		}
-		o.waitDelivered(t, db, 60*time.Second)
+		o.waitDelivered(t, 60*time.Second)
 		waitSnapshotDone(t, db, slot)
 		time.Sleep(300 * time.Millisecond) // more I4 polls after the snapshot completed
-		cancel()
-		if p := <-polls; p == 0 {
+		i4.Stop()
+		if i4.Polls() == 0 {
 			t.Error("I4 watcher never saw the slot")
 		}
-		t.Logf("%d messages committed before the first start, %d in all", before, len(o.committed))
-		o.check(t, db, false)
+		t.Logf("%d messages committed before the first start, %d in all", before, o.Counts().Committed)
+		o.check(t, false)
 	})
 }
 
@@ -80,13 +79,13 @@ func TestRelayInitialSnapshotTakenAgain(t *testing.T) {
 		t.Run(fmt.Sprintf("graceful=%v", graceful), func(t *testing.T) {
 			t.Parallel()
 			db := migrated(t)
-			o := newOracle()
+			o := newOracle(db)
 			slot := slotName()
 			msgs := make([]outbox.Message, 300)
 			for i := range msgs {
 				msgs[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprintf("k%d", i%7), Payload: []byte("before")}
 			}
-			commitBatch(t, db, o, msgs)
+			o.commitBatch(t, msgs)
 
 			// Run 1 acks 100 messages, then its destination is down.
 			var acked atomic.Int64
@@ -112,7 +111,7 @@ func TestRelayInitialSnapshotTakenAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 			after := []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "k1", Payload: []byte("after")}}
-			commitBatch(t, db, o, after) // streamed, behind the snapshot
+			o.commitBatch(t, after) // streamed, behind the snapshot
 			for deadline := time.Now().Add(30 * time.Second); acked.Load() < 100; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatalf("run 1 acked %d messages in 30s, want 100", acked.Load())
@@ -145,12 +144,12 @@ func TestRelayInitialSnapshotTakenAgain(t *testing.T) {
 			cancel1()
 
 			startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o))
-			o.waitDelivered(t, db, 30*time.Second)
+			o.waitDelivered(t, 30*time.Second)
 			waitSnapshotDone(t, db, slot)
 			if _, created2 := snapshotState(t, db, slot); created2 == created1 {
 				t.Errorf("slot still created at %s: the incomplete snapshot was not taken again", created1)
 			}
-			if dups := o.check(t, db, true); dups < 100 {
+			if dups := o.check(t, true); dups < 100 {
 				t.Errorf("%d duplicates, want at least the 100 acked by run 1 (the snapshot is taken again whole)", dups)
 			}
 		})
@@ -169,25 +168,22 @@ func batchErrs(n, ok int, err error) []error {
 func TestRelayInitialSnapshotOff(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
+	o := newOracle(db)
 	old := outbox.Message{ID: newID(), Destination: outbox.EventBus}
 	if err := outbox.Enqueue(context.Background(), "app", db.Pool, old); err != nil {
 		t.Fatal(err)
 	}
 	slot := slotName()
 	startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o), outbox.WithInitialSnapshot(false))
-	commitBatch(t, db, o, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
-	o.waitDelivered(t, db, 20*time.Second)
-	o.mu.Lock()
-	seenOld := o.seen[old.ID]
-	o.mu.Unlock()
-	if seenOld != 0 {
+	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}})
+	o.waitDelivered(t, 20*time.Second)
+	if o.Has(old.ID) {
 		t.Error("with the initial snapshot off, a message committed before the slot existed was delivered")
 	}
 	if pending, _ := snapshotState(t, db, slot); pending {
 		t.Error("snapshot_pending set with the initial snapshot off")
 	}
-	o.check(t, db, false)
+	o.check(t, false)
 }
 
 // TestRelayInitialSnapshotTwoInstances: two relays start at once on a new slot: one creates it and
@@ -195,8 +191,8 @@ func TestRelayInitialSnapshotOff(t *testing.T) {
 func TestRelayInitialSnapshotTwoInstances(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
-	o := newOracle()
-	if err := o.gen(db, 2, 5, 200, 0); err != nil {
+	o := newOracle(db)
+	if err := o.gen(2, 5, 200, -1); err != nil {
 		t.Fatal(err)
 	}
 	slot := slotName()
@@ -209,11 +205,11 @@ func TestRelayInitialSnapshotTwoInstances(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	o.waitDelivered(t, db, 30*time.Second)
+	o.waitDelivered(t, 30*time.Second)
 	waitSnapshotDone(t, db, slot)
 	states := relays[0].State() + "," + relays[1].State()
 	if states != "streaming,standby" && states != "standby,streaming" {
 		t.Errorf("states %s, want one streaming and one standby", states)
 	}
-	o.check(t, db, false)
+	o.check(t, false)
 }

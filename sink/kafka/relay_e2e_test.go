@@ -1,26 +1,20 @@
 package kafka_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"errors"
-	"fmt"
-	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/oracle/topic"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
@@ -33,18 +27,7 @@ type e2e struct {
 	brokers []string
 	topic   string
 	slot    string
-
-	mu         sync.Mutex
-	committed  map[string]e2eMsg
-	rolledBack map[string]bool
-	unknown    map[string]bool
-	next       map[string]int
-}
-
-type e2eMsg struct {
-	key     string
-	n       int
-	payload []byte
+	l       *oracle.Ledger
 }
 
 func newE2E(t *testing.T, brokers []string, partitions int, topicConfigs map[string]string) *e2e {
@@ -53,8 +36,7 @@ func newE2E(t *testing.T, brokers []string, partitions int, topicConfigs map[str
 	if err := outbox.Migrate(context.Background(), db.Pool, "app"); err != nil {
 		t.Fatal(err)
 	}
-	e := &e2e{t: t, db: db, brokers: brokers, topic: kafkatest.TopicName(t), slot: "t_" + pgtest.RandomSuffix(),
-		committed: map[string]e2eMsg{}, rolledBack: map[string]bool{}, unknown: map[string]bool{}, next: map[string]int{}}
+	e := &e2e{t: t, db: db, brokers: brokers, topic: kafkatest.TopicName(t), slot: "t_" + pgtest.RandomSuffix(), l: oracle.New(db.Pool, "app")}
 	if partitions > 0 {
 		kafkatest.CreateTopic(t, brokers, e.topic, partitions, topicConfigs)
 	}
@@ -78,118 +60,25 @@ func (e *e2e) start(sink outbox.Sink, opts ...outbox.Option) *outbox.Relay {
 	return r
 }
 
-// generate commits txs transactions (random sizes, 10 % rolled back) over keys keys with random
-// payloads, until done is closed or txs is reached.
-func (e *e2e) generate(txs, keys int, payloadSize int, done <-chan struct{}) error {
-	ctx := context.Background()
-	rng := mrand.New(mrand.NewPCG(1, uint64(time.Now().UnixNano())))
-	for i := 0; i < txs; i++ {
-		select {
-		case <-done:
-			return nil
-		default:
-		}
-		var msgs []outbox.Message
-		for range 1 + rng.IntN(10) {
-			p := make([]byte, payloadSize)
-			_, _ = rand.Read(p)
-			msgs = append(msgs, outbox.Message{ID: uuid.Must(uuid.NewV7()).String(), Destination: outbox.EventBus,
-				Key: fmt.Sprintf("key-%d", rng.IntN(keys)), Type: "Test", Payload: p, Headers: map[string]string{"x-n": fmt.Sprint(i)}})
-		}
-		rollback := rng.IntN(10) == 0
-		err := pgx.BeginFunc(ctx, e.db.Pool, func(tx pgx.Tx) error {
-			if err := outbox.Enqueue(ctx, "app", tx, msgs...); err != nil {
-				return err
-			}
-			if rollback {
-				return errRollback
-			}
-			return nil
-		})
-		e.mu.Lock()
-		for _, m := range msgs {
-			switch {
-			case errors.Is(err, errRollback):
-				e.rolledBack[m.ID] = true
-			case err != nil:
-				e.unknown[m.ID] = true
-			default:
-				e.committed[m.ID] = e2eMsg{key: m.Key, n: e.next[m.Key], payload: m.Payload}
-				e.next[m.Key]++
-			}
-		}
-		e.mu.Unlock()
-		if err != nil && !errors.Is(err, errRollback) {
-			return err
-		}
-	}
-	return nil
+// generate starts committing txs transactions (1–10 messages over keys keys with random payloads of
+// payloadSize bytes, 10 % rolled back, some with a rolled-back savepoint).
+func (e *e2e) generate(txs, keys int, payloadSize int) *oracle.Generator {
+	return e.l.Generate(oracle.GenConfig{Workers: 1, Keys: keys, MaxMsgs: 10, Payload: payloadSize, MaxTx: txs})
 }
 
-var errRollback = errors.New("rollback on purpose")
-
 // waitAll reads the topic until every committed message is there, then checks I1, I2, I3, I5,
-// byte-exact payloads and headers. It returns the number of duplicates.
+// byte-exact keys and payloads, that no committed message was dead-lettered, and the headers of every
+// record of a committed message. It returns the number of duplicates.
 func (e *e2e) waitAll(timeout time.Duration, faults bool) int {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var recs []*kgo.Record
-	for {
-		var err error
-		recs, err = kafkatest.ReadAllErr(context.Background(), e.brokers, e.topic)
-		if err == nil {
-			seen := map[string]bool{}
-			for _, r := range recs {
-				id, _ := kafkatest.Header(r, kafka.HeaderID)
-				seen[id] = true
-			}
-			e.mu.Lock()
-			missing := 0
-			for id := range e.committed {
-				if !seen[id] {
-					missing++
-				}
-			}
-			total := len(e.committed)
-			e.mu.Unlock()
-			if missing == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				e.t.Fatalf("I1: %d of %d committed messages missing from the topic after %s", missing, total, timeout)
-			}
-		} else if time.Now().After(deadline) {
-			e.t.Fatalf("read topic: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	v := e.l.Verify(e.t, timeout, faults, topic.Source(e.t, e.brokers, e.topic))
+	if v.Dead != 0 {
+		e.t.Errorf("I1: %d committed messages were dead-lettered instead of delivered", v.Dead)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	first := map[string]bool{}
-	last := map[string]int{}
-	dups, order, phantom := 0, 0, 0
-	for _, r := range recs { // ReadAll returns each partition in offset order; a key lives in one partition
-		id, ok := kafkatest.Header(r, kafka.HeaderID)
-		if !ok {
-			e.t.Fatalf("record at %d/%d has no %s header", r.Partition, r.Offset, kafka.HeaderID)
-		}
-		if e.rolledBack[id] {
-			phantom++
-		}
-		if first[id] {
-			dups++
+	for _, r := range kafkatest.ReadAll(e.t, e.brokers, e.topic) {
+		id, _ := kafkatest.Header(r, kafka.HeaderID)
+		if _, ok := e.l.Lookup(id); !ok {
 			continue
-		}
-		first[id] = true
-		m, ok := e.committed[id]
-		if !ok {
-			if !e.rolledBack[id] && !e.unknown[id] {
-				e.t.Errorf("record %s was never enqueued", id)
-			}
-			continue
-		}
-		if string(r.Key) != m.key || !bytes.Equal(r.Value, m.payload) {
-			e.t.Errorf("record %s: key %q payload %d bytes, want key %q and the exact %d payload bytes", id, r.Key, len(r.Value), m.key, len(m.payload))
 		}
 		if typ, _ := kafkatest.Header(r, kafka.HeaderType); typ != "Test" {
 			e.t.Errorf("record %s: type header %q", id, typ)
@@ -200,19 +89,8 @@ func (e *e2e) waitAll(timeout time.Duration, faults bool) int {
 		if _, ok := kafkatest.Header(r, "x-n"); !ok {
 			e.t.Errorf("record %s: message header x-n missing", id)
 		}
-		if prev, ok := last[m.key]; ok && m.n < prev {
-			order++
-		}
-		last[m.key] = m.n
 	}
-	e.t.Logf("kafka oracle: committed %d, rolled back %d, records %d, duplicates %d", len(e.committed), len(e.rolledBack), len(recs), dups)
-	if phantom != 0 || order != 0 {
-		e.t.Errorf("I2 phantom=%d, I3 order violations=%d: both must be 0", phantom, order)
-	}
-	if !faults && dups != 0 {
-		e.t.Errorf("I5: %d duplicates without a fault", dups)
-	}
-	return dups
+	return v.Dups
 }
 
 func (e *e2e) confirmed() string {
@@ -227,10 +105,15 @@ func TestRelayToKafka(t *testing.T) {
 	e := newE2E(t, brokers, 4, nil)
 	s := newRealSink(t, brokers, map[string]string{string(outbox.EventBus): e.topic}, nil)
 	e.start(s)
-	if err := e.generate(600, 40, 200, nil); err != nil {
+	i4 := e.l.WatchI4(t, topic.Watch(t, brokers, e.topic).I4(e.slot))
+	if err := e.generate(600, 40, 200).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	e.waitAll(60*time.Second, false)
+	time.Sleep(500 * time.Millisecond) // a few more I4 polls after the last ack
+	if i4.Stop(); i4.Polls() == 0 {
+		t.Error("the I4 watcher never judged a confirmed_flush_lsn")
+	}
 	if n := e.db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox_dead_letter"); n != 0 {
 		t.Errorf("%d dead letters", n)
 	}
@@ -253,10 +136,7 @@ func TestRelayToKafkaTooLargeIsDeadLettered(t *testing.T) {
 	if err := outbox.Enqueue(context.Background(), "app", e.db.Pool, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	e.mu.Lock()
-	e.committed[msgs[0].ID] = e2eMsg{key: "k", n: 0, payload: msgs[0].Payload}
-	e.committed[msgs[2].ID] = e2eMsg{key: "k", n: 2, payload: msgs[2].Payload}
-	e.mu.Unlock()
+	e.l.RecordCommitted(0, msgs[0], msgs[2]) // the big one is dead-lettered: checked below
 	e.waitAll(30*time.Second, false)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -285,7 +165,7 @@ func TestRelayToKafkaMissingTopicBlocks(t *testing.T) {
 	e := newE2E(t, brokers, 0, nil) // topic not created yet
 	s := newRealSink(t, brokers, map[string]string{string(outbox.EventBus): e.topic}, nil)
 	r := e.start(s, outbox.WithMaxAttempts(2))
-	if err := e.generate(20, 5, 50, nil); err != nil {
+	if err := e.generate(20, 5, 50).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -332,9 +212,8 @@ func TestRelayToKafkaBrokerDown(t *testing.T) {
 	// Sends time out while the broker is down: the relay retries them, and the sink must re-join the
 	// records still queued in the producer instead of producing copies.
 	r := e.start(s, outbox.WithHandlerTimeout(2*time.Second))
-	done := make(chan struct{})
-	genErr := make(chan error, 1)
-	go func() { genErr <- e.generate(20_000, 20, 100, done) }()
+	i4 := e.l.WatchI4(t, topic.Watch(t, brokers, e.topic).I4(e.slot))
+	gen := e.generate(20_000, 20, 100)
 	time.Sleep(time.Second)
 	kafkaScript(t, dir, "down")
 	time.Sleep(3 * time.Second) // in-flight sends fail, the lanes block
@@ -345,12 +224,14 @@ func TestRelayToKafkaBrokerDown(t *testing.T) {
 	}
 	kafkaScript(t, dir, "up")
 	time.Sleep(time.Second)
-	close(done)
-	if err := <-genErr; err != nil {
+	if err := gen.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	dups := e.waitAll(90*time.Second, true)
-	t.Logf("duplicates after the broker outage: %d; sink stats %+v; relay %+v", dups, s.Stats(), r.Stats())
+	if i4.Stop(); i4.Polls() == 0 {
+		t.Error("the I4 watcher never judged a confirmed_flush_lsn")
+	}
+	t.Logf("duplicates after the broker outage: %d; sink stats %+v; relay %+v; %s", dups, s.Stats(), r.Stats(), i4)
 	if n := e.db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox_dead_letter"); n != 0 {
 		t.Errorf("%d dead letters from a broker outage", n)
 	}
