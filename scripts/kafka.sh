@@ -17,6 +17,10 @@
 #                       use a different one to run a second, independent broker
 #   PGOUTBOX_KAFKA_HEAP JVM heap flags (default "-Xms256m -Xmx512m")
 #   PGOUTBOX_KAFKA_WAIT seconds to wait for the broker to answer (default 90)
+#   PGOUTBOX_KAFKA_PORT listen on this port instead of a free one (the start fails if it is taken)
+#   PGOUTBOX_KAFKA_ADVERTISED
+#                       host:port the broker tells clients to connect to (default 127.0.0.1:<port>),
+#                       e.g. a proxy in front of it for fault tests; `up` and `env` print it
 #
 # The Kafka version is pinned in scripts/kafka/pom.xml (kafka.version). Needs Java 17+ and Maven.
 # All progress goes to stderr; stdout carries only the export line, so `eval "$(... up)"` works.
@@ -83,7 +87,7 @@ running() {
 	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$state/server.properties"
 }
 
-env_line() { echo "export PGOUTBOX_TEST_KAFKA_BROKERS=127.0.0.1:$(cat "$state/port")"; }
+env_line() { echo "export PGOUTBOX_TEST_KAFKA_BROKERS=$(cat "$state/advertised" 2>/dev/null || echo "127.0.0.1:$(cat "$state/port")")"; }
 
 write_config() {
 	local port="$1" cport="$2"
@@ -93,7 +97,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+advertised.listeners=PLAINTEXT://${PGOUTBOX_KAFKA_ADVERTISED:-127.0.0.1:$port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -141,6 +145,7 @@ cmd_up() {
 	for attempt in 1 2 3; do
 		start_broker "$libs" && return 0 || rc=$?
 		[[ $rc -eq 75 ]] || die "broker did not start (logs in $state/logs)"
+		[[ -z "${PGOUTBOX_KAFKA_PORT:-}" ]] || die "port $PGOUTBOX_KAFKA_PORT (PGOUTBOX_KAFKA_PORT) is taken"
 		log "ports taken meanwhile (attempt $attempt); retrying with fresh ports"
 		rm -f "$state/port" "$state/cport"
 	done
@@ -152,7 +157,14 @@ start_broker() {
 	# Reuse the previous ports when they are free, so clients that knew this broker find it again.
 	port="$(cat "$state/port" 2>/dev/null || true)"
 	cport="$(cat "$state/cport" 2>/dev/null || true)"
+	if [[ -n "${PGOUTBOX_KAFKA_PORT:-}" && "$port" != "$PGOUTBOX_KAFKA_PORT" ]]; then
+		[[ "$PGOUTBOX_KAFKA_PORT" =~ ^[0-9]+$ ]] || die "PGOUTBOX_KAFKA_PORT=$PGOUTBOX_KAFKA_PORT is not a port number"
+		rm -rf "$state/data" # a broker's identity is tied to its listeners: start afresh
+		port="$PGOUTBOX_KAFKA_PORT"
+		cport="$(free_port "$port")"
+	fi
 	if [[ -z "$port" || -z "$cport" ]] || port_in_use "$port" || port_in_use "$cport"; then
+		[[ -z "${PGOUTBOX_KAFKA_PORT:-}" ]] || die "port $PGOUTBOX_KAFKA_PORT (PGOUTBOX_KAFKA_PORT) is taken"
 		if [[ -f "$state/data/meta.properties" ]]; then
 			log "previous ports are taken; reformatting $state/data"
 			rm -rf "$state/data"
@@ -162,6 +174,13 @@ start_broker() {
 	fi
 	echo "$port" >"$state/port"
 	echo "$cport" >"$state/cport"
+	if [[ -n "${PGOUTBOX_KAFKA_ADVERTISED:-}" ]]; then
+		[[ "$PGOUTBOX_KAFKA_ADVERTISED" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]] ||
+			die "PGOUTBOX_KAFKA_ADVERTISED=$PGOUTBOX_KAFKA_ADVERTISED is not host:port"
+		echo "$PGOUTBOX_KAFKA_ADVERTISED" >"$state/advertised"
+	else
+		rm -f "$state/advertised"
+	fi
 	write_config "$port" "$cport"
 
 	local java_opts=(-Djava.awt.headless=true -Dlog4j2.configurationFile="$state/log4j2.properties"
