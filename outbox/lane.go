@@ -52,15 +52,17 @@ func (h *handlerCtx) disarm() { h.timer.Stop() }
 
 func (l *lane) run(ctx context.Context) {
 	r := l.r
-	buf := make([]*item, 0, r.cfg.batchSize)
+	buf := make([]*item, 0, 2*r.cfg.batchSize)
 	for {
-		select {
-		case b := <-l.in:
-			buf = append(buf, b...)
-		case <-ctx.Done():
-			return
+		if len(buf) == 0 {
+			select {
+			case b := <-l.in:
+				buf = append(buf, b...)
+			case <-ctx.Done():
+				return
+			}
 		}
-	fill: // small batches that queued up meanwhile go out together
+	fill: // transactions that queued up while the previous call waited go out together
 		for len(buf) < r.cfg.batchSize {
 			select {
 			case b := <-l.in:
@@ -69,10 +71,13 @@ func (l *lane) run(ctx context.Context) {
 				break fill
 			}
 		}
-		// Consecutive messages for one destination go out together, at most batchSize per call.
-		for start := 0; start < len(buf); {
+		// At most batchSize messages per round; what is over stays for the next round, where more
+		// may join it, rather than going out as a small call of its own.
+		n := min(len(buf), r.cfg.batchSize)
+		// Consecutive messages for one destination go out together.
+		for start := 0; start < n; {
 			end := start + 1
-			for end < len(buf) && end-start < r.cfg.batchSize && buf[end].rec.Destination == buf[start].rec.Destination {
+			for end < n && buf[end].rec.Destination == buf[start].rec.Destination {
 				end++
 			}
 			if !l.deliver(ctx, buf[start:end]) {
@@ -81,8 +86,9 @@ func (l *lane) run(ctx context.Context) {
 			r.gate.release(end - start)
 			start = end
 		}
-		clear(buf)
-		buf = buf[:0]
+		rest := copy(buf, buf[n:])
+		clear(buf[rest:])
+		buf = buf[:rest]
 	}
 }
 

@@ -134,7 +134,9 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	}
 	r.stream, r.dec = stream, dec
 	for range cfg.lanes {
-		r.lanes = append(r.lanes, &lane{r: r, in: make(chan []*item, 4)})
+		// Room for about two full batches of small slices (one per transaction), so that a lane can
+		// fill its sink calls while the previous call waits for its acks; the gate bounds the items.
+		r.lanes = append(r.lanes, &lane{r: r, in: make(chan []*item, 2*cfg.batchSize)})
 	}
 	r.batch = newBatcher(r)
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -443,5 +444,71 @@ func TestRelayNotAttemptedCostsNoAttempt(t *testing.T) {
 				t.Errorf("held-back: attempts %d, error %q, tried %d times; want 1, the 422, 1", d.Attempts, d.Error, heldTries.Load())
 			}
 		}
+	}
+}
+
+// TestRelayFillsSinkBatches: while a sink call waits for its acks, the transactions committed
+// meanwhile queue up in the lane and go out together in full batches (a lane that could hold only a
+// few transactions sent one small batch per linger-bound call: a 4× slower Kafka drain).
+func TestRelayFillsSinkBatches(t *testing.T) {
+	t.Parallel()
+	db := migrated(t)
+	var mu sync.Mutex
+	var sizes []int
+	seen := map[string]bool{}
+	committed := make(chan struct{})
+	slow := sinkFunc(func(_ context.Context, batch []outbox.Record) error {
+		<-committed                       // the first calls wait until every transaction is in the WAL
+		time.Sleep(10 * time.Millisecond) // a sink call waiting for its acks
+		mu.Lock()
+		defer mu.Unlock()
+		sizes = append(sizes, len(batch))
+		for _, r := range batch {
+			seen[r.ID] = true
+		}
+		return nil
+	})
+	startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, slow),
+		outbox.WithLanes(4), outbox.WithBatchSize(200))
+	var ids []string
+	for tx := range 40 { // each transaction gives each lane ~25 messages
+		msgs := make([]outbox.Message, 100)
+		for i := range msgs {
+			msgs[i] = outbox.Message{ID: newID(), Destination: outbox.EventBus, Key: fmt.Sprintf("k%d", (tx*100+i)%64)}
+			ids = append(ids, msgs[i].ID)
+		}
+		if err := outbox.Enqueue(context.Background(), "app", db.Pool, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the relay reads them meanwhile
+	close(committed)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n == len(ids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d of %d", n, len(ids))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	full := 0
+	for _, s := range sizes {
+		if s > 200 {
+			t.Errorf("a sink call got %d records, WithBatchSize is 200", s)
+		}
+		if s == 200 {
+			full++
+		}
+	}
+	t.Logf("%d sink calls for %d messages: %v", len(sizes), len(ids), sizes)
+	if full < 8 {
+		t.Errorf("%d sink calls, %d of them full, for 4000 messages over 4 lanes in batches of 200: the lanes did not fill their batches", len(sizes), full)
 	}
 }
