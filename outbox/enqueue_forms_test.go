@@ -3,7 +3,6 @@ package outbox_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -236,11 +235,7 @@ func TestEnqueueFormsDatabaseSQL(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
 	ctx := context.Background()
-	sdb, err := sql.Open("pgx", db.ConnString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdb.Close()
+	sdb := openSQL(t, db)
 	var all []outbox.Message
 	for _, n := range []int{1, 2, outbox.MaxValuesRows, outbox.MaxValuesRows + 1, 100} {
 		msgs := formMessages(n)

@@ -213,11 +213,7 @@ func TestEnqueueDatabaseSQL(t *testing.T) {
 	t.Parallel()
 	db := migrated(t)
 	ctx := context.Background()
-	sdb, err := sql.Open("pgx", db.ConnString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdb.Close()
+	sdb := openSQL(t, db)
 	tx, err := sdb.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -344,4 +340,15 @@ func TestSchemaIsIdempotentAndTearsDown(t *testing.T) {
 	if err := outbox.Migrate(ctx, db.Pool, "Mixed_Case"); err != nil {
 		t.Fatalf("migrate after teardown: %v", err)
 	}
+}
+
+// openSQL opens db through database/sql (the pgx stdlib driver); it is closed when t ends.
+func openSQL(t *testing.T, db *pgtest.DB) *sql.DB {
+	t.Helper()
+	sdb, err := sql.Open("pgx", db.ConnString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sdb.Close() })
+	return sdb
 }

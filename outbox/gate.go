@@ -70,13 +70,11 @@ func newBatcher(r *Relay) *batcher {
 	return &batcher{r: r, pend: make([][]*item, len(r.lanes)), last: make([]int, len(r.lanes))}
 }
 
-func hashKey(seed maphash.Seed, key string) uint64 { return maphash.String(seed, key) }
-
 // add routes it to the lane of its key (keyless messages go round-robin).
 func (b *batcher) add(ctx context.Context, it *item) error {
 	var h uint64
 	if it.rec.Key != "" {
-		h = hashKey(b.r.seed, it.rec.Key)
+		h = maphash.String(b.r.seed, it.rec.Key)
 	} else {
 		b.rr++
 		h = b.rr

@@ -164,10 +164,11 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 		if err != nil {
 			return err
 		}
-		if own := s.pendingSnapshot(); own != 0 && (!rec.exists || rec.createdLSN != own) {
-			s.setPendingSnapshot(0) // another instance re-created the slot: our snapshot is void
-		}
 		own := s.pendingSnapshot()
+		if own != 0 && (!rec.exists || rec.createdLSN != own) {
+			s.setPendingSnapshot(0) // another instance re-created the slot: our snapshot is void
+			own = 0
+		}
 		incomplete := s.snapshotFn != nil && rec.exists && rec.snapshotPending && (own == 0 || rec.createdLSN != own)
 		if (!si.exists || incomplete) && s.snapshotFn != nil && s.cfg.CreateSlot && si.activePID == 0 && !locked {
 			got, err := s.tryLock(ctx, sqlConn)
