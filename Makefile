@@ -10,6 +10,7 @@ test:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+	$(GO) test -count=1 -run 'Allocs' ./outbox/internal/watermark/  # allocation counts: only without -race
 
 ## test-unit: tests that need no services (integration tests skip)
 test-unit:

@@ -207,7 +207,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	// The relay runs as the relay role; the password comes from PGOUTBOX_DATABASE_PASSWORD.
 	relayURL := strings.Replace(db.ConnString, "postgres://postgres@", "postgres://"+relayRole+"@", 1)
 	if relayURL == db.ConnString {
-		t.Skipf("cannot rewrite the user of %s", db.ConnString)
+		t.Fatalf("cannot rewrite the user of %s to the relay role", db.ConnString)
 	}
 	renv := append(baseEnv(db), "PGOUTBOX_DATABASE_URL="+relayURL, "PGOUTBOX_DATABASE_PASSWORD=relay-secret")
 	d := start(t, "relay-role", renv, "--route", "orders=stdout", "--instance-id", "leastpriv",

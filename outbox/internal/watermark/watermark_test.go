@@ -251,35 +251,3 @@ func TestMisusePanics(t *testing.T) {
 		})
 	}
 }
-
-func TestAllocsPerTransaction(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are not meaningful under -race")
-	}
-	tr := New(0)
-	// Warm the ring so its growth is not counted.
-	for range 64 {
-		tr.Begin()
-		tr.Abandon(tr.open)
-	}
-	tr.Flushed()
-	var lsn pglogrepl.LSN
-	allocs := testing.AllocsPerRun(1000, func() {
-		lsn += 100
-		x := tr.Begin()
-		x.Add(10)
-		for range 10 {
-			x.Ack(1)
-		}
-		tr.Commit(x, lsn)
-		tr.Keepalive(lsn + 50)
-		tr.Idle()
-		tr.Pending()
-		if got := tr.Flushed(); got != lsn+50 {
-			t.Fatalf("Flushed() = %v, want %v", got, lsn+50)
-		}
-	})
-	if allocs > 1 {
-		t.Errorf("allocs per transaction = %v, want at most 1", allocs)
-	}
-}

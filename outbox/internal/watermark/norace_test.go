@@ -1,5 +1,0 @@
-//go:build !race
-
-package watermark
-
-const raceEnabled = false
