@@ -218,13 +218,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Event) error {
 	rt := router{r: r, ctx: ctx}
 	defer close(r.decodeDone)
-	defer func() {
-		if r.cur != nil { // a transaction cut short: its rows still count, it confirms nothing
-			r.batch.drop()
-			r.tracker.Abandon(r.cur)
-			r.cur = nil
-		}
-	}()
+	defer r.abandonCurrent()
 	stopCh, stopping := r.stopReading, false
 	for {
 		if stopping && r.cur == nil {
@@ -250,11 +244,7 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 				case replication.Disconnected:
 					r.dec.Reset()
 					clear(r.cols)
-					if r.cur != nil {
-						r.batch.drop()
-						r.tracker.Abandon(r.cur)
-						r.cur = nil
-					}
+					r.abandonCurrent()
 					r.skipping = false
 				}
 				if stopping && r.cur == nil {
@@ -262,6 +252,17 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 				}
 			}
 		}
+	}
+}
+
+// abandonCurrent gives up the transaction being decoded, if any (the stream broke or stopped before
+// its commit): its rows not yet handed to a lane are dropped, the transaction confirms nothing and is
+// sent again after a reconnect.
+func (r *Relay) abandonCurrent() {
+	if r.cur != nil {
+		r.batch.drop()
+		r.tracker.Abandon(r.cur)
+		r.cur = nil
 	}
 }
 
