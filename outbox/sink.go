@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sink delivers records to an external system (Kafka, a webhook, stdout). The relay calls Send from
@@ -23,6 +24,10 @@ import (
 //     (retried, no attempt counted, never dead-lettered), any other one is retried with backoff until
 //     the relay's MaxAttempts;
 //   - any other error: every record of the batch failed with it.
+//
+// Any of these errors may carry a wait the destination asked for ([RetryAfter], e.g. HTTP 429 or 503
+// with Retry-After): the relay waits at least that long before it tries the record (or, for a systemic
+// error, the destination) again.
 type Sink interface {
 	Send(ctx context.Context, batch []Record) error
 }
@@ -88,3 +93,46 @@ func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
 
 // IsPermanent reports whether err is a permanent per-record failure.
 func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
+
+// RetryAfter returns err carrying a wait of d that the destination asked for (an HTTP Retry-After
+// header, a broker throttle): the relay does not try the record, or for an [ErrUnavailable] error
+// the destination, again before d has passed. Its class (unavailable, permanent, not attempted,
+// retryable) stays err's. A d of zero or less returns err unchanged.
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil || d <= 0 {
+		return err
+	}
+	return &retryAfter{err: err, d: d}
+}
+
+// RetryAfterOf returns the largest wait carried by err ([RetryAfter]), or 0.
+func RetryAfterOf(err error) time.Duration {
+	var d time.Duration
+	for err != nil {
+		if ra, ok := err.(*retryAfter); ok {
+			d = max(d, ra.d)
+			err = ra.err
+			continue
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				d = max(d, RetryAfterOf(e))
+			}
+			return d
+		default:
+			return d
+		}
+	}
+	return d
+}
+
+type retryAfter struct {
+	err error
+	d   time.Duration
+}
+
+func (r *retryAfter) Error() string { return r.err.Error() }
+func (r *retryAfter) Unwrap() error { return r.err }
