@@ -28,7 +28,6 @@ type relayConfig struct {
 	readTimeout     time.Duration
 	initialSnapshot bool
 	retention       time.Duration
-	retentionMargin time.Duration
 	pruneInterval   time.Duration
 	pruneBatch      int
 	handlerTimeout  time.Duration
@@ -52,7 +51,6 @@ func defaultRelayConfig() relayConfig {
 		batchSize:       500,
 		statusInterval:  time.Second,
 		retention:       24 * time.Hour,
-		retentionMargin: 5 * time.Minute,
 		pruneInterval:   time.Minute,
 		pruneBatch:      1000,
 		handlerTimeout:  30 * time.Second,
@@ -148,8 +146,8 @@ func WithInstanceID(id string) Option { return func(c *relayConfig) { c.instance
 func WithStatusInterval(d time.Duration) Option { return func(c *relayConfig) { c.statusInterval = d } }
 
 // WithRetention sets how long delivered outbox rows are kept for replay (default 24h; 0 keeps them
-// forever). Rows are pruned only when older than both the retention and the slot's last confirmed
-// commit time minus a margin.
+// forever), counted from the commit time when track_commit_timestamp is on, else from created_at. A row
+// whose transaction committed after the slot's confirmed position is never pruned (see Prune).
 func WithRetention(d time.Duration) Option { return func(c *relayConfig) { c.retention = d } }
 
 // WithHandlerTimeout bounds one Handler call or Sink.Send (default 30s); a timeout counts as a failure.

@@ -144,7 +144,7 @@ func TestReplayByIDOncePerMessage(t *testing.T) {
 // With track_commit_timestamp on (a private cluster), the range applies to commit times: a transaction
 // that began before since and committed after it is replayed as an exact match, a row committed before
 // since is not, whatever its created_at. Rows committed before the setting was turned on have no commit
-// time and fall back to created_at and the margin.
+// time and fall back to created_at and the margin. Retention counts from the commit time too.
 func TestReplaySinceByCommitTime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a private cluster")
@@ -182,4 +182,15 @@ func TestReplaySinceByCommitTime(t *testing.T) {
 		t.Errorf("replayed copies %v, want one each of straddler, after and legacy", copies)
 	}
 
+	// Retention counts from the commit time: "after" (created_at 3 days ago, committed now) stays, the
+	// legacy row created 2 hours ago (no commit time) goes, once the slot confirmed both.
+	db.Exec(t, `SELECT pg_create_logical_replication_slot('prune_ct', 'pgoutput')`)
+	db.Exec(t, `INSERT INTO app.pkg_outbox_relay (slot_name, publication_name, created_lsn) VALUES ('prune_ct', 'pgoutbox_app', '0/0')`)
+	consumeSlot(t, db, "prune_ct")
+	if n, err := outbox.Prune(ctx, db.Pool, "app", "prune_ct", time.Hour, 100); err != nil || n != 1 {
+		t.Fatalf("prune by commit time = %d, %v; want 1 (the legacy row created 2 hours ago)", n, err)
+	}
+	if n := db.QueryInt(t, `SELECT count(*) FROM app.pkg_outbox WHERE id = $1`, after); n != 2 {
+		t.Errorf("%d rows of the message committed now but created 3 days ago, want 2 (original and copy)", n)
+	}
 }
