@@ -31,7 +31,9 @@ var (
 
 // SlotLostError reports a slot that pkg_outbox_relay records but that no longer exists, or that
 // PostgreSQL invalidated (wal_status = 'lost'). The stream never recreates it: messages committed
-// after LastCommitTime must be replayed from the outbox table.
+// after LastCommitTime must be replayed from the outbox table (rows committed after the confirmed
+// position are never pruned). Replay selects by commit time with track_commit_timestamp on, else by
+// created_at widened by a margin; either way it re-delivers some messages twice, with their ids.
 type SlotLostError struct {
 	Slot string
 	// LastConfirmedLSN is the last position confirmed for the slot (0 when none was).
@@ -55,7 +57,10 @@ func (e *SlotLostError) Error() string {
 		ts := e.LastCommitTime.UTC().Format(time.RFC3339Nano)
 		fmt.Fprintf(&b, "; last confirmed commit time %s: replay from it with `pgoutbox replay --since %s`", ts, ts)
 	}
-	b.WriteString(", then drop the slot's row from pkg_outbox_relay to let a new slot be created")
+	b.WriteString(" once a new slot streams (drop the slot's row from pkg_outbox_relay to let one be created)." +
+		" Replay matches commit times when track_commit_timestamp is on; otherwise it matches created_at (the" +
+		" transaction's start) widened by --margin (1h by default; raise it if transactions run longer)." +
+		" It re-delivers some messages twice with their ids: consumers dedupe on the message id")
 	return b.String()
 }
 
