@@ -179,7 +179,8 @@ func (a *app) statusCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out := statusOutput{Schema: cfg.Schema, Publication: outbox.PublicationName(cfg.Schema), SlotStatus: st}
+				out := statusOutput{Schema: cfg.Schema, Publication: outbox.PublicationName(cfg.Schema), SlotStatus: st,
+					Routes: describeRoutes(cfg)}
 				if asJSON {
 					enc := json.NewEncoder(a.stdout)
 					enc.SetIndent("", "  ")
@@ -198,6 +199,7 @@ type statusOutput struct {
 	Schema      string `json:"schema"`
 	Publication string `json:"publication"`
 	observe.SlotStatus
+	Routes []routeInfo `json:"routes"` // where each configured destination's records go, and why
 }
 
 func printStatus(w io.Writer, s statusOutput) {
@@ -240,6 +242,12 @@ func printStatus(w io.Writer, s statusOutput) {
 		row("relay record", "none")
 	}
 	row("dead_letters", s.DeadLetters)
+	if len(s.Routes) == 0 {
+		row("routes", "none configured (`run` needs one per destination, or --dev)")
+	}
+	for _, r := range s.Routes {
+		row("route "+r.Destination, r.Rule)
+	}
 	_ = tw.Flush()
 }
 

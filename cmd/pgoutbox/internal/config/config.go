@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
+	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
 
 // ErrInvalid wraps every configuration error.
@@ -104,9 +105,12 @@ type Route struct {
 	Stdout  *StdoutRoute  `yaml:"stdout"`
 }
 
-// KafkaRoute sends to a topic; an empty Topic uses each message's Route as the topic.
+// KafkaRoute sends to a topic. A configured Topic always wins over the message's Route; without one,
+// each message's Route is the topic, restricted to AllowedTopics when set (exact topic names, or a
+// prefix followed by '*' such as "orders.*"). Topic and AllowedTopics are exclusive.
 type KafkaRoute struct {
-	Topic string `yaml:"topic"`
+	Topic         string   `yaml:"topic"`
+	AllowedTopics []string `yaml:"allowed_topics"`
 }
 
 // WebhookRoute posts each message to URL (plus the message's Route as a path suffix).
@@ -390,6 +394,7 @@ func (c *Config) validateRoutes() []error {
 		}
 		switch {
 		case r.Kafka != nil:
+			errs = append(errs, validateKafkaRoute(key+".kafka", r.Kafka)...)
 			if len(c.Kafka.Brokers) == 0 {
 				bad("kafka.brokers", "required by route %s (env PGOUTBOX_KAFKA_BROKERS, comma-separated)", key)
 			}
@@ -404,6 +409,31 @@ func (c *Config) validateRoutes() []error {
 			if r.Webhook.Concurrency < 0 {
 				bad(key+".webhook.concurrency", "must not be negative")
 			}
+		}
+	}
+	return errs
+}
+
+// validateKafkaRoute checks a kafka route's topic and allowed_topics (key is "routes.<dest>.kafka").
+func validateKafkaRoute(key string, k *KafkaRoute) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+	if k.Topic != "" {
+		if err := topicname.Validate(k.Topic); err != nil {
+			bad(key+".topic", "%v", err)
+		}
+		if k.AllowedTopics != nil {
+			bad(key+".allowed_topics", "set only one of %s.topic and %s.allowed_topics: the configured topic always wins, "+
+				"allowed_topics restricts the message's Route when no topic is configured", key, key)
+		}
+		return errs
+	}
+	if k.AllowedTopics != nil && len(k.AllowedTopics) == 0 {
+		bad(key+".allowed_topics", "empty: it would dead-letter every message; leave it out to take any Route as the topic")
+	}
+	for i, p := range k.AllowedTopics {
+		if err := topicname.ValidatePattern(p); err != nil {
+			bad(fmt.Sprintf("%s.allowed_topics[%d]", key, i), "%v", err)
 		}
 	}
 	return errs
