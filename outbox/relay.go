@@ -61,6 +61,9 @@ type Relay struct {
 	blocked   map[Destination]string
 
 	delivered, deadLettered, failures atomic.Int64
+	parkedRecords                     atomic.Int64 // records held back by parked keys, in all lanes
+	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
+	writeDeadLetter func(ctx context.Context, it *item) bool
 	snapshotAt                        atomic.Uint64 // consistent point of an initial snapshot not yet complete
 }
 
@@ -133,10 +136,9 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		return nil, err
 	}
 	r.stream, r.dec = stream, dec
+	r.writeDeadLetter = r.deadLetter
 	for range cfg.lanes {
-		// Room for about two full batches of small slices (one per transaction), so that a lane can
-		// fill its sink calls while the previous call waits for its acks; the gate bounds the items.
-		r.lanes = append(r.lanes, &lane{r: r, in: make(chan []*item, 2*cfg.batchSize)})
+		r.lanes = append(r.lanes, newLane(r))
 	}
 	r.batch = newBatcher(r)
 
@@ -449,14 +451,21 @@ func (r *Relay) Blocked() map[Destination]string {
 // Stats are relay counters since Start.
 type Stats struct {
 	Delivered, DeadLettered, Failures int64
-	InFlight                          int
-	ConfirmedLSN                      pglogrepl.LSN
+	// InFlight counts the messages received and not yet acked, parked ones included.
+	InFlight     int
+	ConfirmedLSN pglogrepl.LSN
+	// Parked describes the keys held back by a record that failed and waits for its next attempt.
+	Parked ParkedStats
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
-	return Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
+	s := Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
 		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed()}
+	for _, l := range r.lanes {
+		l.park.stats(&s.Parked)
+	}
+	return s
 }
 
 // commitLog remembers commit times of committed transactions until the watermark passes them,
