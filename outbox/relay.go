@@ -64,7 +64,7 @@ type Relay struct {
 	parkedRecords                     atomic.Int64 // records held back by parked keys, in all lanes
 	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
 	writeDeadLetter func(ctx context.Context, it *item) bool
-	snapshotAt                        atomic.Uint64 // consistent point of an initial snapshot not yet complete
+	snapshotAt      atomic.Uint64 // consistent point of an initial snapshot not yet complete
 }
 
 // Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
