@@ -253,3 +253,29 @@ func checkParkingRun(t *testing.T, r *Relay, c *chaos, n int) {
 		t.Errorf("after the run: parked %+v (total %d), %d in flight; want all released", st, r.parkedRecords.Load(), r.gate.inFlight())
 	}
 }
+
+// TestCommitLogStaysSmall: while the confirmed position waits (a parked key), the commit log keeps
+// one entry per commitLogGrain, and the time it gives for a position is never later than the commit
+// time of the transaction confirmed there.
+func TestCommitLogStaysSmall(t *testing.T) {
+	t.Parallel()
+	var c commitLog
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	const n = 60_000 // one commit every 100 µs for 6 s
+	commitAt := func(i int) time.Time { return t0.Add(time.Duration(i) * 100 * time.Microsecond) }
+	for i := range n {
+		c.add(pglogrepl.LSN(100+i), commitAt(i))
+	}
+	if got, max := len(c.entries), n/100+1; got > max {
+		t.Fatalf("%d entries for %d commits over 6 s, want at most %d", got, n, max)
+	}
+	for _, i := range []int{0, 57, 99, 100, 101, 12_345, n - 1} {
+		got := c.timeAt(pglogrepl.LSN(100 + i))
+		if got.IsZero() && i < 100 {
+			continue // inside the first grain: no time known yet (the recorded one is kept)
+		}
+		if got.After(commitAt(i)) || commitAt(i).Sub(got) > 2*commitLogGrain {
+			t.Errorf("timeAt(end of commit %d) = %s, want at most its commit time %s and within 2 grains", i, got, commitAt(i))
+		}
+	}
+}

@@ -481,9 +481,18 @@ type commitEntry struct {
 	at  time.Time
 }
 
+// commitLogGrain is the commit-time resolution of the commit log: transactions that commit within it
+// share one entry, which keeps the earliest commit time, so the log stays small while a parked key
+// holds the confirmed position back, and the recorded time is never later than the true one.
+const commitLogGrain = 10 * time.Millisecond
+
 func (c *commitLog) add(end pglogrepl.LSN, at time.Time) {
 	c.mu.Lock()
-	c.entries = append(c.entries, commitEntry{end, at})
+	if n := len(c.entries); n > 0 && at.Sub(c.entries[n-1].at) < commitLogGrain {
+		c.entries[n-1].end = end
+	} else {
+		c.entries = append(c.entries, commitEntry{end, at})
+	}
 	c.mu.Unlock()
 }
 
