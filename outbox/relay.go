@@ -62,6 +62,7 @@ type Relay struct {
 
 	delivered, deadLettered, failures atomic.Int64
 	parkedRecords                     atomic.Int64 // records held back by parked keys, in all lanes
+	parkedReport                      parkedReport // status goroutine only
 	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
 	writeDeadLetter func(ctx context.Context, it *item) bool
 	snapshotAt      atomic.Uint64 // consistent point of an initial snapshot not yet complete
@@ -374,6 +375,7 @@ func (r *Relay) statusLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			r.confirm()
+			r.reportParked(ctx)
 		}
 	}
 }

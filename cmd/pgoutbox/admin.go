@@ -235,12 +235,22 @@ func printStatus(w io.Writer, s statusOutput) {
 		} else {
 			row("  initial snapshot", "complete (or not taken)")
 		}
+		row("  parked keys", parkedLine(r.Parked, r.UpdatedAt))
 		row("  updated_at", r.UpdatedAt.UTC().Format(time.RFC3339))
 	} else {
 		row("relay record", "none")
 	}
 	row("dead_letters", s.DeadLetters)
 	_ = tw.Flush()
+}
+
+// parkedLine describes the parked keys of the relay's last report.
+func parkedLine(p observe.Parked, reported time.Time) string {
+	if p.Keys == 0 || p.Since == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d (%d messages held back behind failed ones; the oldest parked since %s, %s before this report; the slot waits at %s, retaining %d bytes of WAL)",
+		p.Keys, p.Messages, p.Since.UTC().Format(time.RFC3339), reported.Sub(*p.Since).Round(time.Second), p.LSN, p.WALBytes)
 }
 
 func orDash(s string) string {
