@@ -21,6 +21,8 @@ type relayConfig struct {
 	logger          *zap.Logger
 	lanes           int
 	maxInFlight     int
+	maxParkedPerKey int
+	maxParked       int
 	batchSize       int
 	streaming       bool
 	instanceID      string
@@ -48,6 +50,8 @@ func defaultRelayConfig() relayConfig {
 		logger:          zap.NewNop(),
 		lanes:           16,
 		maxInFlight:     20_000,
+		maxParkedPerKey: 5_000,
+		maxParked:       10_000,
 		batchSize:       500,
 		statusInterval:  time.Second,
 		retention:       24 * time.Hour,
@@ -68,6 +72,10 @@ func (c *relayConfig) validate() error {
 		return fmt.Errorf("outbox: WithLanes(%d): must be between 1 and 4096", c.lanes)
 	case c.maxInFlight < 1:
 		return fmt.Errorf("outbox: WithMaxInFlight(%d): must be at least 1", c.maxInFlight)
+	case c.maxParkedPerKey < 1:
+		return fmt.Errorf("outbox: WithMaxParkedPerKey(%d): must be at least 1", c.maxParkedPerKey)
+	case c.maxParked < 1:
+		return fmt.Errorf("outbox: WithMaxParked(%d): must be at least 1", c.maxParked)
 	case c.batchSize < 1:
 		return fmt.Errorf("outbox: WithBatchSize(%d): must be at least 1", c.batchSize)
 	case c.statusInterval < 10*time.Millisecond:
@@ -122,6 +130,18 @@ func WithLanes(n int) Option { return func(c *relayConfig) { c.lanes = n } }
 // WithMaxInFlight bounds the messages received but not yet acked (default 20,000): past it the relay
 // stops reading the WAL until acks catch up, which bounds memory.
 func WithMaxInFlight(n int) Option { return func(c *relayConfig) { c.maxInFlight = n } }
+
+// WithMaxParkedPerKey bounds the records one parked key holds back (default 5,000). A key is parked
+// while a record of it waits for its next attempt after a retryable failure: its later records wait
+// behind it, in order, and every other key keeps flowing. When one key holds back this many records,
+// its lane takes no more and the relay soon stops reading the WAL, rather than let memory grow.
+func WithMaxParkedPerKey(n int) Option { return func(c *relayConfig) { c.maxParkedPerKey = n } }
+
+// WithMaxParked bounds the records held back by all parked keys together (default 10,000): past it
+// the lanes take no more records until a parked key is released, and the relay stops reading the WAL.
+// Parked records also count toward WithMaxInFlight; keeping this below it leaves room for the keys
+// that flow.
+func WithMaxParked(n int) Option { return func(c *relayConfig) { c.maxParked = n } }
 
 // WithBatchSize sets the most messages a lane hands a Sink in one Send (default 500).
 func WithBatchSize(n int) Option { return func(c *relayConfig) { c.batchSize = n } }

@@ -61,7 +61,11 @@ type Relay struct {
 	blocked   map[Destination]string
 
 	delivered, deadLettered, failures atomic.Int64
-	snapshotAt                        atomic.Uint64 // consistent point of an initial snapshot not yet complete
+	parkedRecords                     atomic.Int64 // records held back by parked keys, in all lanes
+	parkedReport                      parkedReport // status goroutine only
+	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
+	writeDeadLetter func(ctx context.Context, it *item) bool
+	snapshotAt      atomic.Uint64 // consistent point of an initial snapshot not yet complete
 }
 
 // Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
@@ -133,10 +137,9 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		return nil, err
 	}
 	r.stream, r.dec = stream, dec
+	r.writeDeadLetter = r.deadLetter
 	for range cfg.lanes {
-		// Room for about two full batches of small slices (one per transaction), so that a lane can
-		// fill its sink calls while the previous call waits for its acks; the gate bounds the items.
-		r.lanes = append(r.lanes, &lane{r: r, in: make(chan []*item, 2*cfg.batchSize)})
+		r.lanes = append(r.lanes, newLane(r))
 	}
 	r.batch = newBatcher(r)
 
@@ -372,6 +375,7 @@ func (r *Relay) statusLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			r.confirm()
+			r.reportParked(ctx)
 		}
 	}
 }
@@ -449,14 +453,21 @@ func (r *Relay) Blocked() map[Destination]string {
 // Stats are relay counters since Start.
 type Stats struct {
 	Delivered, DeadLettered, Failures int64
-	InFlight                          int
-	ConfirmedLSN                      pglogrepl.LSN
+	// InFlight counts the messages received and not yet acked, parked ones included.
+	InFlight     int
+	ConfirmedLSN pglogrepl.LSN
+	// Parked describes the keys held back by a record that failed and waits for its next attempt.
+	Parked ParkedStats
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
-	return Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
+	s := Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
 		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed()}
+	for _, l := range r.lanes {
+		l.park.stats(&s.Parked)
+	}
+	return s
 }
 
 // commitLog remembers commit times of committed transactions until the watermark passes them,
@@ -472,9 +483,18 @@ type commitEntry struct {
 	at  time.Time
 }
 
+// commitLogGrain is the commit-time resolution of the commit log: transactions that commit within it
+// share one entry, which keeps the earliest commit time, so the log stays small while a parked key
+// holds the confirmed position back, and the recorded time is never later than the true one.
+const commitLogGrain = 10 * time.Millisecond
+
 func (c *commitLog) add(end pglogrepl.LSN, at time.Time) {
 	c.mu.Lock()
-	c.entries = append(c.entries, commitEntry{end, at})
+	if n := len(c.entries); n > 0 && at.Sub(c.entries[n-1].at) < commitLogGrain {
+		c.entries[n-1].end = end
+	} else {
+		c.entries = append(c.entries, commitEntry{end, at})
+	}
 	c.mu.Unlock()
 }
 

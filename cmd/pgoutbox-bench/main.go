@@ -1,7 +1,7 @@
 // Command pgoutbox-bench measures pgoutbox against the physical limits of the machine it runs on:
 // the cost Enqueue adds to a transaction (W1), commit→Kafka-ack latency under open-loop load (W2),
-// backlog drain against pg_recvlogical (W3), one huge transaction with streaming off and on (W4) and
-// uniform vs hot keys (W5). It writes BENCH.md, results.json and SVG charts into -out.
+// backlog drain against pg_recvlogical (W3), one huge transaction with streaming off and on (W4),
+// uniform vs hot keys (W5) and live load with one poison key (W6). It writes BENCH.md, results.json and SVG charts into -out.
 //
 //	eval "$(make -s services-up)"
 //	go run ./cmd/pgoutbox-bench -out bench/ [-quick] [-workloads W1,W3]
@@ -60,7 +60,7 @@ func run() error {
 	var (
 		out       = flag.String("out", "bench", "directory for BENCH.md, results.json and the charts")
 		quick     = flag.Bool("quick", false, "smaller backlogs and shorter runs")
-		workloads = flag.String("workloads", "W1,W2,W3,W4,W5", "comma-separated workloads to run")
+		workloads = flag.String("workloads", "W1,W2,W3,W4,W5,W6", "comma-separated workloads to run")
 		repeats   = flag.Int("repeats", 3, "repeats per measurement (median and spread are reported)")
 		parts     = flag.Int("partitions", 8, "partitions of the Kafka topics")
 		profile   = flag.Bool("profile", false, "also run each relay drain variant once more under the CPU profiler (written to <out>/profiles)")
@@ -93,15 +93,15 @@ func run() error {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "W3", "W4", "W5":
+		case "W1", "W2", "W3", "W4", "W5", "W6":
 			run[w] = true
 		case "":
 		default:
-			return fmt.Errorf("-workloads: unknown workload %q (W1..W5)", w)
+			return fmt.Errorf("-workloads: unknown workload %q (W1..W6)", w)
 		}
 	}
-	if (run["W2"] || run["W3"] || run["W5"]) && len(b.brokers) == 0 {
-		return errors.New(`W2, W3 and W5 need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	if (run["W2"] || run["W3"] || run["W5"] || run["W6"]) && len(b.brokers) == 0 {
+		return errors.New(`W2, W3, W5 and W6 need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
 	}
 	if run["W3"] || run["W4"] {
 		if _, err := exec.LookPath(b.recvlogical); err != nil {
@@ -201,6 +201,14 @@ func run() error {
 	}
 	if run["W5"] {
 		if res.W5, err = b.w5(ctx, n5); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W6"] {
+		if res.W6, err = b.w6(ctx); err != nil {
 			return err
 		}
 		if err := save(); err != nil {

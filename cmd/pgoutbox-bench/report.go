@@ -21,6 +21,7 @@ type Results struct {
 	W3      *DrainResult `json:"w3_backlog_drain,omitempty"`
 	W4      *DrainResult `json:"w4_huge_transaction,omitempty"`
 	W5      *W5Result    `json:"w5_keys,omitempty"`
+	W6      *W6Result    `json:"w6_poison_key,omitempty"`
 	Goals   []Goal       `json:"goals"`
 }
 
@@ -92,6 +93,14 @@ func goals(r *Results) []Goal {
 				g = append(g, Goal{"p99 commit→Kafka-ack ≤ 20 ms at 5k msgs/s (W2)", fmt.Sprintf("%.1f ms (windows %.1f–%.1f)", p.P99MS.Median, p.P99MS.Min, p.P99MS.Max), verdict(p.P99MS.Median <= 20)})
 			}
 		}
+	}
+	if r.W6 != nil {
+		x := r.W6
+		g = append(g,
+			Goal{fmt.Sprintf("W6: healthy keys' throughput with one poison key ≥ 0.9 × without (%d msgs/s into Kafka)", x.Rate),
+				fmt.Sprintf("%.0f vs %.0f msgs/s: %.2f ×", x.Poison.DeliveredPerS, x.Baseline.DeliveredPerS, x.Ratio), verdict(x.Ratio >= 0.9)},
+			Goal{"W6: peak RSS ≤ 150 MB with one key parked", fmt.Sprintf("%.0f MB (without: %.0f MB)", x.Poison.PeakRSSMB, x.Baseline.PeakRSSMB), verdict(x.Poison.PeakRSSMB <= 150)},
+			Goal{"W6: the slot reaches the end once the poison is dead-lettered", fmt.Sprintf("%v (poison tried %d×)", x.Poison.SlotAtEnd, x.Poison.PoisonAttempts), verdict(x.Poison.SlotAtEnd)})
 	}
 	if r.W1 != nil {
 		for _, row := range r.W1.Rows {
@@ -265,6 +274,9 @@ func markdown(dir string, r *Results) string {
 		drainTable(r.W5.Hot, "Every message of a key goes through one lane (order per key), so 4 keys use at most 4 of the 16 lanes and 4 Kafka partitions.")
 		w("![keys](keys.svg)\n\n")
 	}
+	if r.W6 != nil {
+		w6Section(w, r.W6)
+	}
 	if micro, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
 		w("## Micro-benchmarks\n\n`go test -run '^$' -bench 'DecodeInsert|Tracker|KafkaSend' -benchmem ./decoder ./outbox/internal/watermark ./sink/kafka` (one b.N unit = one message):\n\n```\n%s```\n\n", micro)
 	}
@@ -272,6 +284,23 @@ func markdown(dir string, r *Results) string {
 		w("%s\n", notes)
 	}
 	return b.String()
+}
+
+func w6Section(w func(string, ...any), x *W6Result) {
+	w("## W6 — one poison key\n\n")
+	w("%d msgs/s for %.0f s into Kafka (%d partitions), one message of 200 B per transaction from 16 open-loop producers over %d keys; the relay runs in a child process with its defaults (16 lanes, 10 attempts, backoff 100 ms to 30 s). "+
+		"In the poison run the sink fails one message (key `poison`, committed at 1 s) at every attempt, so its key is parked for ~50 s and the message is then dead-lettered; two more messages of that key (at 5 s and 10 s) wait behind it. "+
+		"*Delivered* counts acks per second from 2 s into the load to its end; latency is commit → Kafka ack of every delivered message%s.\n\n", x.Rate, x.Seconds, x.Partitions, x.Keys, quickNote(x.Quick))
+	w("| run | produced msgs/s | delivered msgs/s | p50 ms | p99 ms | p99.9 ms | max ms | peak RSS MB | CPU s | slot at end | poison attempts |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|\n")
+	for _, r := range []struct {
+		name string
+		run  W6Run
+	}{{"without poison", x.Baseline}, {"one poison key", x.Poison}} {
+		l := r.run.Latency
+		w("| %s | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f | %.0f | %.1f | %v | %d |\n", r.name, r.run.ProducedPerS, r.run.DeliveredPerS,
+			l.P50MS, l.P99MS, l.P999MS, l.MaxMS, r.run.PeakRSSMB, r.run.CPUSeconds, r.run.SlotAtEnd, r.run.PoisonAttempts)
+	}
+	w("\nDelivered with the poison key: **%.2f ×** the run without it.\n\n", x.Ratio)
 }
 
 func quickNote(q bool) string {

@@ -237,6 +237,7 @@ func printStatus(w io.Writer, s statusOutput) {
 		} else {
 			row("  initial snapshot", "complete (or not taken)")
 		}
+		row("  parked keys", parkedLine(r.Parked, r.UpdatedAt))
 		row("  updated_at", r.UpdatedAt.UTC().Format(time.RFC3339))
 	} else {
 		row("relay record", "none")
@@ -249,6 +250,15 @@ func printStatus(w io.Writer, s statusOutput) {
 		row("route "+r.Destination, r.Rule)
 	}
 	_ = tw.Flush()
+}
+
+// parkedLine describes the parked keys of the relay's last report.
+func parkedLine(p observe.Parked, reported time.Time) string {
+	if p.Keys == 0 || p.Since == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d (%d messages held back behind failed ones; the oldest parked since %s, %s before this report; the slot waits at %s, retaining %d bytes of WAL)",
+		p.Keys, p.Messages, p.Since.UTC().Format(time.RFC3339), reported.Sub(*p.Since).Round(time.Second), p.LSN, p.WALBytes)
 }
 
 func orDash(s string) string {

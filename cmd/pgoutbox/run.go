@@ -140,7 +140,8 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := observe.NewMetrics(reg, version)
-	probe := &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady}
+	probe := &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady,
+		MaxParkedAge: cfg.Readiness.MaxParkedAge.D()}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return usageErr("http.listen %q: %v", cfg.HTTP.Listen, err)
@@ -190,6 +191,8 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		outbox.WithRetryBackoff(cfg.Delivery.BackoffMin.D(), cfg.Delivery.BackoffMax.D()),
 		outbox.WithLanes(cfg.Delivery.Lanes),
 		outbox.WithMaxInFlight(cfg.Delivery.MaxInFlight),
+		outbox.WithMaxParkedPerKey(cfg.Delivery.MaxParkedPerKey),
+		outbox.WithMaxParked(cfg.Delivery.MaxParked),
 		outbox.WithBatchSize(cfg.Delivery.BatchSize),
 		outbox.WithHandlerTimeout(cfg.Delivery.HandlerTimeout.D()),
 		outbox.WithRetention(cfg.Retention.D()),
@@ -400,7 +403,10 @@ func monitor(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, cfg c
 		}
 		m.SetState(state)
 		p.SetState(state)
-		m.SetInFlight(relay.Stats().InFlight)
+		st := relay.Stats()
+		m.SetInFlight(st.InFlight)
+		m.SetParked(st.Parked, relay.ReplicationStats().LastServerWALEnd)
+		p.SetParked(st.Parked)
 		blocked := map[string]string{}
 		for d, why := range relay.Blocked() {
 			blocked["destination "+string(d)] = why

@@ -77,6 +77,10 @@ type Delivery struct {
 	MaxInFlight    int      `yaml:"max_in_flight"`
 	BatchSize      int      `yaml:"batch_size"`
 	HandlerTimeout Duration `yaml:"handler_timeout"`
+	// MaxParkedPerKey and MaxParked bound the messages held back behind a failed message of their key
+	// (one key, all keys); past them the relay stops reading the WAL.
+	MaxParkedPerKey int `yaml:"max_parked_per_key"`
+	MaxParked       int `yaml:"max_parked"`
 }
 
 // HTTP configures the metrics and health server.
@@ -90,6 +94,9 @@ type Readiness struct {
 	MaxLagBytes ByteSize `yaml:"max_lag_bytes"`
 	// StandbyReady makes a standby instance report ready (default false: only the streaming one is).
 	StandbyReady bool `yaml:"standby_ready"`
+	// MaxParkedAge: a key parked (held back behind a failed message) longer than this makes /readyz
+	// fail; 0 disables.
+	MaxParkedAge Duration `yaml:"max_parked_age"`
 }
 
 // Log configures the logger.
@@ -200,10 +207,11 @@ func Default() Config {
 		Delivery: Delivery{
 			MaxAttempts: 10, BackoffMin: Duration(100 * time.Millisecond), BackoffMax: Duration(30 * time.Second),
 			Lanes: 16, MaxInFlight: 20_000, BatchSize: 500, HandlerTimeout: Duration(30 * time.Second),
+			MaxParkedPerKey: 5_000, MaxParked: 10_000,
 		},
 		Retention:    Duration(24 * time.Hour),
 		HTTP:         HTTP{Listen: ":9090"},
-		Readiness:    Readiness{MaxLagBytes: 256 << 20},
+		Readiness:    Readiness{MaxLagBytes: 256 << 20, MaxParkedAge: Duration(5 * time.Minute)},
 		DrainTimeout: Duration(30 * time.Second),
 		SlotPoll:     Duration(5 * time.Second),
 		Log:          Log{Level: "info", Format: "json"},
@@ -279,6 +287,12 @@ func (c *Config) Validate() error {
 	if d.MaxInFlight < 1 {
 		bad("delivery.max_in_flight", "%d: must be at least 1", d.MaxInFlight)
 	}
+	if d.MaxParkedPerKey < 1 {
+		bad("delivery.max_parked_per_key", "%d: must be at least 1", d.MaxParkedPerKey)
+	}
+	if d.MaxParked < 1 {
+		bad("delivery.max_parked", "%d: must be at least 1", d.MaxParked)
+	}
 	if d.BatchSize < 1 {
 		bad("delivery.batch_size", "%d: must be at least 1", d.BatchSize)
 	}
@@ -293,6 +307,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Readiness.MaxLagBytes < 0 {
 		bad("readiness.max_lag_bytes", "must not be negative (0 disables the check)")
+	}
+	if c.Readiness.MaxParkedAge < 0 {
+		bad("readiness.max_parked_age", "%s: must not be negative (0 disables the check)", c.Readiness.MaxParkedAge.D())
 	}
 	if c.DrainTimeout <= 0 {
 		bad("drain_timeout", "%s: must be positive", c.DrainTimeout.D())
