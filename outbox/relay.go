@@ -115,11 +115,14 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
-	streamOpts := []replication.Option{replication.WithLogger(cfg.logger)}
+	// The replication connections use the pool's parsed configuration (TLS, password, hooks; not its
+	// connection string, which lacks what was set in code and holds pool_* parameters).
+	poolCfg := pool.Config()
+	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
 	if cfg.initialSnapshot {
 		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
 	}
-	stream, err := replication.New(pool.Config().ConnString(), replication.Config{
+	stream, err := replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
 		Slot:           cfg.slot,
 		Publication:    PublicationName(schema),
 		Schema:         schema,
