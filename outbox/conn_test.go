@@ -22,8 +22,8 @@ import (
 // TestStartUsesTheConnConfigSetInCode: on a server that accepts only TLS with scram-sha-256, a pool
 // whose TLS settings and password were set in code (the URL says sslmode=disable and has no password)
 // streams; the replication connections use the pool's configuration, not its connection string. The
-// URL's pool_max_conns (a pool setting, not a server parameter) does not reach the server, and the
-// password appears in no log line.
+// URL's pool_max_conns (a pool setting, not a server parameter) does not reach the server, a second
+// relay on the slot stands by over the same configuration, and the password appears in no log line.
 func TestStartUsesTheConnConfigSetInCode(t *testing.T) {
 	t.Parallel()
 	tc := pgtest.NewTLSCluster(t)
@@ -56,10 +56,25 @@ func TestStartUsesTheConnConfigSetInCode(t *testing.T) {
 			t.Cleanup(pool.Close)
 			before := hooked.Load()
 			logs, core := observedLogger()
-			got := deliverThrough(t, pool, db.Pool, schema, outbox.WithSlotName(slotName()), outbox.WithLogger(logs),
+			slot := slotName()
+			got := deliverThrough(t, pool, db.Pool, schema, outbox.WithSlotName(slot), outbox.WithLogger(logs),
 				outbox.WithInstanceID("tls-"+pgtest.RandomSuffix()))
 			if got != 20 {
 				t.Fatalf("delivered %d of 20 messages", got)
+			}
+			// A second relay on the slot finds it taken over the same connections and stands by.
+			standby, err := outbox.Start(context.Background(), pool, schema, nil, outbox.WithSlotName(slot),
+				outbox.WithLogger(logs), outbox.WithInstanceID("tls-standby-"+pgtest.RandomSuffix()))
+			if err != nil {
+				t.Fatalf("standby: %v", err)
+			}
+			if st := standby.State(); st != "standby" {
+				t.Errorf("second relay on the slot: state %s, want standby", st)
+			}
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			if err := standby.Stop(sctx); err != nil {
+				t.Errorf("stop the standby: %v", err)
 			}
 			if mode != "password on the config" && hooked.Load() == before {
 				t.Error("the pool's BeforeConnect hook was not called for the relay's connections")
