@@ -198,11 +198,11 @@ func checkPublication(ctx context.Context, q querier, publication, schema string
 		return fmt.Errorf("check publication %q: %w", publication, err)
 	case !exists:
 		return fmt.Errorf("%w: publication %q does not exist in this database (it must cover %s): run the pgoutbox migration",
-			ErrPublicationMissing, publication, pgx.Identifier{schema, "pkg_outbox"}.Sanitize())
+			ErrPublicationMissing, publication, names.Table(schema, names.OutboxTable))
 	case !covers:
 		return fmt.Errorf("%w: publication %q does not cover %s: ALTER PUBLICATION %s ADD TABLE %s",
-			ErrPublicationMissing, publication, pgx.Identifier{schema, "pkg_outbox"}.Sanitize(),
-			pgx.Identifier{publication}.Sanitize(), pgx.Identifier{schema, "pkg_outbox"}.Sanitize())
+			ErrPublicationMissing, publication, names.Table(schema, names.OutboxTable),
+			pgx.Identifier{publication}.Sanitize(), names.Table(schema, names.OutboxTable))
 	}
 	return nil
 }
