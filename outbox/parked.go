@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -49,7 +50,7 @@ func (r *Relay) reportParked(ctx context.Context) {
 		r.cfg.slot, s.Keys, s.Records, since, lsn)
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "42703": // undefined_column
+	case errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedColumn:
 		rep.off = true
 		r.log.Warn("the outbox schema predates the parked_* columns of pkg_outbox_relay: parked keys are not recorded for `pgoutbox status`; run the migration",
 			zap.Error(err))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgoutbox/pgoutbox/decoder"
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox/internal/watermark"
 	"github.com/pgoutbox/pgoutbox/replication"
 )
@@ -91,8 +91,10 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		cfg.slot = DefaultSlotName(schema)
 	}
 	if cfg.instanceID == "" {
-		host, _ := os.Hostname()
-		cfg.instanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		cfg.instanceID = names.DefaultInstanceID() // always valid, whatever the host name
+	}
+	if err := names.ValidateInstanceID(cfg.instanceID); err != nil {
+		return nil, fmt.Errorf("outbox: Start: WithInstanceID: %w", err)
 	}
 	for dest, h := range handlers {
 		if h == nil {
@@ -115,11 +117,14 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
-	streamOpts := []replication.Option{replication.WithLogger(cfg.logger)}
+	// The replication connections use the pool's parsed configuration (TLS, password, hooks; not its
+	// connection string, which lacks what was set in code and holds pool_* parameters).
+	poolCfg := pool.Config()
+	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
 	if cfg.initialSnapshot {
 		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
 	}
-	stream, err := replication.New(pool.Config().ConnString(), replication.Config{
+	stream, err := replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
 		Slot:           cfg.slot,
 		Publication:    PublicationName(schema),
 		Schema:         schema,

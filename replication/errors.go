@@ -6,8 +6,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 var (
@@ -80,11 +83,11 @@ func isFatal(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case strings.HasPrefix(pgErr.Code, "28"): // invalid authorization / password
+		case pgerrcode.IsInvalidAuthorizationSpecification(pgErr.Code): // class 28: invalid authorization / password
 			return true
-		case pgErr.Code == "3D000": // database does not exist
+		case pgErr.Code == pgerrcode.InvalidCatalogName: // database does not exist
 			return true
-		case pgErr.Code == "42501": // insufficient privilege (e.g. no REPLICATION attribute)
+		case pgErr.Code == pgerrcode.InsufficientPrivilege: // e.g. no REPLICATION attribute
 			return true
 		}
 	}
@@ -93,16 +96,10 @@ func isFatal(err error) bool {
 
 // classifyServerError maps a streaming ErrorResponse to our sentinels where one applies.
 func classifyServerError(pgErr *pgconn.PgError, publication string) error {
-	if pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication") {
+	if pgErr.Code == pgerrcode.UndefinedObject && strings.Contains(pgErr.Message, "publication") {
 		return fmt.Errorf("%w: %q: %w", ErrPublicationMissing, publication, pgErr)
 	}
 	return fmt.Errorf("replication stream: %w", pgErr)
 }
 
-func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
-}
+func pgCode(err error) string { return names.SQLState(err) }

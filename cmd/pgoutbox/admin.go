@@ -536,7 +536,7 @@ The relay must be stopped. A slot cannot move backwards: replay older messages i
 			}
 			ctx, cancel := adminCtx(cmd.Context())
 			defer cancel()
-			conn, err := pgx.Connect(ctx, dsn)
+			conn, err := config.Connect(ctx, dsn)
 			if err != nil {
 				return withCode(exitDatabase, fmt.Errorf("connect to PostgreSQL: %w", err))
 			}

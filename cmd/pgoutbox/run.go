@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -341,7 +340,7 @@ func redactPGError(err error) string {
 // advanceToStartLSN moves the slot to start_lsn when it is behind it (a one-time skip that later
 // restarts ignore once the slot is past it).
 func advanceToStartLSN(ctx context.Context, dsn string, cfg config.Config, log *zap.Logger) error {
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := config.Connect(ctx, dsn)
 	if err != nil {
 		return withCode(exitDatabase, fmt.Errorf("connect to PostgreSQL: %w", err))
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
@@ -252,13 +253,9 @@ func (c *Config) Validate() error {
 			bad("slot", "%q must be 1 to 63 of a-z, 0-9 and _", c.Slot)
 		}
 	}
-	if len(c.InstanceID) > replication.MaxInstanceIDLen {
-		bad("instance_id", "%d bytes, the limit is %d", len(c.InstanceID), replication.MaxInstanceIDLen)
-	}
-	for _, r := range c.InstanceID {
-		if r < 0x21 || r > 0x7e {
-			bad("instance_id", "%q must be printable ASCII without spaces", c.InstanceID)
-			break
+	if c.InstanceID != "" {
+		if err := names.ValidateInstanceID(c.InstanceID); err != nil {
+			bad("instance_id", "%v", err)
 		}
 	}
 	if c.Streaming.Enabled && c.Streaming.MemoryLimit <= 0 {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 // ErrNoDeadLetterTable is returned (with the rest of SlotStatus filled) when the schema is not migrated.
@@ -130,11 +132,9 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 }
 
 func undefinedTable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+	return names.IsMissingRelation(err)
 }
 
 func undefinedColumn(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42703"
+	return names.SQLState(err) == pgerrcode.UndefinedColumn
 }
