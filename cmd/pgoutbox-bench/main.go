@@ -38,6 +38,7 @@ type bench struct {
 	partitions      int
 	profileDir      string
 	w2Rates         []int
+	linger          time.Duration // W2's Kafka linger; < 0: the sink's default
 	streamMem       int
 	start           time.Time
 }
@@ -67,15 +68,16 @@ func run() error {
 		w3n       = flag.Int("w3-n", 0, "W3 backlog size (default 1,000,000; -quick 100,000)")
 		w4n       = flag.Int("w4-n", 0, "W4 transaction size (default 1,000,000; -quick 100,000)")
 		w5n       = flag.Int("w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
-		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,2000,5000,10000; -quick 1000,5000,10000)")
+		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
+		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
 		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming; 16 = the relay's default)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, start: time.Now()}
+	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, start: time.Now()}
 	b.adminURL = os.Getenv("PGOUTBOX_TEST_DATABASE_URL")
 	if b.adminURL == "" {
 		return errors.New(`PGOUTBOX_TEST_DATABASE_URL is unset: run eval "$(scripts/postgres.sh up)" (and scripts/kafka.sh up)`)
@@ -108,10 +110,7 @@ func run() error {
 			return fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
 		}
 	}
-	b.w2Rates = []int{1000, 2000, 5000, 10000}
-	if *quick {
-		b.w2Rates = []int{1000, 5000, 10000}
-	}
+	b.w2Rates = []int{1000, 5000, 10000, 20000}
 	if *rates != "" {
 		b.w2Rates = nil
 		for _, s := range strings.Split(*rates, ",") {

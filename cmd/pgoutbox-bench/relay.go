@@ -52,6 +52,10 @@ type relaySpec struct {
 	PoisonType string `json:"poison_type,omitempty"`
 	// AckSeries reports acks per second and the commit→ack latency (W6).
 	AckSeries bool `json:"ack_series,omitempty"`
+	// wrap, in-process runs only, wraps the sink (W2 stamps records on their way through it).
+	wrap func(outbox.Sink) outbox.Sink
+	// zeroLinger sets Linger 0 (a zero Linger otherwise means the sink's default).
+	zeroLinger bool
 }
 
 // relayResult is what a child run reports.
@@ -103,6 +107,7 @@ type runningRelay struct {
 	pool   *pgxpool.Pool
 	sink   *kafka.Sink
 	poison *poisonSink
+	linger time.Duration // the Kafka sink's
 }
 
 func (r *runningRelay) stop(ctx context.Context) error {
@@ -142,7 +147,7 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		cfg := kafka.DefaultConfig()
 		cfg.Brokers = s.Brokers
 		cfg.Topics = map[string]string{string(benchDest): s.Topic}
-		if s.Linger > 0 {
+		if s.Linger > 0 || s.zeroLinger {
 			cfg.Linger = s.Linger
 		}
 		if s.BatchBytes > 0 {
@@ -152,10 +157,14 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 			pool.Close()
 			return nil, err
 		}
+		rr.linger = cfg.Linger
 		var sink outbox.Sink = rr.sink
 		if s.PoisonType != "" {
 			rr.poison = &poisonSink{next: rr.sink, typ: s.PoisonType}
 			sink = rr.poison
+		}
+		if s.wrap != nil {
+			sink = s.wrap(sink)
 		}
 		opts = append(opts, outbox.WithSink(benchDest, sink))
 	default:

@@ -89,8 +89,9 @@ func goals(r *Results) []Goal {
 	}
 	if r.W2 != nil {
 		for _, p := range r.W2.Points {
-			if p.Rate == 5000 {
-				g = append(g, Goal{"p99 commit→Kafka-ack ≤ 20 ms at 5k msgs/s (W2)", fmt.Sprintf("%.1f ms (windows %.1f–%.1f)", p.P99MS.Median, p.P99MS.Min, p.P99MS.Max), verdict(p.P99MS.Median <= 20)})
+			if goal, ok := map[int]float64{5000: 20, 20000: 50}[p.Rate]; ok {
+				g = append(g, Goal{fmt.Sprintf("p99 commit → visible to a Kafka consumer ≤ %.0f ms at %dk msgs/s (W2)", goal, p.Rate/1000),
+					fmt.Sprintf("%.1f ms (windows %.1f–%.1f)", p.P99MS.Median, p.P99MS.Min, p.P99MS.Max), verdict(p.P99MS.Median <= goal && p.Achieved.Median >= 0.95*float64(p.Rate))})
 			}
 		}
 	}
@@ -123,7 +124,7 @@ func charts(r *Results) map[string]string {
 			p99 = append(p99, svgchart.Point{X: x, Y: p.P99MS.Median})
 			p999 = append(p999, svgchart.Point{X: x, Y: p.P999MS.Median})
 		}
-		out["latency-vs-rate.svg"] = svgchart.Lines("W2: commit → Kafka ack latency vs offered load", "offered load (messages/s, 1 per tx)", "latency (ms, log)",
+		out["latency-vs-rate.svg"] = svgchart.Lines("W2: commit → visible to a Kafka consumer vs offered load", "offered load (messages/s, 1 per tx)", "latency (ms, log)",
 			[]svgchart.Series{{Name: "p50", Points: p50}, {Name: "p99", Points: p99}, {Name: "p99.9", Points: p999}}, true, 20, "goal p99 20 ms")
 	}
 	drainBars := func(d *DrainResult) []svgchart.Bar {
@@ -245,21 +246,7 @@ func markdown(dir string, r *Results) string {
 		w("![drain rate vs baseline](drain-vs-baseline.svg)\n\n")
 	}
 	if r.W2 != nil {
-		x := r.W2
-		w("## W2 — live latency\n\n")
-		w("Open-loop producers (%d connections, %d message(s) of 200 B per transaction, fixed schedule) → relay (in the bench process) → Kafka (%d partitions, linger 5 ms, acks=all). "+
-			"Latency = PostgreSQL commit timestamp → Kafka ack (outbox.Observer). %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms (the relay confirms once a second).\n\n",
-			x.Producers, x.PerTx, x.Partitions, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))
-		w("| offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms (all windows) | slot lag max MiB | flat |\n|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
-		for _, p := range x.Points {
-			flat := "no"
-			if p.Flat {
-				flat = "yes"
-			}
-			w("| %d | %s | %s | %s | %s | %.1f | %.1f | %s |\n", p.Rate, p.Achieved.fmtS("%.0f"), p.P50MS.fmtS("%.1f"), p.P99MS.fmtS("%.1f"), p.P999MS.fmtS("%.1f"), p.All.MaxMS,
-				p.LagMaxBytes.Median/(1<<20), flat)
-		}
-		w("\nHighest rate with a flat p99: **%d msgs/s** (%s).\n\n![latency vs rate](latency-vs-rate.svg)\n\n", x.HighestFlat, x.FlatRule)
+		w2Section(w, r.W2)
 	}
 	if r.W4 != nil {
 		w("## W4 — one huge transaction\n\n")
@@ -284,6 +271,39 @@ func markdown(dir string, r *Results) string {
 		w("%s\n", notes)
 	}
 	return b.String()
+}
+
+func w2Section(w func(string, ...any), x *W2Result) {
+	w("## W2 — live latency\n\n")
+	w("Open-loop producers (%d connections, %d message(s) of 200 B per transaction, fixed schedule) → relay (in the bench process, defaults) → Kafka (%d partitions, linger %.0f ms, acks=all, idempotent) → an independent sarama consumer. "+
+		"Latency = the producer's clock just before INSERT (carried in the payload) → the record arriving at the consumer. %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms.\n\n",
+		x.Producers, x.PerTx, x.Partitions, x.Linger, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))
+	w("| offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms (all windows) | relay ack p99 ms | slot lag max MiB | flat |\n|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
+	for _, p := range x.Points {
+		flat := "no"
+		if p.Flat {
+			flat = "yes"
+		}
+		w("| %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %s |\n", p.Rate, p.Achieved.fmtS("%.0f"), p.P50MS.fmtS("%.1f"), p.P99MS.fmtS("%.1f"), p.P999MS.fmtS("%.1f"), p.All.MaxMS,
+			p.Ack.P99MS, p.LagMaxBytes.Median/(1<<20), flat)
+	}
+	w("\nHighest rate with a flat p99: **%d msgs/s** (%s).\n\n![latency vs rate](latency-vs-rate.svg)\n\n", x.HighestFlat, x.FlatRule)
+	w("### Where the time goes\n\nEach stage's p50 / p99 in ms over all windows. *send* = the producer's clock before INSERT; *PG commit* = the commit timestamp in the WAL; " +
+		"*sink call* = the relay calls the Kafka sink's Send (after the walsender sent the transaction, the relay decoded it and a lane picked it up); *Kafka ack* = Send returned (every record of the call acked by the broker; recorded once per call); *consumer* = the record reached the consumer.\n\n")
+	w("| offered msgs/s |")
+	for _, s := range w2Stages {
+		w(" %s |", s)
+	}
+	w("\n|---:|" + strings.Repeat("---:|", len(w2Stages)) + "\n")
+	for _, p := range x.Points {
+		w("| %d |", p.Rate)
+		for _, s := range w2Stages {
+			st := p.Stages[s]
+			w(" %.1f / %.1f |", st.P50MS, st.P99MS)
+		}
+		w("\n")
+	}
+	w("\n")
 }
 
 func w6Section(w func(string, ...any), x *W6Result) {
