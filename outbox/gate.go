@@ -74,7 +74,8 @@ func newBatcher(r *Relay) *batcher {
 func (b *batcher) add(ctx context.Context, it *item) error {
 	var h uint64
 	if it.rec.Key != "" {
-		h = maphash.String(b.r.seed, it.rec.Key)
+		h = maphash.String(b.r.seed, it.rec.Key) | 1 // never 0, which marks a keyless record
+		it.hash = h
 	} else {
 		b.rr++
 		h = b.rr
