@@ -119,13 +119,15 @@ func (e *relayEnv) confirmed() string {
 	return s
 }
 
-// waitRequests waits until the endpoint has had n requests.
+// waitRequests waits until the endpoint has had n requests (fewer come when messages are
+// dead-lettered instead of retried: the test's assertions then say so).
 func (e *relayEnv) waitRequests(n int64, timeout time.Duration) {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for e.ep.requests.Load() < n {
 		if time.Now().After(deadline) {
-			e.t.Fatalf("the endpoint had %d requests in %s, want %d", e.ep.requests.Load(), timeout, n)
+			e.t.Errorf("the endpoint had %d requests in %s, want %d", e.ep.requests.Load(), timeout, n)
+			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -154,7 +156,7 @@ func TestRelaySlowEndpointNothingDeadLettered(t *testing.T) {
 	if err := e.l.Generate(oracle.GenConfig{Workers: 1, Keys: 6, MaxTx: 15}).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	e.waitRequests(30, 60*time.Second) // several 1 s rounds of every key's head: max_attempts (2) many times over
+	e.waitRequests(30, 30*time.Second) // several 1 s rounds of every key's head: max_attempts (2) many times over
 	frozen := e.confirmed()
 	if st := r.Stats(); st.DeadLettered != 0 || st.Failures != 0 || st.Delivered != 0 {
 		t.Errorf("while the endpoint is slower than the deadline: %+v, want nothing delivered, failed or dead-lettered", st)
@@ -183,7 +185,7 @@ func TestRelay503FreezesSlotThenDelivers(t *testing.T) {
 	e.waitRequests(3, 30*time.Second)
 	time.Sleep(500 * time.Millisecond) // 5 status intervals: what preceded the first message is confirmed
 	frozen := e.confirmed()
-	e.waitRequests(e.ep.requests.Load()+10, 30*time.Second) // 10 more rounds
+	e.waitRequests(e.ep.requests.Load()+10, 15*time.Second) // 10 more rounds
 	time.Sleep(time.Second)
 	if now := e.confirmed(); now != frozen {
 		t.Errorf("confirmed_flush_lsn moved from %s to %s while every request got 503", frozen, now)
