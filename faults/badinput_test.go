@@ -36,7 +36,7 @@ func TestBadInputs(t *testing.T) {
 	}
 	cfg := good.write(t)
 	base := func(extra ...string) []string { return append([]string{"--config", cfg}, extra...) }
-	long := strings.Repeat("s", 49)
+	long := strings.Repeat("s", 55)
 	cases := []struct {
 		name string
 		args []string
@@ -44,7 +44,7 @@ func TestBadInputs(t *testing.T) {
 		want []string
 	}{
 		{"schema with SQL in it", base("--schema", `app"; DROP TABLE x; --`, "run"), 2, []string{"schema"}},
-		{"schema too long (publication name over 63)", base("--schema", long, "run"), 2, []string{"schema", "48"}},
+		{"schema too long (publication name over 63)", base("--schema", long, "run"), 2, []string{"schema", "54"}},
 		{"schema reserved prefix pg_", base("--schema", "pg_app", "run"), 2, []string{"pg_"}},
 		{"slot with upper case", base("--slot", "Bad-Slot", "run"), 2, []string{"slot"}},
 		{"slot with a quote", base("--slot", "x'; DROP", "run"), 2, []string{"slot"}},

@@ -286,6 +286,9 @@ type config struct {
 	KafkaExtra string
 	// MaxAttempts overrides delivery.max_attempts (default 4).
 	MaxAttempts int
+	// DefaultDelivery keeps the relay's delivery defaults (max_attempts 10, backoff 100ms to 30s)
+	// instead of the suite's fast retries.
+	DefaultDelivery bool
 	// Extra is appended verbatim (YAML at the top level).
 	Extra string
 }
@@ -315,11 +318,16 @@ func (c config) write(t *testing.T) string {
 		b.WriteString("  dial_timeout: 2s\n  read_timeout: 5s\n  write_timeout: 5s\n  produce_timeout: 5s\n  retry_backoff: 100ms\n")
 		b.WriteString(c.KafkaExtra)
 	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 4
+	switch {
+	case c.DefaultDelivery:
+		b.WriteString("delivery:\n  handler_timeout: 8s\n")
+	default:
+		if c.MaxAttempts == 0 {
+			c.MaxAttempts = 4
+		}
+		fmt.Fprintf(&b, "delivery:\n  max_attempts: %d\n", c.MaxAttempts)
+		b.WriteString("  backoff_min: 20ms\n  backoff_max: 500ms\n  handler_timeout: 8s\n")
 	}
-	fmt.Fprintf(&b, "delivery:\n  max_attempts: %d\n", c.MaxAttempts)
-	b.WriteString("  backoff_min: 20ms\n  backoff_max: 500ms\n  handler_timeout: 8s\n")
 	b.WriteString("http:\n  listen: 127.0.0.1:0\nslot_poll_interval: 500ms\ndrain_timeout: 15s\nlog:\n  level: info\n")
 	b.WriteString(c.Extra)
 	p := filepath.Join(t.TempDir(), fmt.Sprintf("pgoutbox-%d.yaml", time.Now().UnixNano()))

@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 // Execer is the one method Enqueue and Migrate need. pgx.Tx, *pgx.Conn and *pgxpool.Pool satisfy it;
@@ -49,6 +51,21 @@ func (s sqlExecer) Exec(ctx context.Context, q string, args ...any) (pgconn.Comm
 // DefaultMaxPayloadBytes is the payload limit Enqueue applies unless an Enqueuer sets another one.
 const DefaultMaxPayloadBytes = 8 << 20
 
+// Limits Enqueue applies to the other fields of a Message.
+const (
+	// MaxDestinationBytes bounds Message.Destination.
+	MaxDestinationBytes = names.MaxDestinationLen
+	// MaxRouteBytes bounds Message.Route, which must also be free of control characters.
+	MaxRouteBytes = names.MaxRouteLen
+	// MaxKeyBytes bounds Message.Key.
+	MaxKeyBytes = names.MaxKeyLen
+	// MaxTypeBytes bounds Message.Type.
+	MaxTypeBytes = names.MaxTypeLen
+	// DefaultMaxHeaderBytes bounds the headers of one message unless an Enqueuer sets another limit:
+	// the sum of the lengths of every name and value, trace context included.
+	DefaultMaxHeaderBytes = names.DefaultMaxHeaderBytes
+)
+
 // maxValuesRows is the largest batch Enqueue writes with a multi-row INSERT … VALUES. Larger batches go
 // through INSERT … SELECT FROM unnest(arrays), which has no parameter limit and one statement text for
 // every size, but costs more per call than VALUES (bench/NOTES.md, W1; BenchmarkEnqueueForms).
@@ -64,18 +81,25 @@ const maxValuesRows = 32
 // connection in its default statement-cache mode prepares at most 33 statements per schema for Enqueue
 // and then reuses them.
 //
-// Every message is validated before any SQL runs: a bad schema name, an empty destination, an ID that is
-// not a UUID or a payload over DefaultMaxPayloadBytes returns an error and writes nothing.
+// Every message is validated before any SQL runs, and a bad one returns an error naming the message
+// (msgs[i] and its id), the field and the limit, and writes nothing: a bad schema name, an empty
+// Destination or one over 255 bytes, an ID that is not a UUID, a payload over DefaultMaxPayloadBytes, a
+// Route over 255 bytes or with control characters, a Key over 1 KiB, a Type over 255 bytes, a header
+// name that is not an HTTP token, headers over DefaultMaxHeaderBytes in all, or text that is not valid
+// UTF-8 or holds a NUL byte.
 // Enqueue does not modify msgs. It is safe for concurrent use with distinct transactions.
 func Enqueue(ctx context.Context, schema string, tx Execer, msgs ...Message) error {
 	return Enqueuer{Schema: schema}.Enqueue(ctx, tx, msgs...)
 }
 
-// Enqueuer holds Enqueue settings for one schema. The zero MaxPayloadBytes means DefaultMaxPayloadBytes.
-// An Enqueuer is a value: safe for concurrent use.
+// Enqueuer holds Enqueue settings for one schema. The zero MaxPayloadBytes means DefaultMaxPayloadBytes
+// and the zero MaxHeaderBytes DefaultMaxHeaderBytes. An Enqueuer is a value: safe for concurrent use.
 type Enqueuer struct {
 	Schema          string
 	MaxPayloadBytes int
+	// MaxHeaderBytes bounds the headers of each message: the sum of the lengths of every name and
+	// value, trace context included.
+	MaxHeaderBytes int
 }
 
 // Enqueue is the package-level Enqueue with e's settings.
@@ -96,14 +120,17 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 	if len(msgs) == 0 {
 		return nil
 	}
-	limit := e.MaxPayloadBytes
-	if limit <= 0 {
-		limit = DefaultMaxPayloadBytes
+	lim := limits{payload: e.MaxPayloadBytes, headers: e.MaxHeaderBytes}
+	if lim.payload <= 0 {
+		lim.payload = DefaultMaxPayloadBytes
+	}
+	if lim.headers <= 0 {
+		lim.headers = DefaultMaxHeaderBytes
 	}
 	rows := make([]outboxRow, len(msgs))
 	trace := traceHeaders(ctx)
 	for i := range msgs {
-		if err := rows[i].set(i, &msgs[i], trace, limit); err != nil {
+		if err := rows[i].set(i, &msgs[i], trace, lim); err != nil {
 			return err
 		}
 	}
@@ -120,8 +147,7 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 		_, err = tx.Exec(ctx, st.unnest, c.ids, c.destinations, c.routes, c.keys, c.types, c.payloads, c.headers)
 	}
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		if names.IsMissingRelation(err) {
 			return fmt.Errorf("%w: %s: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first: %w",
 				ErrNotMigrated, st.table, e.Schema, err)
 		}
@@ -138,11 +164,11 @@ type outboxRow struct {
 	headers         *string
 }
 
-// set validates msgs[i] (m) and fills r from it; errors name the field and the limit.
-func (r *outboxRow) set(i int, m *Message, trace map[string]string, limit int) error {
-	if m.Destination == "" {
-		return fmt.Errorf("%w: msgs[%d].Destination is empty", ErrInvalidMessage, i)
-	}
+// limits are the configurable limits of one Enqueue call.
+type limits struct{ payload, headers int }
+
+// set validates msgs[i] (m) and fills r from it; errors name the message, the field and the limit.
+func (r *outboxRow) set(i int, m *Message, trace map[string]string, lim limits) error {
 	if m.ID == "" {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -155,24 +181,40 @@ func (r *outboxRow) set(i int, m *Message, trace map[string]string, limit int) e
 		}
 		r.id = m.ID
 	}
-	if len(m.Payload) > limit {
-		return fmt.Errorf("%w: msgs[%d].Payload is %d bytes, the limit is %d", ErrPayloadTooLarge, i, len(m.Payload), limit)
+	bad := func(sentinel error, field string, err error) error {
+		return fmt.Errorf("%w: msgs[%d].%s %w (message id %s)", sentinel, i, field, err, r.id)
 	}
-	for _, f := range [...]struct{ name, v string }{
-		{"Destination", string(m.Destination)}, {"Route", m.Route}, {"Key", m.Key}, {"Type", m.Type},
+	if m.Destination == "" {
+		return bad(ErrInvalidMessage, "Destination", errors.New("is empty"))
+	}
+	if len(m.Payload) > lim.payload {
+		return bad(ErrPayloadTooLarge, "Payload", names.ValidateLen(len(m.Payload), lim.payload))
+	}
+	for _, f := range [...]struct {
+		name, v string
+		max     int
+	}{
+		{"Destination", string(m.Destination), names.MaxDestinationLen}, {"Route", m.Route, names.MaxRouteLen},
+		{"Key", m.Key, names.MaxKeyLen}, {"Type", m.Type, names.MaxTypeLen},
 	} {
-		if err := checkText(f.v); err != nil {
-			return fmt.Errorf("%w: msgs[%d].%s %w", ErrInvalidMessage, i, f.name, err)
+		if err := names.ValidateLen(len(f.v), f.max); err != nil {
+			return bad(ErrInvalidMessage, f.name, err)
 		}
+		if err := checkText(f.v); err != nil {
+			return bad(ErrInvalidMessage, f.name, err)
+		}
+	}
+	if err := names.ValidateRoute(m.Route); err != nil {
+		return bad(ErrInvalidMessage, "Route", err)
 	}
 	r.destination, r.route, r.key, r.typ = string(m.Destination), m.Route, m.Key, m.Type
 	r.payload = m.Payload
 	if r.payload == nil {
 		r.payload = []byte{}
 	}
-	h, err := encodeHeaders(m.Headers, trace)
+	h, err := encodeHeaders(m.Headers, trace, lim.headers)
 	if err != nil {
-		return fmt.Errorf("%w: msgs[%d].Headers: %w", ErrInvalidMessage, i, err)
+		return bad(ErrInvalidMessage, "Headers", err)
 	}
 	r.headers = h
 	return nil
@@ -288,7 +330,9 @@ func traceHeaders(ctx context.Context) map[string]string {
 	return h
 }
 
-func encodeHeaders(h, trace map[string]string) (*string, error) {
+// encodeHeaders merges the caller's headers over the trace context, checks them (names are HTTP
+// tokens, names and values valid text, at most maxBytes in all) and returns them as JSON, or nil.
+func encodeHeaders(h, trace map[string]string, maxBytes int) (*string, error) {
 	if len(h) == 0 && len(trace) == 0 {
 		return nil, nil
 	}
@@ -302,16 +346,18 @@ func encodeHeaders(h, trace map[string]string) (*string, error) {
 			merged[k] = v
 		}
 	}
+	size := 0
 	for k, v := range merged {
-		if k == "" {
-			return nil, errors.New("empty header name")
-		}
-		if err := checkText(k); err != nil {
-			return nil, fmt.Errorf("header name %q %w", truncate(k, 64), err)
+		if err := names.ValidateHeaderName(k); err != nil {
+			return nil, fmt.Errorf("name %q %w", truncate(k, 64), err)
 		}
 		if err := checkText(v); err != nil {
-			return nil, fmt.Errorf("header %q value %w", truncate(k, 64), err)
+			return nil, fmt.Errorf("%q value %w", truncate(k, 64), err)
 		}
+		size += len(k) + len(v)
+	}
+	if size > maxBytes {
+		return nil, fmt.Errorf("are %d bytes (names and values), the limit is %d", size, maxBytes)
 	}
 	b, err := json.Marshal(merged)
 	if err != nil {

@@ -272,7 +272,7 @@ func TestEnqueueBadInputWritesNothing(t *testing.T) {
 		{"invalid UTF-8 header", schema, 0, []outbox.Message{{Destination: outbox.EventBus, Headers: map[string]string{"h": "\xff"}}}, outbox.ErrInvalidMessage, []string{"msgs[0].Headers", "UTF-8"}},
 		{"empty schema", "", 0, []outbox.Message{ok}, outbox.ErrInvalidSchema, []string{"empty"}},
 		{"injection schema", "a;drop table x", 0, []outbox.Message{ok}, outbox.ErrInvalidSchema, []string{`"a;drop table x"`}},
-		{"long schema", strings.Repeat("s", 49), 0, []outbox.Message{ok}, outbox.ErrInvalidSchema, []string{"49 bytes", "limit is 48"}},
+		{"long schema", strings.Repeat("s", 55), 0, []outbox.Message{ok}, outbox.ErrInvalidSchema, []string{"55 bytes", "limit is 54"}},
 		{"reserved schema", "pg_outbox", 0, []outbox.Message{ok}, outbox.ErrInvalidSchema, []string{"pg_"}},
 		{"schema not migrated", "nowhere", 0, []outbox.Message{ok}, outbox.ErrNotMigrated, []string{"outbox.Migrate", `"nowhere"."pkg_outbox"`}},
 	}

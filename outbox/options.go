@@ -21,6 +21,8 @@ type relayConfig struct {
 	logger          *zap.Logger
 	lanes           int
 	maxInFlight     int
+	maxParkedPerKey int
+	maxParked       int
 	batchSize       int
 	streaming       bool
 	instanceID      string
@@ -28,7 +30,6 @@ type relayConfig struct {
 	readTimeout     time.Duration
 	initialSnapshot bool
 	retention       time.Duration
-	retentionMargin time.Duration
 	pruneInterval   time.Duration
 	pruneBatch      int
 	handlerTimeout  time.Duration
@@ -49,10 +50,11 @@ func defaultRelayConfig() relayConfig {
 		logger:          zap.NewNop(),
 		lanes:           16,
 		maxInFlight:     20_000,
+		maxParkedPerKey: 5_000,
+		maxParked:       10_000,
 		batchSize:       500,
 		statusInterval:  time.Second,
 		retention:       24 * time.Hour,
-		retentionMargin: 5 * time.Minute,
 		pruneInterval:   time.Minute,
 		pruneBatch:      1000,
 		handlerTimeout:  30 * time.Second,
@@ -70,6 +72,10 @@ func (c *relayConfig) validate() error {
 		return fmt.Errorf("outbox: WithLanes(%d): must be between 1 and 4096", c.lanes)
 	case c.maxInFlight < 1:
 		return fmt.Errorf("outbox: WithMaxInFlight(%d): must be at least 1", c.maxInFlight)
+	case c.maxParkedPerKey < 1:
+		return fmt.Errorf("outbox: WithMaxParkedPerKey(%d): must be at least 1", c.maxParkedPerKey)
+	case c.maxParked < 1:
+		return fmt.Errorf("outbox: WithMaxParked(%d): must be at least 1", c.maxParked)
 	case c.batchSize < 1:
 		return fmt.Errorf("outbox: WithBatchSize(%d): must be at least 1", c.batchSize)
 	case c.statusInterval < 10*time.Millisecond:
@@ -125,6 +131,18 @@ func WithLanes(n int) Option { return func(c *relayConfig) { c.lanes = n } }
 // stops reading the WAL until acks catch up, which bounds memory.
 func WithMaxInFlight(n int) Option { return func(c *relayConfig) { c.maxInFlight = n } }
 
+// WithMaxParkedPerKey bounds the records one parked key holds back (default 5,000). A key is parked
+// while a record of it waits for its next attempt after a retryable failure: its later records wait
+// behind it, in order, and every other key keeps flowing. When one key holds back this many records,
+// its lane takes no more and the relay soon stops reading the WAL, rather than let memory grow.
+func WithMaxParkedPerKey(n int) Option { return func(c *relayConfig) { c.maxParkedPerKey = n } }
+
+// WithMaxParked bounds the records held back by all parked keys together (default 10,000): past it
+// the lanes take no more records until a parked key is released, and the relay stops reading the WAL.
+// Parked records also count toward WithMaxInFlight; keeping this below it leaves room for the keys
+// that flow.
+func WithMaxParked(n int) Option { return func(c *relayConfig) { c.maxParked = n } }
+
 // WithBatchSize sets the most messages a lane hands a Sink in one Send (default 500).
 func WithBatchSize(n int) Option { return func(c *relayConfig) { c.batchSize = n } }
 
@@ -148,8 +166,8 @@ func WithInstanceID(id string) Option { return func(c *relayConfig) { c.instance
 func WithStatusInterval(d time.Duration) Option { return func(c *relayConfig) { c.statusInterval = d } }
 
 // WithRetention sets how long delivered outbox rows are kept for replay (default 24h; 0 keeps them
-// forever). Rows are pruned only when older than both the retention and the slot's last confirmed
-// commit time minus a margin.
+// forever), counted from the commit time when track_commit_timestamp is on, else from created_at. A row
+// whose transaction committed after the slot's confirmed position is never pruned (see Prune).
 func WithRetention(d time.Duration) Option { return func(c *relayConfig) { c.retention = d } }
 
 // WithHandlerTimeout bounds one Handler call or Sink.Send (default 30s); a timeout counts as a failure.

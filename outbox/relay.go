@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgoutbox/pgoutbox/decoder"
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox/internal/watermark"
 	"github.com/pgoutbox/pgoutbox/replication"
 )
@@ -61,7 +61,11 @@ type Relay struct {
 	blocked   map[Destination]string
 
 	delivered, deadLettered, failures atomic.Int64
-	snapshotAt                        atomic.Uint64 // consistent point of an initial snapshot not yet complete
+	parkedRecords                     atomic.Int64 // records held back by parked keys, in all lanes
+	parkedReport                      parkedReport // status goroutine only
+	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
+	writeDeadLetter func(ctx context.Context, it *item) bool
+	snapshotAt      atomic.Uint64 // consistent point of an initial snapshot not yet complete
 }
 
 // Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
@@ -87,8 +91,10 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		cfg.slot = DefaultSlotName(schema)
 	}
 	if cfg.instanceID == "" {
-		host, _ := os.Hostname()
-		cfg.instanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		cfg.instanceID = names.DefaultInstanceID() // always valid, whatever the host name
+	}
+	if err := names.ValidateInstanceID(cfg.instanceID); err != nil {
+		return nil, fmt.Errorf("outbox: Start: WithInstanceID: %w", err)
 	}
 	for dest, h := range handlers {
 		if h == nil {
@@ -111,11 +117,14 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
-	streamOpts := []replication.Option{replication.WithLogger(cfg.logger)}
+	// The replication connections use the pool's parsed configuration (TLS, password, hooks; not its
+	// connection string, which lacks what was set in code and holds pool_* parameters).
+	poolCfg := pool.Config()
+	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
 	if cfg.initialSnapshot {
 		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
 	}
-	stream, err := replication.New(pool.Config().ConnString(), replication.Config{
+	stream, err := replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
 		Slot:           cfg.slot,
 		Publication:    PublicationName(schema),
 		Schema:         schema,
@@ -133,10 +142,9 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		return nil, err
 	}
 	r.stream, r.dec = stream, dec
+	r.writeDeadLetter = r.deadLetter
 	for range cfg.lanes {
-		// Room for about two full batches of small slices (one per transaction), so that a lane can
-		// fill its sink calls while the previous call waits for its acks; the gate bounds the items.
-		r.lanes = append(r.lanes, &lane{r: r, in: make(chan []*item, 2*cfg.batchSize)})
+		r.lanes = append(r.lanes, newLane(r))
 	}
 	r.batch = newBatcher(r)
 
@@ -372,6 +380,7 @@ func (r *Relay) statusLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			r.confirm()
+			r.reportParked(ctx)
 		}
 	}
 }
@@ -449,14 +458,21 @@ func (r *Relay) Blocked() map[Destination]string {
 // Stats are relay counters since Start.
 type Stats struct {
 	Delivered, DeadLettered, Failures int64
-	InFlight                          int
-	ConfirmedLSN                      pglogrepl.LSN
+	// InFlight counts the messages received and not yet acked, parked ones included.
+	InFlight     int
+	ConfirmedLSN pglogrepl.LSN
+	// Parked describes the keys held back by a record that failed and waits for its next attempt.
+	Parked ParkedStats
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
-	return Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
+	s := Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
 		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed()}
+	for _, l := range r.lanes {
+		l.park.stats(&s.Parked)
+	}
+	return s
 }
 
 // commitLog remembers commit times of committed transactions until the watermark passes them,
@@ -472,9 +488,18 @@ type commitEntry struct {
 	at  time.Time
 }
 
+// commitLogGrain is the commit-time resolution of the commit log: transactions that commit within it
+// share one entry, which keeps the earliest commit time, so the log stays small while a parked key
+// holds the confirmed position back, and the recorded time is never later than the true one.
+const commitLogGrain = 10 * time.Millisecond
+
 func (c *commitLog) add(end pglogrepl.LSN, at time.Time) {
 	c.mu.Lock()
-	c.entries = append(c.entries, commitEntry{end, at})
+	if n := len(c.entries); n > 0 && at.Sub(c.entries[n-1].at) < commitLogGrain {
+		c.entries[n-1].end = end
+	} else {
+		c.entries = append(c.entries, commitEntry{end, at})
+	}
 	c.mu.Unlock()
 }
 

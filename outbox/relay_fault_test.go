@@ -169,29 +169,6 @@ func TestRelayPostgresRestart(t *testing.T) {
 	o.check(t, true)
 }
 
-func TestPruneKeepsUnconfirmedRows(t *testing.T) {
-	t.Parallel()
-	db := migrated(t)
-	slot := slotName()
-	ctx := context.Background()
-	db.Exec(t, `INSERT INTO app.pkg_outbox (id, destination, payload, created_at)
-		SELECT gen_random_uuid(), 'event_bus', '', now() - interval '3 days' FROM generate_series(1, 2500)`)
-	db.Exec(t, `INSERT INTO app.pkg_outbox (id, destination, payload) VALUES (gen_random_uuid(), 'event_bus', '')`)
-	// No relay record yet: nothing is confirmed, nothing may go.
-	if n, err := outbox.Prune(ctx, db.Pool, "app", slot, 24*time.Hour, time.Minute, 1000); err != nil || n != 0 {
-		t.Fatalf("prune without a confirmed position: %d, %v", n, err)
-	}
-	db.Exec(t, `INSERT INTO app.pkg_outbox_relay (slot_name, publication_name, created_lsn, confirmed_commit_time)
-		VALUES ($1, 'pgoutbox_app', '0/0', now() - interval '2 days')`, slot)
-	// Confirmed up to two days ago: the three-day-old rows go (in batches), the fresh one stays.
-	if n, err := outbox.Prune(ctx, db.Pool, "app", slot, 24*time.Hour, time.Minute, 1000); err != nil || n != 2500 {
-		t.Fatalf("prune: %d, %v", n, err)
-	}
-	if n := db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox"); n != 1 {
-		t.Fatalf("%d rows left, want 1", n)
-	}
-}
-
 // A fatal replication error while streaming (here: the publication is dropped) ends the relay with
 // that error; it must not hang with the decoder waiting for events.
 func TestRelayFatalErrorMidStreamEndsRelay(t *testing.T) {

@@ -293,15 +293,15 @@ func TestReplayRedeliversRetainedRows(t *testing.T) {
 	o.commitBatch(t, msgs)
 	o.waitDelivered(t, 20*time.Second)
 	ctx := context.Background()
-	n, err := outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{IDs: []string{msgs[1].ID}}, true)
-	if err != nil || n != 1 {
-		t.Fatalf("dry run: %d, %v", n, err)
+	res, err := outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{IDs: []string{msgs[1].ID}}, true)
+	if err != nil || res.Rows != 1 {
+		t.Fatalf("dry run: %+v, %v", res, err)
 	}
 	if c := db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox"); c != 2 {
 		t.Fatalf("dry run wrote rows: %d", c)
 	}
-	if n, err = outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{From: time.Now().Add(-time.Hour)}, false); err != nil || n != 2 {
-		t.Fatalf("replay: %d, %v", n, err)
+	if res, err = outbox.Replay(ctx, db.Pool, "app", outbox.ReplayFilter{From: time.Now().Add(-time.Hour)}, false); err != nil || res.Rows != 2 {
+		t.Fatalf("replay: %+v, %v", res, err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {

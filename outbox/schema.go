@@ -3,54 +3,45 @@ package outbox
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	outboxsql "github.com/pgoutbox/pgoutbox/sql"
 )
 
-// MaxSchemaNameLen is the longest schema name accepted: it leaves room in PostgreSQL's 63-byte identifier
-// limit for the names derived from it (publication, slot, indexes).
-const MaxSchemaNameLen = 48
-
-var schemaNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// MaxSchemaNameLen is the longest schema name accepted: the slot and publication names derived from it,
+// "pgoutbox_<schema>", must fit PostgreSQL's 63-byte identifier limit.
+const MaxSchemaNameLen = names.MaxSchemaLen
 
 // ValidateSchemaName checks that schema is a plain identifier pgoutbox can derive its names from:
 // non-empty, at most MaxSchemaNameLen bytes, letters, digits and underscores, not starting with a digit
 // and not with the reserved prefix "pg_". It runs before any SQL is built.
 func ValidateSchemaName(schema string) error {
-	switch {
-	case schema == "":
-		return fmt.Errorf("%w: schema name is empty", ErrInvalidSchema)
-	case len(schema) > MaxSchemaNameLen:
-		return fmt.Errorf("%w: schema name %q is %d bytes, the limit is %d", ErrInvalidSchema, truncate(schema, 64), len(schema), MaxSchemaNameLen)
-	case !schemaNameRE.MatchString(schema):
-		return fmt.Errorf("%w: schema name %q must match %s", ErrInvalidSchema, truncate(schema, 64), schemaNameRE)
-	case strings.HasPrefix(strings.ToLower(schema), "pg_"):
-		return fmt.Errorf("%w: schema name %q uses the reserved prefix pg_", ErrInvalidSchema, schema)
+	if err := names.ValidateSchema(schema); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSchema, err)
 	}
 	return nil
 }
 
 // PublicationName returns the name of the publication created for schema: "pgoutbox_<schema>".
-func PublicationName(schema string) string { return "pgoutbox_" + schema }
+func PublicationName(schema string) string { return names.Publication(schema) }
 
 // DefaultSlotName returns the replication slot name the relay uses for schema unless told otherwise:
 // "pgoutbox_<schema>" in lower case (slot names allow only [a-z0-9_]).
-func DefaultSlotName(schema string) string { return strings.ToLower("pgoutbox_" + schema) }
+func DefaultSlotName(schema string) string { return names.Slot(schema) }
 
 // TableName returns the quoted, schema-qualified name of the outbox table.
-func TableName(schema string) string { return pgx.Identifier{schema, "pkg_outbox"}.Sanitize() }
+func TableName(schema string) string { return names.Table(schema, names.OutboxTable) }
 
-func names(schema string) outboxsql.Names {
+func sqlNames(schema string) outboxsql.Names {
 	pub := PublicationName(schema)
 	return outboxsql.Names{
 		Schema:             pgx.Identifier{schema}.Sanitize(),
 		Publication:        pgx.Identifier{pub}.Sanitize(),
 		PublicationLiteral: quoteLiteral(pub),
-		RelayTableLiteral:  quoteLiteral(pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize()),
+		RelayTableLiteral:  quoteLiteral(names.Table(schema, names.RelayTable)),
 	}
 }
 
@@ -61,7 +52,7 @@ func GetSchemaSQL(schema string) (string, error) {
 	if err := ValidateSchemaName(schema); err != nil {
 		return "", err
 	}
-	return outboxsql.Schema(names(schema))
+	return outboxsql.Schema(sqlNames(schema))
 }
 
 // GetTeardownSQL returns the SQL that removes what GetSchemaSQL created (the schema itself stays), including
@@ -70,7 +61,7 @@ func GetTeardownSQL(schema string) (string, error) {
 	if err := ValidateSchemaName(schema); err != nil {
 		return "", err
 	}
-	return outboxsql.Teardown(names(schema))
+	return outboxsql.Teardown(sqlNames(schema))
 }
 
 // Migrate applies GetSchemaSQL(schema) on conn in one implicit transaction. It is idempotent.
@@ -99,9 +90,4 @@ func Teardown(ctx context.Context, conn Execer, schema string) error {
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func truncate(s string, n int) string { return names.Truncate(s, n) }

@@ -12,18 +12,25 @@ import (
 //
 // Send delivers batch in order and returns only when every record in it is durable (acked) or has failed.
 // Records of one Key always arrive in the same lane, in commit order, so a sink that preserves the
-// order within a batch preserves the order per key. Send returns:
+// order within a batch preserves the order per key; once a record fails (other than permanently), a
+// sink must not deliver a later record of the same Key in that Send (report it ErrNotAttempted).
+// Send returns:
 //   - nil when every record is durable;
 //   - an error wrapping ErrUnavailable when the destination cannot take anything now (broker down,
-//     topic missing): the relay blocks and retries the whole batch, counts no attempt, dead-letters nothing
-//     and keeps the slot where it is;
+//     endpoint overloaded): the relay blocks and retries the whole batch, counts no attempt,
+//     dead-letters nothing and keeps the slot where it is;
 //   - a *BatchError whose Errs[i] is nil for each delivered record and non-nil for each failed one;
 //     a failure wrapping ErrPermanent is dead-lettered at once, one wrapping ErrNotAttempted (the sink
 //     held the record back, e.g. behind a failed earlier record of its key) is retried without counting
 //     an attempt, one wrapping ErrUnavailable blocks the destination like a whole-batch ErrUnavailable
-//     (retried, no attempt counted, never dead-lettered), any other one is retried with backoff until
-//     the relay's MaxAttempts;
+//     (retried, no attempt counted, never dead-lettered), and any other one is retried with backoff
+//     until the relay's MaxAttempts;
 //   - any other error: every record of the batch failed with it.
+//
+// A record that failed with a retryable error parks its key: it waits for its next attempt and the
+// later records of its key wait behind it, in order, while every other key keeps flowing (see
+// [WithMaxParkedPerKey]); the slot's confirmed position stays below it until it is delivered or
+// dead-lettered.
 //
 // Any of these errors may carry a wait the destination asked for ([RetryAfter], e.g. HTTP 429 or 503
 // with Retry-After): the relay waits at least that long before it tries the record (or, for a systemic
@@ -33,7 +40,10 @@ type Sink interface {
 }
 
 // Handler is an in-process destination: it returns nil once the message is handled.
-// A returned error (or a panic) counts as a failed attempt.
+// A returned error (or a panic) counts as a failed attempt and parks the message's key until it is
+// handled or dead-lettered, like a Sink's per-record failure; an error wrapping ErrPermanent
+// dead-letters it at once, and one wrapping ErrUnavailable blocks the destination without counting
+// an attempt.
 type Handler func(ctx context.Context, m Message) error
 
 var (

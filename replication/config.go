@@ -2,12 +2,11 @@ package replication
 
 import (
 	"fmt"
-	"os"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 // Defaults applied by Config.Validate to zero fields.
@@ -23,17 +22,11 @@ const (
 	// MaxBatchLimit is the largest MaxBatch accepted.
 	MaxBatchLimit = 1 << 16
 	// MaxInstanceIDLen keeps application_name ("pgoutbox-" + InstanceID) within PostgreSQL's 63 bytes.
-	MaxInstanceIDLen = 63 - len(appNamePrefix)
+	MaxInstanceIDLen = names.MaxInstanceIDLen
 	// MaxIdentifierLen is PostgreSQL's identifier limit (NAMEDATALEN-1).
-	MaxIdentifierLen = 63
+	MaxIdentifierLen = names.MaxIdentifierLen
 
-	appNamePrefix  = "pgoutbox-"
 	connectTimeout = 10 * time.Second
-)
-
-var (
-	slotNameRE   = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
-	schemaNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // Config holds the settings of a Stream. Zero durations and sizes get the defaults above when
@@ -44,11 +37,14 @@ type Config struct {
 	Slot string
 	// Publication is the pgoutput publication (quoted in START_REPLICATION). Default: "pgoutbox_" + Schema.
 	Publication string
-	// Schema is the schema holding pkg_outbox and pkg_outbox_relay. Required.
+	// Schema is the schema holding pkg_outbox and pkg_outbox_relay. Required; the same rule as
+	// outbox.ValidateSchemaName (at most 54 bytes, so that "pgoutbox_<schema>" fits 63).
 	Schema string
 	// InstanceID names this process: application_name is "pgoutbox-" + InstanceID. It must be unique
 	// among running instances and stable across restarts of one instance (a pod or host name), so that
-	// a stale walsender of our own is recognised and terminated. Default: hostname-pid.
+	// a stale walsender of our own is recognised and terminated. At most MaxInstanceIDLen bytes of
+	// printable ASCII without spaces. Default: hostname-pid (a long host name is cut and hashed, the
+	// pid kept).
 	InstanceID string
 	// CreateSlot lets the first start create the permanent pgoutput slot and record it in
 	// pkg_outbox_relay. DefaultConfig sets it; the zero Config does not create slots (ErrSlotMissing).
@@ -85,8 +81,8 @@ func DefaultConfig(schema string) Config {
 // ValidateSlotName reports whether name is a slot name pgoutbox accepts: 1 to 63 characters out of
 // lower-case letters, digits and underscores.
 func ValidateSlotName(name string) error {
-	if !slotNameRE.MatchString(name) {
-		return fmt.Errorf("%w: Slot %q must match %s (1 to 63 of a-z, 0-9, _)", ErrInvalidConfig, truncate(name, 80), slotNameRE)
+	if err := names.ValidateSlot(name); err != nil {
+		return fmt.Errorf("%w: Slot: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }
@@ -94,35 +90,32 @@ func ValidateSlotName(name string) error {
 // Validate fills zero fields with their defaults and returns an error naming the first invalid
 // field and its limit. It wraps ErrInvalidConfig.
 func (c *Config) Validate() error {
-	switch {
-	case c.Schema == "":
-		return fmt.Errorf("%w: Schema is required", ErrInvalidConfig)
-	case len(c.Schema) > MaxIdentifierLen || !schemaNameRE.MatchString(c.Schema):
-		return fmt.Errorf("%w: Schema %q must match %s and be at most %d bytes", ErrInvalidConfig, truncate(c.Schema, 80), schemaNameRE, MaxIdentifierLen)
+	if err := names.ValidateSchema(c.Schema); err != nil {
+		return fmt.Errorf("%w: Schema: %w", ErrInvalidConfig, err)
 	}
 	if c.Slot == "" {
-		c.Slot = strings.ToLower("pgoutbox_" + c.Schema)
+		c.Slot = names.Slot(c.Schema)
 	}
 	if err := ValidateSlotName(c.Slot); err != nil {
 		return err
 	}
 	if c.Publication == "" {
-		c.Publication = "pgoutbox_" + c.Schema
+		c.Publication = names.Publication(c.Schema)
 	}
-	if len(c.Publication) > MaxIdentifierLen || strings.ContainsRune(c.Publication, 0) {
-		return fmt.Errorf("%w: Publication %q must be at most %d bytes without NUL", ErrInvalidConfig, truncate(c.Publication, 80), MaxIdentifierLen)
+	if err := names.ValidatePublication(c.Publication); err != nil {
+		return fmt.Errorf("%w: Publication: %w", ErrInvalidConfig, err)
 	}
 	if c.InstanceID == "" {
-		c.InstanceID = defaultInstanceID()
+		c.InstanceID = names.DefaultInstanceID()
 	}
-	if len(c.InstanceID) > MaxInstanceIDLen {
-		return fmt.Errorf("%w: InstanceID %q is %d bytes, the limit is %d", ErrInvalidConfig, truncate(c.InstanceID, 80), len(c.InstanceID), MaxInstanceIDLen)
+	if err := names.ValidateInstanceID(c.InstanceID); err != nil {
+		return fmt.Errorf("%w: InstanceID: %w", ErrInvalidConfig, err)
 	}
-	for _, r := range c.InstanceID {
-		if r < 0x20 || r > 0x7e {
-			return fmt.Errorf("%w: InstanceID %q must be printable ASCII (application_name)", ErrInvalidConfig, c.InstanceID)
-		}
-	}
+	return c.validateDurations()
+}
+
+// validateDurations fills and checks the durations and MaxBatch.
+func (c *Config) validateDurations() error {
 	durations := []struct {
 		name string
 		v    *time.Duration
@@ -159,23 +152,4 @@ func (c *Config) Validate() error {
 }
 
 // appName is the application_name of both connections.
-func (c *Config) appName() string { return appNamePrefix + c.InstanceID }
-
-func defaultInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown"
-	}
-	pid := fmt.Sprintf("-%d", os.Getpid())
-	if len(host)+len(pid) > MaxInstanceIDLen {
-		host = host[:MaxInstanceIDLen-len(pid)]
-	}
-	return host + pid
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func (c *Config) appName() string { return names.ApplicationName(c.InstanceID) }

@@ -10,35 +10,24 @@ import (
 	"go.uber.org/zap"
 )
 
-// connConfigs derives the two connections of a stream from one connection string: a regular one
-// for SQL (slot lookups, the relay record) and a replication=database one for the stream.
+// connConfigs derives the two connections of a stream from one parsed configuration: a regular one
+// for SQL (slot lookups, the relay record, the snapshot) and a replication=database one for the
+// stream. Every connection the stream opens goes through connectSQL or connectReplication, so TLS,
+// password, dialer and pgconn hooks of the configuration reach all of them.
 type connConfigs struct {
-	sql      *pgx.ConnConfig
-	repl     *pgconn.Config
-	redacted string
+	base          *pgx.ConnConfig
+	appName       string
+	beforeConnect func(context.Context, *pgx.ConnConfig) error
+	redacted      string
 }
 
-func newConnConfigs(connString, appName string) (*connConfigs, error) {
-	sqlCfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		// pgx's parse errors never include the password.
-		return nil, fmt.Errorf("%w: connection string: %w", ErrInvalidConfig, err)
+func newConnConfigs(base *pgx.ConnConfig, appName string, beforeConnect func(context.Context, *pgx.ConnConfig) error) *connConfigs {
+	base = base.Copy()
+	delete(base.RuntimeParams, "replication")
+	if base.ConnectTimeout == 0 {
+		base.ConnectTimeout = connectTimeout
 	}
-	delete(sqlCfg.RuntimeParams, "replication")
-	sqlCfg.RuntimeParams["application_name"] = appName
-	if sqlCfg.ConnectTimeout == 0 {
-		sqlCfg.ConnectTimeout = connectTimeout
-	}
-	replCfg, err := pgconn.ParseConfig(connString)
-	if err != nil {
-		return nil, fmt.Errorf("%w: connection string: %w", ErrInvalidConfig, err)
-	}
-	replCfg.RuntimeParams["replication"] = "database"
-	replCfg.RuntimeParams["application_name"] = appName
-	if replCfg.ConnectTimeout == 0 {
-		replCfg.ConnectTimeout = connectTimeout
-	}
-	return &connConfigs{sql: sqlCfg, repl: replCfg, redacted: redact(replCfg)}, nil
+	return &connConfigs{base: base, appName: appName, beforeConnect: beforeConnect, redacted: redact(&base.Config)}
 }
 
 // redact describes a connection without its password, for logs and errors.
@@ -46,8 +35,29 @@ func redact(c *pgconn.Config) string {
 	return "postgres://" + c.User + "@" + c.Host + ":" + strconv.Itoa(int(c.Port)) + "/" + c.Database
 }
 
+// config returns a copy of the base configuration after the BeforeConnect hook, with the stream's
+// application_name (set last: the stream finds its own stale walsenders by it).
+func (cc *connConfigs) config(ctx context.Context) (*pgx.ConnConfig, error) {
+	cfg := cc.base.Copy()
+	if cc.beforeConnect != nil {
+		if err := cc.beforeConnect(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("before connect to %s: %w", cc.redacted, err)
+		}
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	delete(cfg.RuntimeParams, "replication")
+	cfg.RuntimeParams["application_name"] = cc.appName
+	return cfg, nil
+}
+
 func (cc *connConfigs) connectSQL(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, cc.sql.Copy())
+	cfg, err := cc.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", cc.redacted, err)
 	}
@@ -55,10 +65,19 @@ func (cc *connConfigs) connectSQL(ctx context.Context) (*pgx.Conn, error) {
 }
 
 func (cc *connConfigs) connectReplication(ctx context.Context, log *zap.Logger) (*pgconn.PgConn, error) {
-	cfg := cc.repl.Copy()
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+	c, err := cc.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.Config.Copy()
+	cfg.RuntimeParams["replication"] = "database"
+	own := cfg.OnNotice
+	cfg.OnNotice = func(pc *pgconn.PgConn, n *pgconn.Notice) {
 		log.Warn("server notice on the replication connection", zap.String("severity", n.Severity),
 			zap.String("code", n.Code), zap.String("message", n.Message), zap.String("detail", n.Detail))
+		if own != nil {
+			own(pc, n)
+		}
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

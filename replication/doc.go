@@ -27,6 +27,11 @@
 //   - Failover: while another instance streams the slot, a Stream waits as a [Standby] and takes over
 //     when the slot is released. A walsender left behind by this very instance (same
 //     application_name, "pgoutbox-" + Config.InstanceID) is terminated instead of waited for.
+//   - Connections: [NewFromConfig] takes a parsed *pgx.ConnConfig (a pgxpool's ConnConfig) and every
+//     connection the stream opens — replication, the regular one for the slot record and standby
+//     election, the snapshot's — is a copy of it (TLS, password, dialer, pgconn hooks such as OnNotice,
+//     ValidateConnect and AfterConnect, run-time parameters), after [WithBeforeConnect]'s hook, with
+//     application_name "pgoutbox-" + Config.InstanceID; [New] parses a connection string into one.
 //   - Faults: every read has a deadline (Config.ReadTimeout; a quiet connection is probed with a
 //     reply request); network errors, server restarts and terminated walsenders lead to a reconnect
 //     with capped exponential backoff and jitter ([Backoff] state meanwhile). Fatal errors end Run.
@@ -35,5 +40,6 @@
 // [Stream.Run] is called once. [AdvanceSlot] and [ValidateSlotName] are helpers for the CLI.
 //
 // Slot names are validated (^[a-z0-9_]{1,63}$) because replication commands are built as text;
-// the publication name is quoted. Connection strings are never logged with their password.
+// the publication name is quoted. Names and limits are those of internal/names, shared with the outbox
+// package and the daemon. Connections are logged as user@host:port/database, never with a password.
 package replication

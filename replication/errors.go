@@ -6,8 +6,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 var (
@@ -31,7 +34,9 @@ var (
 
 // SlotLostError reports a slot that pkg_outbox_relay records but that no longer exists, or that
 // PostgreSQL invalidated (wal_status = 'lost'). The stream never recreates it: messages committed
-// after LastCommitTime must be replayed from the outbox table.
+// after LastCommitTime must be replayed from the outbox table (rows committed after the confirmed
+// position are never pruned). Replay selects by commit time with track_commit_timestamp on, else by
+// created_at widened by a margin; either way it re-delivers some messages twice, with their ids.
 type SlotLostError struct {
 	Slot string
 	// LastConfirmedLSN is the last position confirmed for the slot (0 when none was).
@@ -55,7 +60,10 @@ func (e *SlotLostError) Error() string {
 		ts := e.LastCommitTime.UTC().Format(time.RFC3339Nano)
 		fmt.Fprintf(&b, "; last confirmed commit time %s: replay from it with `pgoutbox replay --since %s`", ts, ts)
 	}
-	b.WriteString(", then drop the slot's row from pkg_outbox_relay to let a new slot be created")
+	b.WriteString(" once a new slot streams (drop the slot's row from pkg_outbox_relay to let one be created)." +
+		" Replay matches commit times when track_commit_timestamp is on; otherwise it matches created_at (the" +
+		" transaction's start) widened by --margin (1h by default; raise it if transactions run longer)." +
+		" It re-delivers some messages twice with their ids: consumers dedupe on the message id")
 	return b.String()
 }
 
@@ -75,11 +83,11 @@ func isFatal(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case strings.HasPrefix(pgErr.Code, "28"): // invalid authorization / password
+		case pgerrcode.IsInvalidAuthorizationSpecification(pgErr.Code): // class 28: invalid authorization / password
 			return true
-		case pgErr.Code == "3D000": // database does not exist
+		case pgErr.Code == pgerrcode.InvalidCatalogName: // database does not exist
 			return true
-		case pgErr.Code == "42501": // insufficient privilege (e.g. no REPLICATION attribute)
+		case pgErr.Code == pgerrcode.InsufficientPrivilege: // e.g. no REPLICATION attribute
 			return true
 		}
 	}
@@ -88,16 +96,10 @@ func isFatal(err error) bool {
 
 // classifyServerError maps a streaming ErrorResponse to our sentinels where one applies.
 func classifyServerError(pgErr *pgconn.PgError, publication string) error {
-	if pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication") {
+	if pgErr.Code == pgerrcode.UndefinedObject && strings.Contains(pgErr.Message, "publication") {
 		return fmt.Errorf("%w: %q: %w", ErrPublicationMissing, publication, pgErr)
 	}
 	return fmt.Errorf("replication stream: %w", pgErr)
 }
 
-func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
-}
+func pgCode(err error) string { return names.SQLState(err) }

@@ -8,10 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 const (
@@ -256,7 +259,7 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 				end, err = advanceSlot(ctx, sqlConn, slot, s.cfg.StartLSN)
 				return err
 			}); err != nil {
-				if pgCode(err) == "55006" {
+				if pgCode(err) == pgerrcode.ObjectInUse {
 					continue // taken meanwhile
 				}
 				return fmt.Errorf("StartLSN: %w", err)
@@ -275,7 +278,7 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 			s.delivered = false
 		}
 		err = s.startReplication(ctx, *repl)
-		if pgCode(err) == "55006" { // object in use: another instance won the race
+		if pgCode(err) == pgerrcode.ObjectInUse { // another instance won the race
 			s.log.Info("slot taken by another instance at START_REPLICATION: standing by", zap.Error(err))
 			standbyLogged = true
 			closeRepl(ctx, repl)
@@ -337,7 +340,7 @@ func (s *Stream) createSlot(ctx context.Context, sqlConn *pgx.Conn, repl *pgconn
 	s.log.Info("creating replication slot (waits for open transactions to finish)")
 	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, s.cfg.Slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
-	if pgCode(err) == "42710" { // duplicate_object: another instance created it first
+	if pgCode(err) == pgerrcode.DuplicateObject { // another instance created it first
 		return nil
 	}
 	if err != nil {
@@ -437,7 +440,7 @@ func (s *Stream) startReplication(ctx context.Context, repl *pgconn.PgConn) erro
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code != "55006" {
+		if errors.As(err, &pgErr) && pgErr.Code != pgerrcode.ObjectInUse {
 			return fmt.Errorf("START_REPLICATION: %w", classifyServerError(pgErr, s.cfg.Publication))
 		}
 		return fmt.Errorf("START_REPLICATION: %w", err)
@@ -484,13 +487,7 @@ func sendBatch(ctx context.Context, out chan<- []Event, batch []Event) error {
 var errServerStopping = errors.New("replication: the server is shutting down")
 
 // serverStopping reports the SQLSTATEs of a server that terminates sessions or refuses new ones.
-func serverStopping(err error) bool {
-	switch pgCode(err) {
-	case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
-		return true
-	}
-	return false
-}
+func serverStopping(err error) bool { return names.IsServerStopping(err) }
 
 // sidecar owns the regular connection while the session streams: it records the confirmed
 // position at most once per StatusInterval, checks the publication periodically, and watches the

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 // slotInfo is a slot's row in pg_replication_slots, as seen from the current database.
@@ -82,7 +85,7 @@ type relayRecord struct {
 	snapshotPending bool
 }
 
-func relayTable(schema string) string { return pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize() }
+func relayTable(schema string) string { return names.Table(schema, names.RelayTable) }
 
 func lookupRecord(ctx context.Context, q querier, schema, slot string) (relayRecord, error) {
 	var (
@@ -97,10 +100,10 @@ func lookupRecord(ctx context.Context, q querier, schema, slot string) (relayRec
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return r, nil
-	case pgCode(err) == "42P01" || pgCode(err) == "3F000":
+	case names.IsMissingRelation(err):
 		return r, fmt.Errorf("%w: %s does not exist: run the pgoutbox migration (outbox.Migrate) for schema %q first: %w",
 			ErrRelayTableMissing, relayTable(schema), schema, err)
-	case pgCode(err) == "42703": // undefined_column: a schema migrated by an older pgoutbox
+	case pgCode(err) == pgerrcode.UndefinedColumn: // a schema migrated by an older pgoutbox
 		return r, fmt.Errorf("%w: %s lacks a column this version needs: re-run the pgoutbox migration (outbox.Migrate or `pgoutbox migrate`) for schema %q: %w",
 			ErrRelayTableMissing, relayTable(schema), schema, err)
 	case err != nil:
@@ -195,11 +198,11 @@ func checkPublication(ctx context.Context, q querier, publication, schema string
 		return fmt.Errorf("check publication %q: %w", publication, err)
 	case !exists:
 		return fmt.Errorf("%w: publication %q does not exist in this database (it must cover %s): run the pgoutbox migration",
-			ErrPublicationMissing, publication, pgx.Identifier{schema, "pkg_outbox"}.Sanitize())
+			ErrPublicationMissing, publication, names.Table(schema, names.OutboxTable))
 	case !covers:
 		return fmt.Errorf("%w: publication %q does not cover %s: ALTER PUBLICATION %s ADD TABLE %s",
-			ErrPublicationMissing, publication, pgx.Identifier{schema, "pkg_outbox"}.Sanitize(),
-			pgx.Identifier{publication}.Sanitize(), pgx.Identifier{schema, "pkg_outbox"}.Sanitize())
+			ErrPublicationMissing, publication, names.Table(schema, names.OutboxTable),
+			pgx.Identifier{publication}.Sanitize(), names.Table(schema, names.OutboxTable))
 	}
 	return nil
 }

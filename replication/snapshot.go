@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -114,7 +115,7 @@ func (s *Stream) dropIncomplete(ctx context.Context, conn *pgx.Conn, si slotInfo
 		zap.String("created_lsn", rec.createdLSN.String()), zap.Time("created_at", rec.createdAt))
 	return s.withTimeout(ctx, func(ctx context.Context) error {
 		if si.exists {
-			if _, err := conn.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, s.cfg.Slot); err != nil && pgCode(err) != "42704" {
+			if _, err := conn.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, s.cfg.Slot); err != nil && pgCode(err) != pgerrcode.UndefinedObject {
 				return fmt.Errorf("drop slot %q (incomplete snapshot): %w", s.cfg.Slot, err)
 			}
 		}

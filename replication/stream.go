@@ -2,12 +2,14 @@ package replication
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 )
 
@@ -32,7 +34,8 @@ type Stream struct {
 	flushVer    uint64        // bumped on every change, for persistence
 	snapshotAt  pglogrepl.LSN // own initial snapshot not yet complete: confirm at most this
 
-	snapshotFn SnapshotFunc
+	snapshotFn    SnapshotFunc
+	beforeConnect func(context.Context, *pgx.ConnConfig) error
 
 	// Owned by Run's goroutine.
 	startLSNDone bool
@@ -61,9 +64,33 @@ func WithLogger(l *zap.Logger) Option {
 // WithCreateSlot overrides Config.CreateSlot.
 func WithCreateSlot(create bool) Option { return func(s *Stream) { s.cfg.CreateSlot = create } }
 
+// WithBeforeConnect sets a hook called before every connection the stream opens (regular and
+// replication) with a copy of its configuration, like pgxpool.Config.BeforeConnect: for example to set
+// a fresh password or token. replication and application_name are set after it returns.
+func WithBeforeConnect(fn func(context.Context, *pgx.ConnConfig) error) Option {
+	return func(s *Stream) { s.beforeConnect = fn }
+}
+
 // New validates cfg and returns a Stream for the database of connString (a postgres URL or DSN for a
 // regular connection; the replication connection is derived from it). New does no I/O.
 func New(connString string, cfg Config, opts ...Option) (*Stream, error) {
+	conn, err := pgx.ParseConfig(connString)
+	if err != nil {
+		// pgx's parse errors never include the password.
+		return nil, fmt.Errorf("%w: connection string: %w", ErrInvalidConfig, err)
+	}
+	return NewFromConfig(conn, cfg, opts...)
+}
+
+// NewFromConfig validates cfg and returns a Stream for the database conn connects to, for example a
+// pgxpool's ConnConfig. conn is copied: its TLS settings, password, dialer, pgconn hooks
+// (ValidateConnect, AfterConnect, OnNotice, ...) and run-time parameters reach every connection the
+// stream opens; the stream sets application_name ("pgoutbox-" + InstanceID) on all of them and
+// replication=database on the replication connection. New does no I/O.
+func NewFromConfig(conn *pgx.ConnConfig, cfg Config, opts ...Option) (*Stream, error) {
+	if conn == nil {
+		return nil, fmt.Errorf("%w: nil connection config", ErrInvalidConfig)
+	}
 	s := &Stream{cfg: cfg, log: zap.NewNop(), done: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
@@ -71,11 +98,7 @@ func New(connString string, cfg Config, opts ...Option) (*Stream, error) {
 	if err := s.cfg.Validate(); err != nil {
 		return nil, err
 	}
-	conns, err := newConnConfigs(connString, s.cfg.appName())
-	if err != nil {
-		return nil, err
-	}
-	s.conns = conns
+	s.conns = newConnConfigs(conn, s.cfg.appName(), s.beforeConnect)
 	s.log = s.log.Named("replication").With(zap.String("slot", s.cfg.Slot), zap.String("instance", s.cfg.InstanceID))
 	s.state.Store(int32(Stopped))
 	return s, nil

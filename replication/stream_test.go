@@ -171,6 +171,11 @@ func TestStreamSlotLost(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, ts) || !strings.Contains(msg, "pgoutbox replay --since "+ts) {
 		t.Fatalf("error does not name the commit time %s and the replay command: %s", ts, msg)
 	}
+	for _, want := range []string{"track_commit_timestamp", "--margin", "consumers dedupe on the message id"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say how replay matches rows (%q): %s", want, err)
+		}
+	}
 	if n := db.QueryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot); n != 0 {
 		t.Fatal("a lost slot was recreated")
 	}

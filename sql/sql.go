@@ -11,8 +11,9 @@ import (
 	"text/template"
 )
 
-// Version identifies the schema layout these templates create (v2: pkg_outbox_relay.snapshot_pending).
-const Version = "v2"
+// Version identifies the schema layout these templates create (v2: pkg_outbox_relay.snapshot_pending;
+// v3: pkg_outbox_relay.parked_*).
+const Version = "v3"
 
 //go:embed *.sql.tmpl
 var files embed.FS

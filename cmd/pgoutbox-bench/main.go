@@ -1,7 +1,7 @@
 // Command pgoutbox-bench measures pgoutbox against the physical limits of the machine it runs on:
 // the cost Enqueue adds to a transaction (W1), commit→Kafka-ack latency under open-loop load (W2),
-// backlog drain against pg_recvlogical (W3), one huge transaction with streaming off and on (W4) and
-// uniform vs hot keys (W5). It writes BENCH.md, results.json and SVG charts into -out.
+// backlog drain against pg_recvlogical (W3), one huge transaction with streaming off and on (W4),
+// uniform vs hot keys (W5) and live load with one poison key (W6). It writes BENCH.md, results.json and SVG charts into -out.
 //
 //	eval "$(make -s services-up)"
 //	go run ./cmd/pgoutbox-bench -out bench/ [-quick] [-workloads W1,W3]
@@ -38,6 +38,7 @@ type bench struct {
 	partitions      int
 	profileDir      string
 	w2Rates         []int
+	linger          time.Duration // W2's Kafka linger; < 0: the sink's default
 	streamMem       int
 	start           time.Time
 }
@@ -60,22 +61,23 @@ func run() error {
 	var (
 		out       = flag.String("out", "bench", "directory for BENCH.md, results.json and the charts")
 		quick     = flag.Bool("quick", false, "smaller backlogs and shorter runs")
-		workloads = flag.String("workloads", "W1,W2,W3,W4,W5", "comma-separated workloads to run")
+		workloads = flag.String("workloads", "W1,W2,W3,W4,W5,W6", "comma-separated workloads to run")
 		repeats   = flag.Int("repeats", 3, "repeats per measurement (median and spread are reported)")
 		parts     = flag.Int("partitions", 8, "partitions of the Kafka topics")
 		profile   = flag.Bool("profile", false, "also run each relay drain variant once more under the CPU profiler (written to <out>/profiles)")
 		w3n       = flag.Int("w3-n", 0, "W3 backlog size (default 1,000,000; -quick 100,000)")
 		w4n       = flag.Int("w4-n", 0, "W4 transaction size (default 1,000,000; -quick 100,000)")
 		w5n       = flag.Int("w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
-		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,2000,5000,10000; -quick 1000,5000,10000)")
+		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
+		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
 		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming; 16 = the relay's default)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, start: time.Now()}
+	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, start: time.Now()}
 	b.adminURL = os.Getenv("PGOUTBOX_TEST_DATABASE_URL")
 	if b.adminURL == "" {
 		return errors.New(`PGOUTBOX_TEST_DATABASE_URL is unset: run eval "$(scripts/postgres.sh up)" (and scripts/kafka.sh up)`)
@@ -93,25 +95,22 @@ func run() error {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "W3", "W4", "W5":
+		case "W1", "W2", "W3", "W4", "W5", "W6":
 			run[w] = true
 		case "":
 		default:
-			return fmt.Errorf("-workloads: unknown workload %q (W1..W5)", w)
+			return fmt.Errorf("-workloads: unknown workload %q (W1..W6)", w)
 		}
 	}
-	if (run["W2"] || run["W3"] || run["W5"]) && len(b.brokers) == 0 {
-		return errors.New(`W2, W3 and W5 need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	if (run["W2"] || run["W3"] || run["W5"] || run["W6"]) && len(b.brokers) == 0 {
+		return errors.New(`W2, W3, W5 and W6 need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
 	}
 	if run["W3"] || run["W4"] {
 		if _, err := exec.LookPath(b.recvlogical); err != nil {
 			return fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
 		}
 	}
-	b.w2Rates = []int{1000, 2000, 5000, 10000}
-	if *quick {
-		b.w2Rates = []int{1000, 5000, 10000}
-	}
+	b.w2Rates = []int{1000, 5000, 10000, 20000}
 	if *rates != "" {
 		b.w2Rates = nil
 		for _, s := range strings.Split(*rates, ",") {
@@ -201,6 +200,14 @@ func run() error {
 	}
 	if run["W5"] {
 		if res.W5, err = b.w5(ctx, n5); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W6"] {
+		if res.W6, err = b.w6(ctx); err != nil {
 			return err
 		}
 		if err := save(); err != nil {

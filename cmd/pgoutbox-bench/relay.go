@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox-bench/internal/hist"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
 )
@@ -47,6 +48,14 @@ type relaySpec struct {
 	SpillDir    string        `json:"spill_dir,omitempty"`
 	CPUProfile  string        `json:"cpu_profile,omitempty"`
 	Timeout     time.Duration `json:"timeout"`
+	// PoisonType makes the sink fail every record of this type (W6).
+	PoisonType string `json:"poison_type,omitempty"`
+	// AckSeries reports acks per second and the commit→ack latency (W6).
+	AckSeries bool `json:"ack_series,omitempty"`
+	// wrap, in-process runs only, wraps the sink (W2 stamps records on their way through it).
+	wrap func(outbox.Sink) outbox.Sink
+	// zeroLinger sets Linger 0 (a zero Linger otherwise means the sink's default).
+	zeroLinger bool
 }
 
 // relayResult is what a child run reports.
@@ -60,6 +69,11 @@ type relayResult struct {
 	Allocs        uint64  `json:"allocs"`          // heap objects allocated during the run
 	AllocBytes    uint64  `json:"alloc_bytes"`
 	Err           string  `json:"err,omitempty"`
+	// With AckSeries: acks in each second from StartUnix on, and the commit→ack latency.
+	StartUnixMilli int64         `json:"start_unix_ms,omitempty"`
+	AcksPerSecond  []int64       `json:"acks_per_second,omitempty"`
+	Latency        *hist.Summary `json:"latency,omitempty"`
+	PoisonAttempts int           `json:"poison_attempts,omitempty"`
 }
 
 // counter is an outbox.Observer counting acks; it closes done at n and forwards latencies to onAck.
@@ -89,9 +103,11 @@ func (c *counter) Blocked(outbox.Destination, error) {}
 
 // runningRelay is a relay with its pool and sink.
 type runningRelay struct {
-	relay *outbox.Relay
-	pool  *pgxpool.Pool
-	sink  *kafka.Sink
+	relay  *outbox.Relay
+	pool   *pgxpool.Pool
+	sink   *kafka.Sink
+	poison *poisonSink
+	linger time.Duration // the Kafka sink's
 }
 
 func (r *runningRelay) stop(ctx context.Context) error {
@@ -131,7 +147,7 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		cfg := kafka.DefaultConfig()
 		cfg.Brokers = s.Brokers
 		cfg.Topics = map[string]string{string(benchDest): s.Topic}
-		if s.Linger > 0 {
+		if s.Linger > 0 || s.zeroLinger {
 			cfg.Linger = s.Linger
 		}
 		if s.BatchBytes > 0 {
@@ -141,7 +157,16 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 			pool.Close()
 			return nil, err
 		}
-		opts = append(opts, outbox.WithSink(benchDest, rr.sink))
+		rr.linger = cfg.Linger
+		var sink outbox.Sink = rr.sink
+		if s.PoisonType != "" {
+			rr.poison = &poisonSink{next: rr.sink, typ: s.PoisonType}
+			sink = rr.poison
+		}
+		if s.wrap != nil {
+			sink = s.wrap(sink)
+		}
+		opts = append(opts, outbox.WithSink(benchDest, sink))
 	default:
 		pool.Close()
 		return nil, fmt.Errorf("unknown sink %q", s.Sink)
@@ -180,26 +205,7 @@ func measureRelay(s relaySpec) relayResult {
 	samples := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
 	metrics.Read(samples)
 	allocs0, bytes0 := samples[1].Value.Uint64(), samples[2].Value.Uint64()
-	var peakHeap atomic.Uint64
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		for {
-			metrics.Read(s)
-			if v := s[0].Value.Uint64(); v > peakHeap.Load() {
-				peakHeap.Store(v)
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	peakHeap := samplePeakHeap()
 	if s.CPUProfile != "" {
 		if f, err := os.Create(s.CPUProfile); err == nil {
 			if pprof.StartCPUProfile(f) == nil {
@@ -208,8 +214,14 @@ func measureRelay(s relaySpec) relayResult {
 		}
 	}
 
-	c := newCounter(s.N, nil)
 	start := time.Now()
+	var series *ackSeries
+	var onAck func(time.Duration)
+	if s.AckSeries {
+		series = newAckSeries(start, s.Timeout)
+		onAck = series.record
+	}
+	c := newCounter(s.N, onAck)
 	rr, err := startRelay(ctx, s, c)
 	if err != nil {
 		res.Err = err.Error()
@@ -227,17 +239,72 @@ func measureRelay(s relaySpec) relayResult {
 	res.SysCPU = time.Duration(ru.Stime.Nano()).Seconds()
 	metrics.Read(samples)
 	res.Allocs, res.AllocBytes = samples[1].Value.Uint64()-allocs0, samples[2].Value.Uint64()-bytes0
-	close(stopSampling)
-	<-sampled
-	res.PeakHeapBytes = peakHeap.Load()
+	res.PeakHeapBytes = peakHeap()
 	res.PeakRSSBytes = vmHWM()
 	res.Delivered = c.acked.Load()
+	if series != nil {
+		series.report(&res)
+	}
+	if rr.poison != nil {
+		res.PoisonAttempts = int(rr.poison.attempts.Load())
+	}
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer stopCancel()
 	if err := rr.stop(stopCtx); err != nil && res.Err == "" && !errors.Is(err, context.Canceled) {
 		res.Err = "stop: " + err.Error()
 	}
 	return res
+}
+
+// samplePeakHeap samples the live heap every 10 ms until the returned function is called, which
+// returns the peak.
+func samplePeakHeap() (stop func() uint64) {
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		for {
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(done); <-sampled; return peak.Load() }
+}
+
+// ackSeries counts acks per second since start and their commit→ack latency.
+type ackSeries struct {
+	start time.Time
+	acks  []atomic.Int64
+	lat   hist.H
+}
+
+func newAckSeries(start time.Time, span time.Duration) *ackSeries {
+	return &ackSeries{start: start, acks: make([]atomic.Int64, int(span/time.Second)+2)}
+}
+
+func (a *ackSeries) record(d time.Duration) {
+	a.lat.Record(d)
+	a.acks[min(int(time.Since(a.start)/time.Second), len(a.acks)-1)].Add(1)
+}
+
+func (a *ackSeries) report(res *relayResult) {
+	res.StartUnixMilli = a.start.UnixMilli()
+	for i := range min(int(time.Since(a.start)/time.Second)+1, len(a.acks)) {
+		res.AcksPerSecond = append(res.AcksPerSecond, a.acks[i].Load())
+	}
+	sum := a.lat.Summary()
+	res.Latency = &sum
 }
 
 // vmHWM returns this process's peak resident set size in bytes.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -15,17 +16,20 @@ import (
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
-// W2Point is one target rate of the live-latency workload.
+// W2Point is one target rate of the live-latency workload. The P*MS summaries are commit → visible
+// to an independent Kafka consumer (per window); Stages break the latency of all windows down.
 type W2Point struct {
-	Rate        int          `json:"target_msgs_per_s"`
-	Achieved    Summary      `json:"achieved_msgs_per_s"` // per window
-	P50MS       Summary      `json:"p50_ms"`
-	P99MS       Summary      `json:"p99_ms"`
-	P999MS      Summary      `json:"p999_ms"`
-	All         hist.Summary `json:"all_windows"`
-	LagMaxBytes Summary      `json:"slot_lag_max_bytes"` // per window
-	LagEndBytes int64        `json:"slot_lag_end_bytes"`
-	Flat        bool         `json:"flat"`
+	Rate        int                     `json:"target_msgs_per_s"`
+	Achieved    Summary                 `json:"achieved_msgs_per_s"` // per window
+	P50MS       Summary                 `json:"p50_ms"`
+	P99MS       Summary                 `json:"p99_ms"`
+	P999MS      Summary                 `json:"p999_ms"`
+	All         hist.Summary            `json:"all_windows"`      // commit → consumer, all windows
+	Ack         hist.Summary            `json:"relay_ack"`        // PostgreSQL commit → Kafka ack (the relay's view)
+	Stages      map[string]hist.Summary `json:"stages,omitempty"` // see w2Stages
+	LagMaxBytes Summary                 `json:"slot_lag_max_bytes"`
+	LagEndBytes int64                   `json:"slot_lag_end_bytes"`
+	Flat        bool                    `json:"flat"`
 }
 
 // W2Result is the live-latency workload.
@@ -37,19 +41,65 @@ type W2Result struct {
 	PerTx       int       `json:"messages_per_tx"`
 	Producers   int       `json:"producers"`
 	Partitions  int       `json:"kafka_partitions"`
+	Linger      float64   `json:"linger_ms"`
 	HighestFlat int       `json:"highest_flat_rate"`
 	FlatRule    string    `json:"flat_rule"`
 	Quick       bool      `json:"quick"`
 	When        time.Time `json:"when"`
 }
 
+// w2Stages are the stages of a message's way, in order; their names key W2Point.Stages.
+var w2Stages = []string{"send → PG commit", "PG commit → sink call", "sink call → Kafka ack", "send → consumer"}
+
+// w2Hists are one window's histograms. Times: send = the producer's clock just before INSERT (carried
+// in the payload), PG commit = the commit timestamp in the WAL, sink call = when the relay called
+// the Kafka sink's Send, Kafka ack = when Send returned, consumer = when an independent consumer got it.
+type w2Hists struct {
+	visible, ack hist.H
+	stages       [4]hist.H
+}
+
 const w2Schema = "b2"
+
+// w2Probe collects the current window's histograms from the relay's observer, its sink and the consumer.
+type w2Probe struct {
+	cur atomic.Pointer[w2Hists]
+}
+
+func (p *w2Probe) swap() *w2Hists { return p.cur.Swap(new(w2Hists)) }
+
+// stampedSink records when each record reaches the sink and when the sink acked it.
+type stampedSink struct {
+	next  outbox.Sink
+	probe *w2Probe
+}
+
+func (s *stampedSink) Send(ctx context.Context, batch []outbox.Record) error {
+	start := time.Now()
+	h := s.probe.cur.Load()
+	for i := range batch {
+		r := &batch[i]
+		if sent, ok := sentAt(r.Payload); ok {
+			h.stages[0].Record(r.CommitTime.Sub(sent))
+		}
+		h.stages[1].Record(start.Sub(r.CommitTime))
+	}
+	err := s.next.Send(ctx, batch)
+	h.stages[2].Record(time.Since(start)) // once per call: every record of it waited this long
+	return err
+}
+
+func sentAt(payload []byte) (time.Time, bool) {
+	if len(payload) < 8 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(payload))), true
+}
 
 func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	res := &W2Result{Window: 10, Warmup: 3, Windows: b.repeats, PerTx: 1, Producers: 16, Partitions: b.partitions,
 		Quick: b.quick, When: time.Now().UTC(),
 		FlatRule: "p99 (median of windows) ≤ max(2 × p99 at the lowest rate, 20 ms), achieved ≥ 95% of target, slot lag in the last window ≤ 2 × first window + 8 MiB"}
-	rates := b.w2Rates
 	if b.quick {
 		res.Window, res.Warmup = 4, 2
 	}
@@ -64,15 +114,25 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	const slot = "b2_live"
 	defer func() { _ = dropSlot(context.WithoutCancel(ctx), b.pool, slot) }()
 
-	var cur atomic.Pointer[hist.H]
-	cur.Store(new(hist.H))
-	obs := newCounter(-1, func(d time.Duration) { cur.Load().Record(d) })
-	rr, err := startRelay(ctx, relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka",
-		Brokers: b.brokers, Topic: topic}, obs)
+	probe := &w2Probe{}
+	probe.swap()
+	obs := newCounter(-1, func(d time.Duration) { probe.cur.Load().ack.Record(d) })
+	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
+		wrap: func(s outbox.Sink) outbox.Sink { return &stampedSink{next: s, probe: probe} }}
+	if b.linger >= 0 {
+		spec.Linger, spec.zeroLinger = b.linger, b.linger == 0
+	}
+	rr, err := startRelay(ctx, spec, obs)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = rr.stop(context.WithoutCancel(ctx)) }()
+	res.Linger = float64(rr.linger) / float64(time.Millisecond)
+	stopConsumer, err := consumeVisible(ctx, b.brokers, topic, probe)
+	if err != nil {
+		return nil, err
+	}
+	defer stopConsumer()
 
 	pcfg, err := pgxpool.ParseConfig(b.dbURL)
 	if err != nil {
@@ -84,127 +144,176 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		return nil, err
 	}
 	defer pool.Close()
-	body := payload(200)
-	var produced atomic.Int64
-
-	for _, rate := range rates {
-		pt := W2Point{Rate: rate}
-		stopProd := make(chan struct{})
-		var wg sync.WaitGroup
-		errs := make(chan error, res.Producers)
-		interval := time.Duration(float64(time.Second) * float64(res.Producers*res.PerTx) / float64(rate))
-		t0 := time.Now()
-		for p := range res.Producers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(p), 7))
-				due := t0.Add(time.Duration(r.Int64N(int64(interval)))) // spread producers' phases
-				msgs := make([]outbox.Message, res.PerTx)
-				for {
-					if d := time.Until(due); d > 0 {
-						select {
-						case <-stopProd:
-							return
-						case <-time.After(d):
-						}
-					} else {
-						select {
-						case <-stopProd:
-							return
-						default:
-						}
-					}
-					due = due.Add(interval) // open loop: the schedule does not wait for slow commits
-					for i := range msgs {
-						msgs[i] = outbox.Message{Destination: benchDest, Key: fmt.Sprintf("key-%d", r.IntN(10_000)), Type: "BenchEvent", Payload: body}
-					}
-					if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Enqueue(ctx, w2Schema, tx, msgs...) }); err != nil {
-						errs <- err
-						return
-					}
-					produced.Add(int64(len(msgs)))
-				}
-			}()
-		}
-		var lagMax atomic.Int64
-		var lagLast atomic.Int64
-		stopLag := make(chan struct{})
-		lagDone := make(chan struct{})
-		go func() {
-			defer close(lagDone)
-			t := time.NewTicker(200 * time.Millisecond)
-			defer t.Stop()
-			for {
-				var lag int64
-				if err := b.pool.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag); err == nil {
-					lagLast.Store(lag)
-					if lag > lagMax.Load() {
-						lagMax.Store(lag)
-					}
-				}
-				select {
-				case <-stopLag:
-					return
-				case <-t.C:
-				}
-			}
-		}()
-		if err := sleepCtx(ctx, time.Duration(res.Warmup*float64(time.Second))); err != nil {
+	run := &w2Run{b: b, res: res, pool: pool, probe: probe, obs: obs, slot: slot}
+	for _, rate := range b.w2Rates {
+		pt, err := run.rate(ctx, rate)
+		if err != nil {
 			return nil, err
 		}
-		all := new(hist.H)
-		var achieved, p50, p99, p999, lags []float64
-		for w := range res.Windows {
-			h := new(hist.H)
-			cur.Store(h)
-			lagMax.Store(0)
-			n0, w0 := produced.Load(), time.Now()
-			if err := sleepCtx(ctx, time.Duration(res.Window*float64(time.Second))); err != nil {
-				return nil, err
-			}
-			cur.Store(new(hist.H))
-			s := h.Summary()
-			a := float64(produced.Load()-n0) / time.Since(w0).Seconds()
-			achieved, p50, p99, p999 = append(achieved, a), append(p50, s.P50MS), append(p99, s.P99MS), append(p999, s.P999MS)
-			lags = append(lags, float64(lagMax.Load()))
-			all.Merge(h)
-			b.logf("W2 rate %5d window %d: achieved %7.0f msgs/s  p50 %6.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.1f ms  slot lag max %5.1f MiB",
-				rate, w+1, a, s.P50MS, s.P99MS, s.P999MS, s.MaxMS, float64(lagMax.Load())/(1<<20))
-		}
-		close(stopProd)
-		wg.Wait()
-		close(stopLag)
-		<-lagDone
-		pt.LagEndBytes = lagLast.Load()
-		close(errs)
-		if err := <-errs; err != nil {
-			return nil, fmt.Errorf("W2 producer at %d msgs/s: %w", rate, err)
-		}
-		pt.Achieved, pt.P50MS, pt.P99MS, pt.P999MS, pt.LagMaxBytes = summarize(achieved), summarize(p50), summarize(p99), summarize(p999), summarize(lags)
-		pt.All = all.Summary()
 		res.Points = append(res.Points, pt)
-		// Let the relay catch up before the next rate.
-		for deadline := time.Now().Add(2 * time.Minute); obs.acked.Load() < produced.Load() && time.Now().Before(deadline); {
-			if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-				return nil, err
-			}
-		}
-		if err := sleepCtx(ctx, 1500*time.Millisecond); err != nil {
-			return nil, err
-		}
 	}
-	if len(res.Points) > 0 {
-		base := res.Points[0].P99MS.Median
-		for i := range res.Points {
-			p := &res.Points[i]
-			lv := p.LagMaxBytes.Values
-			lagOK := len(lv) == 0 || lv[len(lv)-1] <= 2*lv[0]+8<<20
-			p.Flat = p.P99MS.Median <= max(2*base, 20) && p.Achieved.Median >= 0.95*float64(p.Rate) && lagOK
-			if p.Flat && (i == 0 || res.Points[i-1].Flat) {
-				res.HighestFlat = p.Rate
-			}
-		}
-	}
+	res.judgeFlat()
 	return res, nil
+}
+
+func (res *W2Result) judgeFlat() {
+	if len(res.Points) == 0 {
+		return
+	}
+	base := res.Points[0].P99MS.Median
+	for i := range res.Points {
+		p := &res.Points[i]
+		lv := p.LagMaxBytes.Values
+		lagOK := len(lv) == 0 || lv[len(lv)-1] <= 2*lv[0]+8<<20
+		p.Flat = p.P99MS.Median <= max(2*base, 20) && p.Achieved.Median >= 0.95*float64(p.Rate) && lagOK
+		if p.Flat && (i == 0 || res.Points[i-1].Flat) {
+			res.HighestFlat = p.Rate
+		}
+	}
+}
+
+// w2Run is the state shared by the rates of one W2 run.
+type w2Run struct {
+	b        *bench
+	res      *W2Result
+	pool     *pgxpool.Pool
+	probe    *w2Probe
+	obs      *counter
+	slot     string
+	produced atomic.Int64
+}
+
+// rate offers rate msgs/s, measures res.Windows windows after the warm-up, then lets the relay catch up.
+func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
+	res := w.res
+	pt := W2Point{Rate: rate}
+	stopProd, prodErr := w.produce(ctx, rate)
+	lag := sampleLag(ctx, w.b.pool, w.slot)
+	if err := sleepCtx(ctx, time.Duration(res.Warmup*float64(time.Second))); err != nil {
+		return pt, err
+	}
+	all, ack := new(hist.H), new(hist.H)
+	var stages [4]hist.H
+	var achieved, p50, p99, p999, lags []float64
+	for win := range res.Windows {
+		w.probe.swap()
+		lag.max.Store(0)
+		n0, t0 := w.produced.Load(), time.Now()
+		if err := sleepCtx(ctx, time.Duration(res.Window*float64(time.Second))); err != nil {
+			return pt, err
+		}
+		h := w.probe.swap()
+		s := h.visible.Summary()
+		a := float64(w.produced.Load()-n0) / time.Since(t0).Seconds()
+		achieved, p50, p99, p999 = append(achieved, a), append(p50, s.P50MS), append(p99, s.P99MS), append(p999, s.P999MS)
+		lags = append(lags, float64(lag.max.Load()))
+		all.Merge(&h.visible)
+		ack.Merge(&h.ack)
+		for i := range stages {
+			stages[i].Merge(&h.stages[i])
+		}
+		w.b.logf("W2 rate %5d window %d: achieved %7.0f msgs/s  commit→consumer p50 %6.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.1f ms  (relay ack p99 %6.2f ms)  slot lag max %5.1f MiB",
+			rate, win+1, a, s.P50MS, s.P99MS, s.P999MS, s.MaxMS, h.ack.Summary().P99MS, float64(lag.max.Load())/(1<<20))
+	}
+	stopProd()
+	pt.LagEndBytes = lag.stop()
+	if err := prodErr(); err != nil {
+		return pt, fmt.Errorf("W2 producer at %d msgs/s: %w", rate, err)
+	}
+	pt.Achieved, pt.P50MS, pt.P99MS, pt.P999MS, pt.LagMaxBytes = summarize(achieved), summarize(p50), summarize(p99), summarize(p999), summarize(lags)
+	pt.All, pt.Ack = all.Summary(), ack.Summary()
+	pt.Stages = map[string]hist.Summary{}
+	for i, name := range w2Stages {
+		if i == 3 {
+			pt.Stages[name] = pt.All
+			continue
+		}
+		pt.Stages[name] = stages[i].Summary()
+	}
+	// Let the relay catch up before the next rate.
+	for deadline := time.Now().Add(2 * time.Minute); w.obs.acked.Load() < w.produced.Load() && time.Now().Before(deadline); {
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return pt, err
+		}
+	}
+	return pt, sleepCtx(ctx, 1500*time.Millisecond)
+}
+
+// produce starts res.Producers open-loop producers offering rate msgs/s in total, res.PerTx messages
+// per transaction, each payload starting with the send time. stop ends them; wait returns the first error.
+func (w *w2Run) produce(ctx context.Context, rate int) (stop func(), wait func() error) {
+	res := w.res
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, res.Producers)
+	interval := time.Duration(float64(time.Second) * float64(res.Producers*res.PerTx) / float64(rate))
+	t0 := time.Now()
+	for p := range res.Producers {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(p), 7))
+			due := t0.Add(time.Duration(r.Int64N(int64(interval)))) // spread producers' phases
+			msgs := make([]outbox.Message, res.PerTx)
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(time.Until(due)):
+				}
+				due = due.Add(interval) // open loop: the schedule does not wait for slow commits
+				now := time.Now()
+				for i := range msgs {
+					body := payload(200)
+					binary.BigEndian.PutUint64(body, uint64(now.UnixNano()))
+					msgs[i] = outbox.Message{Destination: benchDest, Key: fmt.Sprintf("key-%d", r.IntN(10_000)), Type: "BenchEvent", Payload: body}
+				}
+				if err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error { return outbox.Enqueue(ctx, w2Schema, tx, msgs...) }); err != nil {
+					errs <- err
+					return
+				}
+				w.produced.Add(int64(len(msgs)))
+			}
+		})
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done); wg.Wait(); close(errs) }) }
+	wait = func() error { stop(); return <-errs }
+	return stop, wait
+}
+
+// lagSampler polls the slot's lag every 200 ms.
+type lagSampler struct {
+	max, last atomic.Int64
+	done      chan struct{}
+	stopped   chan struct{}
+}
+
+func sampleLag(ctx context.Context, pool *pgxpool.Pool, slot string) *lagSampler {
+	l := &lagSampler{done: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(l.stopped)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var lag int64
+			if err := pool.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag); err == nil {
+				l.last.Store(lag)
+				if lag > l.max.Load() {
+					l.max.Store(lag)
+				}
+			}
+			select {
+			case <-l.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return l
+}
+
+// stop ends the sampling and returns the last lag read.
+func (l *lagSampler) stop() int64 {
+	close(l.done)
+	<-l.stopped
+	return l.last.Load()
 }

@@ -179,7 +179,8 @@ func (a *app) statusCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out := statusOutput{Schema: cfg.Schema, Publication: outbox.PublicationName(cfg.Schema), SlotStatus: st}
+				out := statusOutput{Schema: cfg.Schema, Publication: outbox.PublicationName(cfg.Schema), SlotStatus: st,
+					Routes: describeRoutes(cfg)}
 				if asJSON {
 					enc := json.NewEncoder(a.stdout)
 					enc.SetIndent("", "  ")
@@ -198,6 +199,7 @@ type statusOutput struct {
 	Schema      string `json:"schema"`
 	Publication string `json:"publication"`
 	observe.SlotStatus
+	Routes []routeInfo `json:"routes"` // where each configured destination's records go, and why
 }
 
 func printStatus(w io.Writer, s statusOutput) {
@@ -235,12 +237,28 @@ func printStatus(w io.Writer, s statusOutput) {
 		} else {
 			row("  initial snapshot", "complete (or not taken)")
 		}
+		row("  parked keys", parkedLine(r.Parked, r.UpdatedAt))
 		row("  updated_at", r.UpdatedAt.UTC().Format(time.RFC3339))
 	} else {
 		row("relay record", "none")
 	}
 	row("dead_letters", s.DeadLetters)
+	if len(s.Routes) == 0 {
+		row("routes", "none configured (`run` needs one per destination, or --dev)")
+	}
+	for _, r := range s.Routes {
+		row("route "+r.Destination, r.Rule)
+	}
 	_ = tw.Flush()
+}
+
+// parkedLine describes the parked keys of the relay's last report.
+func parkedLine(p observe.Parked, reported time.Time) string {
+	if p.Keys == 0 || p.Since == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d (%d messages held back behind failed ones; the oldest parked since %s, %s before this report; the slot waits at %s, retaining %d bytes of WAL)",
+		p.Keys, p.Messages, p.Since.UTC().Format(time.RFC3339), reported.Sub(*p.Since).Round(time.Second), p.LSN, p.WALBytes)
 }
 
 func orDash(s string) string {
@@ -253,17 +271,27 @@ func orDash(s string) string {
 func (a *app) replayCmd() *cobra.Command {
 	var ids []string
 	var since, until, dest string
+	var margin time.Duration
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "replay",
-		Short: "Deliver retained outbox rows again (same ids), by id and/or created_at range",
+		Short: "Deliver retained outbox rows again (same ids), by id and/or commit-time range",
 		Long: `replay inserts copies of retained outbox rows (same id, destination, key, payload and headers) so that
-the relay delivers them again; consumers that dedupe by id see duplicates only. Select rows with --id
-(repeatable) and/or --since/--until (RFC3339, [since, until)), optionally narrowed by --destination.
-Rows older than the retention may have been pruned. --dry-run only counts.`,
+the relay delivers them again; consumers dedupe on the message id and see duplicates only. Select rows with
+--id (repeatable) and/or --since/--until (RFC3339, both inclusive), optionally narrowed by --destination.
+The range is on commit time when the server runs with track_commit_timestamp=on (widened by 1s). Otherwise
+the commit time is unknown and rows are matched by created_at (their transaction's start) from --since
+minus --margin (default 1h, 0 for none) up to --until: a transaction that began before --since and
+committed after it is replayed if it ran shorter than the margin, one that began before --until is
+included even if it committed later. Both runs print how many rows the margin added.
+Rows older than the retention may have been pruned; rows committed after the relay's confirmed position
+never are. --dry-run only counts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f := outbox.ReplayFilter{IDs: ids, Destination: outbox.Destination(dest)}
+			f := outbox.ReplayFilter{IDs: ids, Destination: outbox.Destination(dest), Margin: margin}
+			if margin == 0 {
+				f.Margin = -1 // --margin 0: none
+			}
 			var err error
 			if f.From, err = parseTimeFlag("--since", since); err != nil {
 				return err
@@ -277,15 +305,18 @@ Rows older than the retention may have been pruned. --dry-run only counts.`,
 			if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 				return usageErr("replay: --since %s is not before --until %s", since, until)
 			}
+			if margin < 0 {
+				return usageErr("replay: --margin %s: must not be negative (0 for none)", margin)
+			}
 			return a.withPool(cmd.Context(), func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
-				n, err := outbox.Replay(ctx, pool, cfg.Schema, f, dryRun)
+				res, err := outbox.Replay(ctx, pool, cfg.Schema, f, dryRun)
 				if err != nil {
 					return err
 				}
 				if dryRun {
-					fmt.Fprintf(a.stdout, "dry run: %d message(s) would be replayed\n", n)
+					fmt.Fprintf(a.stdout, "dry run: %d message(s) would be replayed%s\n", res.Rows, replayNote(f, res, margin))
 				} else {
-					fmt.Fprintf(a.stdout, "replayed %d message(s): the relay delivers them again with their ids\n", n)
+					fmt.Fprintf(a.stdout, "replayed %d message(s)%s: the relay delivers them again with their ids\n", res.Rows, replayNote(f, res, margin))
 				}
 				return nil
 			})
@@ -293,11 +324,25 @@ Rows older than the retention may have been pruned. --dry-run only counts.`,
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&ids, "id", nil, "message id to replay (repeatable)")
-	fl.StringVar(&since, "since", "", "replay rows created at or after this RFC3339 time")
-	fl.StringVar(&until, "until", "", "replay rows created before this RFC3339 time")
+	fl.StringVar(&since, "since", "", "replay rows committed at or after this RFC3339 time")
+	fl.StringVar(&until, "until", "", "replay rows committed at or before this RFC3339 time")
+	fl.DurationVar(&margin, "margin", outbox.DefaultReplayMargin, "without commit timestamps, also replay rows created this long before --since (0 for none)")
 	fl.StringVar(&dest, "destination", "", "only this destination")
 	fl.BoolVar(&dryRun, "dry-run", false, "count, do not replay")
 	return cmd
+}
+
+// replayNote says how a time-range replay matched rows and how many the margin added.
+func replayNote(f outbox.ReplayFilter, res outbox.ReplayResult, margin time.Duration) string {
+	if f.From.IsZero() && f.To.IsZero() {
+		return ""
+	}
+	if res.ByCommitTime {
+		return fmt.Sprintf(" (by commit time, track_commit_timestamp is on; %d of them only through the 1s slack "+
+			"or, for rows committed before it was on, the --margin %s)", res.MarginRows, margin)
+	}
+	return fmt.Sprintf(" (by created_at, track_commit_timestamp is off; %d of them only through the --margin %s: "+
+		"consumers dedupe on the message id)", res.MarginRows, margin)
 }
 
 func parseTimeFlag(flag, v string) (time.Time, error) {
@@ -491,7 +536,7 @@ The relay must be stopped. A slot cannot move backwards: replay older messages i
 			}
 			ctx, cancel := adminCtx(cmd.Context())
 			defer cancel()
-			conn, err := pgx.Connect(ctx, dsn)
+			conn, err := config.Connect(ctx, dsn)
 			if err != nil {
 				return withCode(exitDatabase, fmt.Errorf("connect to PostgreSQL: %w", err))
 			}

@@ -94,7 +94,7 @@ func TestAdminCommands(t *testing.T) {
 	// replay
 	since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	code, out, errs = cli(t, env, "replay", "--since", since, "--dry-run")
-	if code != 0 || !strings.Contains(out, "10 message(s) would be replayed") {
+	if code != 0 || !strings.Contains(out, "10 message(s) would be replayed") || !strings.Contains(out, "0 of them only through the --margin 1h0m0s") {
 		t.Errorf("replay --dry-run = %d %q %q", code, out, errs)
 	}
 	code, out, errs = cli(t, env, "replay", "--id", sent[0], "--id", sent[1])
@@ -105,7 +105,7 @@ func TestAdminCommands(t *testing.T) {
 		c := counts(all)
 		return c[sent[0]] == 2 && c[sent[1]] == 2
 	})
-	for _, bad := range [][]string{{"replay"}, {"replay", "--since", "yesterday"}, {"replay", "--since", since, "--until", since}} {
+	for _, bad := range [][]string{{"replay"}, {"replay", "--since", "yesterday"}, {"replay", "--since", since, "--until", since}, {"replay", "--since", since, "--margin", "-1h"}} {
 		if code, _, errs := cli(t, env, bad...); code != 2 {
 			t.Errorf("%v: exit %d, want 2\n%s", bad, code, errs)
 		}

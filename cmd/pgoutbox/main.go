@@ -16,12 +16,14 @@ import (
 	"os"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/config"
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 )
@@ -68,7 +70,6 @@ func usageErr(format string, args ...any) error {
 // exitCode classifies err into the documented exit codes.
 func exitCode(err error) int {
 	var ee *exitErr
-	var pgErr *pgconn.PgError
 	var connErr *pgconn.ConnectError
 	switch {
 	case err == nil:
@@ -87,9 +88,9 @@ func exitCode(err error) int {
 		return exitSlot
 	case errors.As(err, &connErr):
 		return exitDatabase
-	case errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000"):
+	case names.IsAuthError(err) || names.SQLState(err) == pgerrcode.InvalidCatalogName:
 		return exitDatabase
-	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
+	case names.IsMissingRelation(err):
 		return exitNotMigrated
 	}
 	return exitError

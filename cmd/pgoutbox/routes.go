@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -70,8 +72,7 @@ func buildSinks(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, dev 
 		}
 		return std
 	}
-	topics := map[string]string{}
-	var kafkaDests []string
+	kafkaRoutes := map[string]config.KafkaRoute{}
 	for _, dest := range cfg.Destinations() {
 		r := cfg.Routes[dest]
 		switch {
@@ -85,21 +86,18 @@ func buildSinks(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, dev 
 			}
 			set.addWebhook(dest, ws)
 		case r.Kafka != nil:
-			kafkaDests = append(kafkaDests, dest)
-			if r.Kafka.Topic != "" {
-				topics[dest] = r.Kafka.Topic
-			}
+			kafkaRoutes[dest] = *r.Kafka
 		}
 	}
-	if len(kafkaDests) > 0 {
-		ks, err := connectKafka(ctx, cfg.Kafka, topics, log, probe)
+	if len(kafkaRoutes) > 0 {
+		ks, err := connectKafka(ctx, cfg.Kafka, kafkaRoutes, log, probe)
 		if err != nil {
 			set.close(log)
 			return nil, err
 		}
 		set.kafka = ks
 		set.closers = append(set.closers, ks)
-		for _, d := range kafkaDests {
+		for d := range kafkaRoutes {
 			set.byDest[d] = ks
 		}
 	}
@@ -108,26 +106,24 @@ func buildSinks(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, dev 
 		log.Info("dev mode: destinations without a route are printed to stdout")
 	}
 	for _, d := range set.destinations() {
-		log.Info("route", zap.String("destination", d), zap.String("sink", kindOf(cfg, d)))
+		ri := describeRoute(cfg, d)
+		fields := []zap.Field{zap.String("destination", d), zap.String("sink", ri.Rule)}
+		if ri.TopicFrom != "" {
+			fields = append(fields, zap.String("topic_from", ri.TopicFrom))
+		}
+		if ri.AllowedTopics != nil {
+			fields = append(fields, zap.Strings("allowed_topics", ri.AllowedTopics))
+		}
+		log.Info("route", fields...)
 	}
 	return set, nil
 }
 
-func kindOf(cfg config.Config, dest string) string {
-	if r, ok := cfg.Routes[dest]; ok {
-		if r.Kafka != nil && r.Kafka.Topic != "" {
-			return "kafka topic " + r.Kafka.Topic
-		}
-		return r.Kind()
-	}
-	return "stdout (dev)"
-}
-
 // connectKafka creates the Kafka sink, retrying while the brokers are unreachable (until ctx ends).
-func connectKafka(ctx context.Context, k config.Kafka, topics map[string]string, log *zap.Logger, probe *observe.Probe) (kafkaSink, error) {
+func connectKafka(ctx context.Context, k config.Kafka, routes map[string]config.KafkaRoute, log *zap.Logger, probe *observe.Probe) (kafkaSink, error) {
 	wait := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		ks, err := newKafkaSink(k, topics, log)
+		ks, err := newKafkaSink(k, routes, log)
 		if err == nil {
 			probe.SetBlocked(nil)
 			return ks, nil
@@ -145,4 +141,65 @@ func connectKafka(ctx context.Context, k config.Kafka, topics map[string]string,
 		}
 		wait = min(wait*2, 15*time.Second)
 	}
+}
+
+// routeInfo says where the records of one destination go and why: the startup log and `status` show it.
+type routeInfo struct {
+	Destination string `json:"destination"`
+	Sink        string `json:"sink"` // kafka, webhook, stdout
+	// Topic is the configured Kafka topic; TopicFrom is "config" (Topic, the message's Route is ignored)
+	// or "route" (each message's Route, within AllowedTopics when set).
+	Topic         string   `json:"topic,omitempty"`
+	TopicFrom     string   `json:"topic_from,omitempty"`
+	AllowedTopics []string `json:"allowed_topics,omitempty"`
+	URL           string   `json:"url,omitempty"` // webhook URL without credentials or query values
+	Rule          string   `json:"rule"`          // all of the above in words
+}
+
+// describeRoutes describes every configured destination, sorted.
+func describeRoutes(cfg config.Config) []routeInfo {
+	out := make([]routeInfo, 0, len(cfg.Routes))
+	for _, d := range cfg.Destinations() {
+		out = append(out, describeRoute(cfg, d))
+	}
+	return out
+}
+
+func describeRoute(cfg config.Config, dest string) routeInfo {
+	ri := routeInfo{Destination: dest}
+	r, ok := cfg.Routes[dest]
+	switch {
+	case !ok:
+		ri.Sink, ri.Rule = "stdout", "stdout (dev mode: destination without a route)"
+	case r.Kafka != nil && r.Kafka.Topic != "":
+		ri.Sink, ri.Topic, ri.TopicFrom = "kafka", r.Kafka.Topic, "config"
+		ri.Rule = fmt.Sprintf("kafka topic %s (configured: every message goes there, its Route is ignored)", r.Kafka.Topic)
+	case r.Kafka != nil && r.Kafka.AllowedTopics != nil:
+		ri.Sink, ri.TopicFrom, ri.AllowedTopics = "kafka", "route", r.Kafka.AllowedTopics
+		ri.Rule = fmt.Sprintf("kafka topic from each message's Route, allowed: %s (any other Route is dead-lettered)",
+			strings.Join(r.Kafka.AllowedTopics, ", "))
+	case r.Kafka != nil:
+		ri.Sink, ri.TopicFrom = "kafka", "route"
+		ri.Rule = "kafka topic from each message's Route (any topic: no allowed_topics)"
+	case r.Webhook != nil:
+		ri.Sink, ri.URL = "webhook", safeURL(r.Webhook.URL)
+		ri.Rule = "webhook " + ri.URL + " (configured URL)"
+	default:
+		ri.Sink = r.Kind()
+		ri.Rule = ri.Sink
+	}
+	return ri
+}
+
+// safeURL returns u without user info and with query values elided: a URL may carry a token.
+func safeURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		u.RawQuery = "…"
+	}
+	return u.String()
 }

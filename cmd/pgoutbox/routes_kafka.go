@@ -12,7 +12,7 @@ import (
 )
 
 // newKafkaSink builds the one Kafka producer shared by every kafka route.
-var newKafkaSink = func(k config.Kafka, topics map[string]string, log *zap.Logger) (kafkaSink, error) {
+var newKafkaSink = func(k config.Kafka, routes map[string]config.KafkaRoute, log *zap.Logger) (kafkaSink, error) {
 	kc := kafka.DefaultConfig()
 	kc.Brokers = k.Brokers
 	kc.ClientID = k.ClientID
@@ -20,7 +20,14 @@ var newKafkaSink = func(k config.Kafka, topics map[string]string, log *zap.Logge
 	if kc.Acks == "-1" {
 		kc.Acks = "all"
 	}
-	kc.Topics = topics
+	kc.Topics, kc.AllowedTopics = map[string]string{}, map[string][]string{}
+	for dest, r := range routes {
+		if r.Topic != "" {
+			kc.Topics[dest] = r.Topic // always wins over the message's Route
+		} else if r.AllowedTopics != nil {
+			kc.AllowedTopics[dest] = r.AllowedTopics
+		}
+	}
 	kc.KafkaVersion = k.Version
 	kc.Linger = k.Linger.D()
 	kc.BatchBytes = int(k.BatchBytes)

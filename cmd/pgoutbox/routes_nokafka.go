@@ -11,6 +11,6 @@ import (
 )
 
 // newKafkaSink fails: this binary was built with -tags nokafka (without sarama).
-var newKafkaSink = func(config.Kafka, map[string]string, *zap.Logger) (kafkaSink, error) {
+var newKafkaSink = func(config.Kafka, map[string]config.KafkaRoute, *zap.Logger) (kafkaSink, error) {
 	return nil, withCode(exitUsage, errors.New("kafka routes are configured but this pgoutbox was built with -tags nokafka"))
 }

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -140,7 +139,8 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := observe.NewMetrics(reg, version)
-	probe := &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady}
+	probe := &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady,
+		MaxParkedAge: cfg.Readiness.MaxParkedAge.D()}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return usageErr("http.listen %q: %v", cfg.HTTP.Listen, err)
@@ -191,6 +191,8 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		outbox.WithRetryBackoff(cfg.Delivery.BackoffMin.D(), cfg.Delivery.BackoffMax.D()),
 		outbox.WithLanes(cfg.Delivery.Lanes),
 		outbox.WithMaxInFlight(cfg.Delivery.MaxInFlight),
+		outbox.WithMaxParkedPerKey(cfg.Delivery.MaxParkedPerKey),
+		outbox.WithMaxParked(cfg.Delivery.MaxParked),
 		outbox.WithBatchSize(cfg.Delivery.BatchSize),
 		outbox.WithHandlerTimeout(cfg.Delivery.HandlerTimeout.D()),
 		outbox.WithRetention(cfg.Retention.D()),
@@ -339,7 +341,7 @@ func redactPGError(err error) string {
 // advanceToStartLSN moves the slot to start_lsn when it is behind it (a one-time skip that later
 // restarts ignore once the slot is past it).
 func advanceToStartLSN(ctx context.Context, dsn string, cfg config.Config, log *zap.Logger) error {
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := config.Connect(ctx, dsn)
 	if err != nil {
 		return withCode(exitDatabase, fmt.Errorf("connect to PostgreSQL: %w", err))
 	}
@@ -401,7 +403,10 @@ func monitor(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, cfg c
 		}
 		m.SetState(state)
 		p.SetState(state)
-		m.SetInFlight(relay.Stats().InFlight)
+		st := relay.Stats()
+		m.SetInFlight(st.InFlight)
+		m.SetParked(st.Parked, relay.ReplicationStats().LastServerWALEnd)
+		p.SetParked(st.Parked)
 		blocked := map[string]string{}
 		for d, why := range relay.Blocked() {
 			blocked["destination "+string(d)] = why

@@ -5,11 +5,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
 
 // Config holds the Kafka sink's settings. Start from [DefaultConfig]; [New] calls [Config.Validate].
@@ -20,8 +24,17 @@ type Config struct {
 	ClientID string
 	// Acks must be "all" (the default): a record is acked only once every in-sync replica has it.
 	Acks string
-	// Topics maps a Destination to a topic, for records whose Route is empty.
+	// Topics maps a Destination to its topic. A configured topic always wins: every record of the
+	// destination goes there, whatever its Route says. A destination without one takes its topic from
+	// each record's Route (see AllowedTopics).
 	Topics map[string]string
+	// AllowedTopics restricts, per Destination, the topics a record's Route may name when Topics has no
+	// topic for the destination: exact topic names, or a prefix followed by '*' ("orders.*" matches
+	// "orders.v1" but neither "orders" nor "ordersX"; see [topicname.AllowList]). A Route outside the
+	// list fails permanently (the record is dead-lettered with the list in the error). A destination
+	// with neither a topic nor an allow-list takes any Route that is a legal topic name. Setting both a
+	// topic and an allow-list for one destination is an error: the topic would always win.
+	AllowedTopics map[string][]string
 	// KafkaVersion is the lowest broker version the producer assumes (default "3.0.0"; at least 0.11.0,
 	// which idempotent producing needs).
 	KafkaVersion string
@@ -128,11 +141,7 @@ func (c Config) Validate() error {
 	} else if v, _ := sarama.ParseKafkaVersion(c.KafkaVersion); !v.IsAtLeast(sarama.V0_11_0_0) {
 		bad("KafkaVersion %q is below 0.11.0, which idempotent producing needs", c.KafkaVersion)
 	}
-	for dest, topic := range c.Topics {
-		if dest == "" || topic == "" {
-			bad("Topics: empty destination or topic in %q → %q", dest, topic)
-		}
-	}
+	errs = append(errs, c.validateTopics()...)
 	durations := []struct {
 		name string
 		d    time.Duration
@@ -175,6 +184,42 @@ func (c Config) Validate() error {
 		bad("TLS.CertFile and TLS.KeyFile must be set together")
 	}
 	return errors.Join(errs...)
+}
+
+// validateTopics checks Topics and AllowedTopics, in destination order so the errors are stable.
+func (c Config) validateTopics() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("kafka: config: "+format, args...)) }
+	for _, dest := range slices.Sorted(maps.Keys(c.Topics)) {
+		topic := c.Topics[dest]
+		if dest == "" || topic == "" {
+			bad("Topics: empty destination or topic in %q → %q", dest, topic)
+			continue
+		}
+		if err := topicname.Validate(topic); err != nil {
+			bad("Topics[%q]: %v", dest, err)
+		}
+	}
+	for _, dest := range slices.Sorted(maps.Keys(c.AllowedTopics)) {
+		if dest == "" {
+			bad("AllowedTopics: empty destination")
+			continue
+		}
+		if t := c.Topics[dest]; t != "" {
+			bad("AllowedTopics[%q] is set but Topics[%q] is %q, which always wins: remove one of them", dest, dest, t)
+			continue
+		}
+		pats := c.AllowedTopics[dest]
+		if len(pats) == 0 {
+			bad("AllowedTopics[%q] is empty: it would reject every record; leave the destination out to allow any Route", dest)
+		}
+		for i, p := range pats {
+			if err := topicname.ValidatePattern(p); err != nil {
+				bad("AllowedTopics[%q][%d]: %v", dest, i, err)
+			}
+		}
+	}
+	return errs
 }
 
 func compressionCodec(s string) (sarama.CompressionCodec, error) {

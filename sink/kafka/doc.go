@@ -6,7 +6,9 @@
 // [Config.BatchBytes]), never from producing one record at a time: [Sink.Send] feeds a whole batch to the
 // producer and then waits for every ack.
 //
-// Each record goes to its Route as the topic, or else to Config.Topics[Destination]. The Kafka key is
+// Routing: a topic configured for the record's destination ([Config.Topics]) always wins, whatever the
+// record's Route says. Only a destination without one takes its topic from each record's Route, which
+// [Config.AllowedTopics] can restrict to exact names and prefixes ("orders.*"). The Kafka key is
 // the message Key, partitioned with murmur2 like the Java client's default partitioner, so Java and Go
 // producers agree on a key's partition. Headers are [HeaderID], [HeaderType], [HeaderDestination] and
 // then the message's own headers, sorted by name. The payload is sent byte-exact.
@@ -14,13 +16,17 @@
 // Errors are classified in one place:
 //   - broker down, no leader, not enough replicas, timeouts: the whole Send fails with
 //     [outbox.ErrUnavailable], so the relay blocks and retries without dead-lettering;
-//   - a missing topic: [outbox.ErrUnavailable] before anything is sent, logged, counted and listed by
-//     [Sink.Blocked] for readiness checks;
+//   - a missing configured topic: [outbox.ErrUnavailable] before anything is sent, logged, counted and
+//     listed by [Sink.Blocked] for readiness checks;
+//   - a missing topic named by a Route: a failure of that record only, retried by the relay and
+//     dead-lettered after its attempts (later records of its key in the batch wait behind it with
+//     [outbox.ErrNotAttempted]); a message can never block its destination;
 //   - a record larger than its topic's max.message.bytes (looked up with DescribeConfigs and cached):
 //     [outbox.ErrPermanent] for that record only, with both sizes in the message; when the broker rejects
 //     a whole batch as too large, its records are re-sent one at a time first, so neighbours of a poison
 //     record are delivered rather than dead-lettered;
-//   - a record with no topic, or one the broker rejects as invalid: [outbox.ErrPermanent].
+//   - a record with no topic, a Route outside the destination's allow-list or that is not a legal topic
+//     name, or a record the broker rejects as invalid: [outbox.ErrPermanent].
 //
 // Order: records of one key keep their order across Send calls made one after the other (the relay's
 // lanes do that). After a fault (a Send that failed as unavailable and is retried, or a batch re-sent

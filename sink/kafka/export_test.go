@@ -14,3 +14,9 @@ func JavaPartition(key []byte, partitions int32) int32 {
 
 // RecordBatchSize is the pre-check's size of r as a single-record batch.
 func RecordBatchSize(r outbox.Record, topic string) int { return batchSize(newMessage(&r, topic)) }
+
+// CachedTopics returns how many topics the topic cache holds.
+func (s *Sink) CachedTopics() int { return s.topics.size() }
+
+// SetTopicCacheLimit changes the topic cache's bound (maxCachedTopics).
+func (s *Sink) SetTopicCacheLimit(n int) { s.topics.mu.Lock(); s.topics.max = n; s.topics.mu.Unlock() }

@@ -158,12 +158,14 @@ func TestFakeBatchTooLargeRetriesRecordByRecord(t *testing.T) {
 	}
 }
 
+// A configured topic that is missing blocks: the whole batch is unavailable, even for a record whose
+// Route names a topic that exists (the configured topic wins).
 func TestFakeUnknownTopicIsUnavailable(t *testing.T) {
 	t.Parallel()
 	c := newFake(t)
-	s := newRealSink(t, c.ListenAddrs(), nil, fastRetries)
+	s := newRealSink(t, c.ListenAddrs(), map[string]string{"lost": "nope"}, fastRetries)
 	batch := records(3)
-	batch[1].Route = "nope"
+	batch[1].Destination = "lost" // Route fakeTopic exists, but the configured topic wins
 	err := s.Send(ctx(t, 30*time.Second), batch)
 	if !outbox.IsUnavailable(err) {
 		t.Fatalf("Send = %v, want unavailable", err)
@@ -173,6 +175,33 @@ func TestFakeUnknownTopicIsUnavailable(t *testing.T) {
 	}
 	if got := kafkatest.ReadAll(t, c.ListenAddrs(), fakeTopic); len(got) != 0 {
 		t.Fatalf("delivered %d records of an unavailable batch", len(got))
+	}
+}
+
+// A topic named by a Route that the broker reports unknown when producing (deleted after the lookup)
+// fails those records only, retryably; a configured topic in the same state still blocks.
+func TestFakeUnknownTopicAtProduce(t *testing.T) {
+	t.Parallel()
+	c := newFake(t)
+	failProduce(c, 3 /* UNKNOWN_TOPIC_OR_PARTITION */, func(*kmsg.ProduceRequest) bool { return true })
+	s := newRealSink(t, c.ListenAddrs(), map[string]string{"configured": fakeTopic}, fastRetries)
+	err := s.Send(ctx(t, 30*time.Second), records(3))
+	var be *outbox.BatchError
+	if !errors.As(err, &be) || outbox.IsUnavailable(err) {
+		t.Fatalf("Send with Routes = %v, want a BatchError, not unavailable", err)
+	}
+	for i, e := range be.Errs {
+		if e == nil || outbox.IsPermanent(e) || outbox.IsUnavailable(e) || !strings.Contains(e.Error(), "named by its Route") {
+			t.Errorf("record %d: %v, want a retryable error naming the Route", i, e)
+		}
+	}
+	if b := s.Blocked(); len(b) != 0 {
+		t.Errorf("Blocked() = %v: a Route blocked the sink", b)
+	}
+	batch := records(1)
+	batch[0].Destination = "configured"
+	if err := s.Send(ctx(t, 30*time.Second), batch); !outbox.IsUnavailable(err) {
+		t.Fatalf("Send to the configured topic = %v, want unavailable", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
 
 // Header names the sink adds to every Kafka record, before the message's own headers.
@@ -39,6 +40,8 @@ type Sink struct {
 	producerClient sarama.Client
 	producer       sarama.AsyncProducer
 	topics         *topicCache
+	// allowed holds the compiled Config.AllowedTopics, by destination.
+	allowed map[string]*topicname.AllowList
 
 	mu     sync.RWMutex // held shared while feeding the producer, exclusively to close it
 	closed bool
@@ -52,6 +55,7 @@ type Sink struct {
 
 	stats struct {
 		delivered, permanent, unavailable, unknownTopic, tooLargeRetried, rejoined atomic.Uint64
+		routeNotAllowed, routeTopicMissing                                         atomic.Uint64
 	}
 }
 
@@ -77,7 +81,12 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}}
+	s := &Sink{cfg: cfg, log: zap.NewNop(), blocked: map[string]string{}, allowed: map[string]*topicname.AllowList{}}
+	for dest, patterns := range cfg.AllowedTopics {
+		if s.allowed[dest], err = topicname.NewAllowList(patterns); err != nil {
+			return nil, fmt.Errorf("kafka: config: AllowedTopics[%q]: %w", dest, err) // Validate catches it first
+		}
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -151,9 +160,10 @@ func (s *Sink) Close() error {
 	return err
 }
 
-// Blocked returns the topics that the last Send for them found missing, with the reason: while a
-// topic is listed, records for it are not sent and Send reports the sink unavailable. Readiness checks
-// report it. The map is a copy.
+// Blocked returns the configured topics (Config.Topics) that the last Send for them found missing, with
+// the reason: while a topic is listed, records for it are not sent and Send reports the sink
+// unavailable. Readiness checks report it. A topic taken from a record's Route is never listed: a
+// message cannot block a destination by naming a missing topic. The map is a copy.
 func (s *Sink) Blocked() map[string]string {
 	s.blockedMu.Lock()
 	defer s.blockedMu.Unlock()
@@ -168,23 +178,35 @@ type Stats struct {
 	UnknownTopic    uint64 // Sends that found a topic missing
 	TooLargeRetried uint64 // records re-sent alone after their batch was rejected as too large
 	Rejoined        uint64 // records a Send found still queued from an earlier Send and waited for instead of producing again
+	// RouteNotAllowed counts records whose Route named a topic outside their destination's
+	// AllowedTopics (failed permanently, also counted in Permanent).
+	RouteNotAllowed uint64
+	// RouteTopicMissing counts attempts of records whose Route named a topic that does not exist
+	// (failed for that record only, retried by the relay).
+	RouteTopicMissing uint64
 }
 
 // Stats returns the counters. Safe for concurrent use.
 func (s *Sink) Stats() Stats {
 	return Stats{
-		Delivered:       s.stats.delivered.Load(),
-		Permanent:       s.stats.permanent.Load(),
-		Unavailable:     s.stats.unavailable.Load(),
-		UnknownTopic:    s.stats.unknownTopic.Load(),
-		TooLargeRetried: s.stats.tooLargeRetried.Load(),
-		Rejoined:        s.stats.rejoined.Load(),
+		Delivered:         s.stats.delivered.Load(),
+		Permanent:         s.stats.permanent.Load(),
+		Unavailable:       s.stats.unavailable.Load(),
+		UnknownTopic:      s.stats.unknownTopic.Load(),
+		TooLargeRetried:   s.stats.tooLargeRetried.Load(),
+		Rejoined:          s.stats.rejoined.Load(),
+		RouteNotAllowed:   s.stats.routeNotAllowed.Load(),
+		RouteTopicMissing: s.stats.routeTopicMissing.Load(),
 	}
 }
 
 // Send produces batch and waits for every record's ack. See [outbox.Sink] for what it returns.
-// A record with no topic, or larger than its topic's max.message.bytes, fails permanently without
-// being sent; a missing topic makes the whole batch unavailable before anything is sent.
+// A record's topic is its destination's configured topic (Config.Topics), else its Route. A record with
+// no topic, with a Route outside its destination's AllowedTopics or that is not a legal topic name, or
+// larger than its topic's max.message.bytes fails permanently without being sent. A missing configured
+// topic makes the whole batch unavailable before anything is sent; a missing topic named by a Route
+// fails that record only (retried, then dead-lettered), and later records of its key in the batch wait
+// behind it ([outbox.ErrNotAttempted]).
 func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 	if len(batch) == 0 {
 		return nil
@@ -198,30 +220,9 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 	errs := make([]error, len(batch))
 	msgs := make([]*sarama.ProducerMessage, len(batch))
 	topics := make([]string, len(batch))
-	limits := map[string]int{}
-	for i := range batch {
-		topic, err := s.topicFor(&batch[i])
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		topics[i] = topic
-		if _, ok := limits[topic]; ok {
-			continue
-		}
-		limit, err := s.topics.maxMessageBytes(ctx, topic)
-		switch {
-		case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
-			return s.unknownTopic(topic, &batch[i])
-		case err != nil:
-			s.stats.unavailable.Add(uint64(len(batch)))
-			if ctx.Err() != nil {
-				return fmt.Errorf("kafka: look up topic %q: %w", topic, err)
-			}
-			return outbox.Unavailable(fmt.Errorf("kafka: look up topic %q: %w", topic, err))
-		}
-		s.unblock(topic)
-		limits[topic] = limit
+	limits, err := s.resolve(ctx, batch, topics, errs)
+	if err != nil {
+		return err
 	}
 	newMessages(batch, topics, errs, msgs)
 	for i := range batch {
@@ -266,7 +267,79 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 				batch[i].ID, batchSize(one[0]), topics[i], limits[topics[i]], errs[i]))
 		}
 	}
-	return s.result(batch, topics, errs)
+	return s.result(batch, topics, msgs, errs)
+}
+
+// resolve picks the topic of every record of batch into topics and looks up each topic's
+// max.message.bytes, returned by topic. A record that cannot be sent now gets its error in errs
+// instead. It returns an error, for the whole batch, when a configured topic is missing or a topic
+// cannot be looked up.
+func (s *Sink) resolve(ctx context.Context, batch []outbox.Record, topics []string, errs []error) (map[string]int, error) {
+	limits := map[string]int{}
+	var missing map[string]error    // topics from Routes found missing in this Send
+	var failedKey map[string]string // key → id of a record of it that failed above: later ones wait
+	for i := range batch {
+		r := &batch[i]
+		if id, ok := failedKey[r.Key]; ok {
+			errs[i] = outbox.NotAttempted(fmt.Errorf("kafka: message %s waits behind message %s of its key %q, which failed", r.ID, id, r.Key))
+			continue
+		}
+		topic, fromRoute, err := s.topicFor(r)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		topics[i] = topic
+		if _, ok := limits[topic]; ok {
+			continue
+		}
+		if err, ok := missing[topic]; ok {
+			errs[i] = s.routeTopicMissing(r, topic, err)
+		} else {
+			limit, err := s.topics.maxMessageBytes(ctx, topic)
+			switch {
+			case err == nil:
+				s.unblock(topic)
+				limits[topic] = limit
+				continue
+			case fromRoute && routeTopicError(err):
+				if missing == nil {
+					missing = map[string]error{}
+				}
+				missing[topic] = err
+				errs[i] = s.routeTopicMissing(r, topic, err)
+			case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
+				return nil, s.unknownTopic(topic, r)
+			default:
+				s.stats.unavailable.Add(uint64(len(batch)))
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("kafka: look up topic %q: %w", topic, err)
+				}
+				return nil, outbox.Unavailable(fmt.Errorf("kafka: look up topic %q: %w", topic, err))
+			}
+		}
+		if r.Key != "" {
+			if failedKey == nil {
+				failedKey = map[string]string{}
+			}
+			failedKey[r.Key] = r.ID
+		}
+	}
+	return limits, nil
+}
+
+// routeTopicError reports whether err, from looking up a topic named by a Route, concerns that topic
+// only (missing, or not writable by this producer) rather than the brokers.
+func routeTopicError(err error) bool {
+	return errors.Is(err, sarama.ErrUnknownTopicOrPartition) || errors.Is(err, sarama.ErrTopicAuthorizationFailed)
+}
+
+// routeTopicMissing returns the per-record error of r, whose Route names topic, which the lookup
+// found missing (or not writable): a retryable failure of r alone, never a block of its destination.
+func (s *Sink) routeTopicMissing(r *outbox.Record, topic string, err error) error {
+	s.stats.routeTopicMissing.Add(1)
+	return fmt.Errorf("kafka: message %s: topic %q named by its Route cannot be written (destination %q has no configured topic): %w",
+		r.ID, topic, r.Destination, err)
 }
 
 // produce feeds the non-nil msgs to the producer and waits for their results, stored in errs.
@@ -331,8 +404,9 @@ feed:
 	return nil
 }
 
-// result classifies per-record errors into what Send returns.
-func (s *Sink) result(batch []outbox.Record, topics []string, errs []error) error {
+// result classifies per-record errors into what Send returns. Producer errors (msgs[i] != nil) are
+// classified here; the others were classified before producing.
+func (s *Sink) result(batch []outbox.Record, topics []string, msgs []*sarama.ProducerMessage, errs []error) error {
 	var systemic error
 	failed := false
 	for i, err := range errs {
@@ -341,6 +415,9 @@ func (s *Sink) result(batch []outbox.Record, topics []string, errs []error) erro
 			continue
 		}
 		failed = true
+		if errors.Is(err, outbox.ErrNotAttempted) {
+			continue // held back behind a failed record of its key
+		}
 		if outbox.IsPermanent(err) {
 			s.stats.permanent.Add(1)
 			continue
@@ -352,9 +429,16 @@ func (s *Sink) result(batch []outbox.Record, topics []string, errs []error) erro
 			}
 			continue
 		}
+		if msgs[i] == nil {
+			continue // failed before producing: a Route's topic that cannot be written
+		}
 		switch classify(err) {
 		case kindUnknownTopic:
 			s.topics.forget(topics[i])
+			if s.cfg.Topics[string(batch[i].Destination)] == "" {
+				errs[i] = s.routeTopicMissing(&batch[i], topics[i], err) // deleted since the lookup
+				continue
+			}
 			systemic = s.unknownTopic(topics[i], &batch[i])
 		case kindPermanent:
 			s.stats.permanent.Add(1)
@@ -383,14 +467,26 @@ func (s *Sink) prechecked(limit int) bool {
 	return limit > 0 && (s.cfg.Compression == "" || s.cfg.Compression == "none")
 }
 
-func (s *Sink) topicFor(r *outbox.Record) (string, error) {
-	if r.Route != "" {
-		return r.Route, nil
-	}
+// topicFor returns the topic of r and whether it came from r's Route: the destination's configured
+// topic always wins; otherwise the Route, if it is a legal topic name inside the destination's
+// allow-list. Any other case is a permanent failure.
+func (s *Sink) topicFor(r *outbox.Record) (topic string, fromRoute bool, err error) {
 	if t := s.cfg.Topics[string(r.Destination)]; t != "" {
-		return t, nil
+		return t, false, nil
 	}
-	return "", outbox.Permanent(fmt.Errorf("kafka: message %s has no Route and destination %q has no topic in Config.Topics", r.ID, r.Destination))
+	if r.Route == "" {
+		return "", false, outbox.Permanent(fmt.Errorf("kafka: message %s has no Route and destination %q has no topic in Config.Topics", r.ID, r.Destination))
+	}
+	if err := topicname.Validate(r.Route); err != nil {
+		s.stats.routeNotAllowed.Add(1)
+		return "", true, outbox.Permanent(fmt.Errorf("kafka: message %s of destination %q: its Route cannot be a topic: %w", r.ID, r.Destination, err))
+	}
+	if a := s.allowed[string(r.Destination)]; a != nil && !a.Allows(r.Route) {
+		s.stats.routeNotAllowed.Add(1)
+		return "", true, outbox.Permanent(fmt.Errorf("kafka: message %s of destination %q: Route %q is not an allowed topic (allowed topics: %s)",
+			r.ID, r.Destination, r.Route, a))
+	}
+	return r.Route, true, nil
 }
 
 func (s *Sink) unknownTopic(topic string, r *outbox.Record) error {

@@ -10,11 +10,16 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// topicCache caches each topic's max.message.bytes (DescribeConfigs). A lookup that fails is not
-// cached; concurrent lookups of one topic share one request.
+// maxCachedTopics bounds the topic cache: topics named by Routes come from messages, so their number
+// has no limit of its own.
+const maxCachedTopics = 1024
+
+// topicCache caches each topic's max.message.bytes (DescribeConfigs), for at most max topics. A lookup
+// that fails is not cached; concurrent lookups of one topic share one request.
 type topicCache struct {
 	admin sarama.ClusterAdmin
 	ttl   time.Duration
+	max   int
 	mu    sync.Mutex
 	m     map[string]*topicEntry
 }
@@ -27,7 +32,38 @@ type topicEntry struct {
 }
 
 func newTopicCache(admin sarama.ClusterAdmin, ttl time.Duration) *topicCache {
-	return &topicCache{admin: admin, ttl: ttl, m: map[string]*topicEntry{}}
+	return &topicCache{admin: admin, ttl: ttl, max: maxCachedTopics, m: map[string]*topicEntry{}}
+}
+
+// evictLocked makes room for one entry: it drops expired entries, then arbitrary ones (map order is
+// random) until the cache holds fewer than max. A dropped entry's lookup in flight still answers its
+// waiters. c.mu must be held.
+func (c *topicCache) evictLocked() {
+	if len(c.m) < c.max {
+		return
+	}
+	for topic, e := range c.m {
+		select {
+		case <-e.ready:
+			if e.err != nil || time.Since(e.at) > c.ttl {
+				delete(c.m, topic)
+			}
+		default:
+		}
+	}
+	for topic := range c.m {
+		if len(c.m) < c.max {
+			return
+		}
+		delete(c.m, topic)
+	}
+}
+
+// size returns how many topics the cache holds.
+func (c *topicCache) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
 
 func (c *topicCache) forget(topic string) {
@@ -51,6 +87,7 @@ func (c *topicCache) maxMessageBytes(ctx context.Context, topic string) (int, er
 		}
 	}
 	if e == nil {
+		c.evictLocked()
 		e = &topicEntry{ready: make(chan struct{})}
 		c.m[topic] = e
 		go c.load(topic, e)
@@ -72,6 +109,11 @@ func (c *topicCache) load(topic string, e *topicEntry) {
 	})
 	if err != nil {
 		e.err = err
+		c.mu.Lock()
+		if c.m[topic] == e {
+			delete(c.m, topic) // failures are not cached: a missing topic named by a Route takes no room
+		}
+		c.mu.Unlock()
 		return
 	}
 	for _, ce := range entries {

@@ -64,6 +64,12 @@ func TestConfigValidate(t *testing.T) {
 		{"SASL.Mechanism", func(c *Config) { c.SASL.Mechanism = "GSSAPI" }},
 		{"SASL.User", func(c *Config) { c.SASL.Mechanism = "SCRAM-SHA-512" }},
 		{"TLS.CertFile", func(c *Config) { c.TLS.CertFile = "x.pem" }},
+		{`Topics["d"]: topic name "a b"`, func(c *Config) { c.Topics = map[string]string{"d": "a b"} }},
+		{`AllowedTopics["d"][1]: pattern "a*b"`, func(c *Config) { c.AllowedTopics = map[string][]string{"d": {"ok", "a*b"}} }},
+		{`AllowedTopics["d"] is empty`, func(c *Config) { c.AllowedTopics = map[string][]string{"d": {}} }},
+		{`AllowedTopics["d"] is set but Topics["d"] is "t"`, func(c *Config) {
+			c.Topics, c.AllowedTopics = map[string]string{"d": "t"}, map[string][]string{"d": {"t"}}
+		}},
 	} {
 		c := DefaultConfig().withBrokers()
 		tc.mod(&c)

@@ -80,6 +80,10 @@ func propertyRound(t *testing.T, rng *rand.Rand, steps int) bool {
 	t.Helper()
 	start := pglogrepl.LSN(rng.IntN(1000))
 	tr := New(start)
+	if rng.IntN(2) == 0 { // compact the queue often (compact must not change what Flushed returns)
+		tr.minCompact = 1 + rng.IntN(6)
+		tr.compactAt = tr.minCompact
+	}
 	clock := start // last LSN the "server" has sent; commits go above it
 	var (
 		items   []*mItem

@@ -41,13 +41,16 @@ type Tracker struct {
 	q     queue         // received items not yet popped, in received order
 	open  *Tx           // the transaction begun and not yet sealed, if any
 	flush pglogrepl.LSN // highest LSN confirmed so far; monotonic
+	// compactAt is the queue length at which Flushed compacts the queue (see
+	// compact); it never goes below minCompact.
+	compactAt, minCompact int
 }
 
 // New returns a Tracker whose flush LSN starts at start, the position already
 // confirmed to the server (the slot's confirmed_flush_lsn, or where streaming
 // resumed).
 func New(start pglogrepl.LSN) *Tracker {
-	return &Tracker{flush: start}
+	return &Tracker{flush: start, compactAt: 1024, minCompact: 1024}
 }
 
 // Tx is the handle for one received transaction, created by [Tracker.Begin].
@@ -188,7 +191,65 @@ func (t *Tracker) Flushed() pglogrepl.LSN {
 		t.flush = max(t.flush, lsn)
 		t.q.pop()
 	}
+	if t.q.n >= t.compactAt {
+		t.compact()
+	}
 	return t.flush
+}
+
+// done reports whether the item e is sealed and fully acked, and the LSN it
+// confirms once popped (zero for an abandoned transaction). See Flushed for why
+// the state is read first.
+func (e *entry) done() (bool, pglogrepl.LSN) {
+	x := e.tx
+	if x == nil {
+		return true, e.lsn
+	}
+	s := x.state.Load()
+	if s == stateOpen || x.pending.Load() != 0 {
+		return false, 0
+	}
+	if s == stateCommitted {
+		return true, x.end
+	}
+	return true, 0
+}
+
+// compact merges every run of sealed, fully acked items behind an unfinished
+// one into a single zero-row item carrying the run's largest LSN, as if a
+// keepalive: popping it later confirms exactly what popping the run would have.
+// So the transactions acked behind a record that waits (a parked key, a slow
+// sink) cost one queue entry per run, not one per transaction, and their Txs
+// can be collected. t.mu is held; it runs when the queue reaches compactAt,
+// which then doubles the remaining length, so its cost is amortized O(1) per
+// item.
+func (t *Tracker) compact() {
+	w := 0
+	for i := range t.q.n {
+		e := *t.q.at(i)
+		ok, lsn := e.done()
+		if !ok {
+			*t.q.at(w) = e
+			w++
+			continue
+		}
+		if e.tx != nil {
+			e.tx.state.Store(stateFlushed)
+		}
+		if w > 0 {
+			if prev := t.q.at(w - 1); prev.tx == nil {
+				prev.lsn = max(prev.lsn, lsn)
+				continue
+			}
+		}
+		*t.q.at(w) = entry{lsn: lsn}
+		w++
+	}
+	for i := w; i < t.q.n; i++ {
+		*t.q.at(i) = entry{}
+	}
+	t.q.n = w
+	t.compactAt = max(t.minCompact, 2*w)
 }
 
 // Pending returns the number of items still queued: transactions not yet

@@ -251,3 +251,39 @@ func TestMisusePanics(t *testing.T) {
 		})
 	}
 }
+
+// TestCompactBehindUnackedHead: transactions acked behind one that is not cost one queue entry per
+// run once the queue is long, and the flush LSN is exactly what it would be without compaction.
+func TestCompactBehindUnackedHead(t *testing.T) {
+	t.Parallel()
+	tr := New(0)
+	head := tr.Begin()
+	head.Add(1)
+	tr.Commit(head, 10)
+	const n = 50_000
+	var slow *Tx
+	for i := range n {
+		x := tr.Begin()
+		x.Add(1)
+		tr.Commit(x, pglogrepl.LSN(20+i))
+		if i == n/2 {
+			slow = x // one more unacked transaction in the middle
+			continue
+		}
+		x.Ack(1)
+	}
+	if got := tr.Flushed(); got != 0 {
+		t.Fatalf("Flushed() = %v with the head unacked, want 0", got)
+	}
+	if p := tr.Pending(); p > 4 {
+		t.Fatalf("%d queue entries for %d acked transactions behind two unacked ones, want at most 4", p, n-1)
+	}
+	head.Ack(1)
+	if got, want := tr.Flushed(), pglogrepl.LSN(20+n/2-1); got != want {
+		t.Fatalf("Flushed() = %v after the head acked, want %v (the end before the other unacked one)", got, want)
+	}
+	slow.Ack(1)
+	if got, want := tr.Flushed(), pglogrepl.LSN(20+n-1); got != want || tr.Pending() != 0 {
+		t.Fatalf("Flushed() = %v, pending %d after every ack, want %v and 0", got, tr.Pending(), want)
+	}
+}

@@ -14,8 +14,10 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
+	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
 
 // ErrInvalid wraps every configuration error.
@@ -76,6 +78,10 @@ type Delivery struct {
 	MaxInFlight    int      `yaml:"max_in_flight"`
 	BatchSize      int      `yaml:"batch_size"`
 	HandlerTimeout Duration `yaml:"handler_timeout"`
+	// MaxParkedPerKey and MaxParked bound the messages held back behind a failed message of their key
+	// (one key, all keys); past them the relay stops reading the WAL.
+	MaxParkedPerKey int `yaml:"max_parked_per_key"`
+	MaxParked       int `yaml:"max_parked"`
 }
 
 // HTTP configures the metrics and health server.
@@ -89,6 +95,9 @@ type Readiness struct {
 	MaxLagBytes ByteSize `yaml:"max_lag_bytes"`
 	// StandbyReady makes a standby instance report ready (default false: only the streaming one is).
 	StandbyReady bool `yaml:"standby_ready"`
+	// MaxParkedAge: a key parked (held back behind a failed message) longer than this makes /readyz
+	// fail; 0 disables.
+	MaxParkedAge Duration `yaml:"max_parked_age"`
 }
 
 // Log configures the logger.
@@ -104,9 +113,12 @@ type Route struct {
 	Stdout  *StdoutRoute  `yaml:"stdout"`
 }
 
-// KafkaRoute sends to a topic; an empty Topic uses each message's Route as the topic.
+// KafkaRoute sends to a topic. A configured Topic always wins over the message's Route; without one,
+// each message's Route is the topic, restricted to AllowedTopics when set (exact topic names, or a
+// prefix followed by '*' such as "orders.*"). Topic and AllowedTopics are exclusive.
 type KafkaRoute struct {
-	Topic string `yaml:"topic"`
+	Topic         string   `yaml:"topic"`
+	AllowedTopics []string `yaml:"allowed_topics"`
 }
 
 // WebhookRoute posts each message to URL (with AppendRoute, plus the message's Route as one escaped
@@ -203,10 +215,11 @@ func Default() Config {
 		Delivery: Delivery{
 			MaxAttempts: 10, BackoffMin: Duration(100 * time.Millisecond), BackoffMax: Duration(30 * time.Second),
 			Lanes: 16, MaxInFlight: 20_000, BatchSize: 500, HandlerTimeout: Duration(30 * time.Second),
+			MaxParkedPerKey: 5_000, MaxParked: 10_000,
 		},
 		Retention:    Duration(24 * time.Hour),
 		HTTP:         HTTP{Listen: ":9090"},
-		Readiness:    Readiness{MaxLagBytes: 256 << 20},
+		Readiness:    Readiness{MaxLagBytes: 256 << 20, MaxParkedAge: Duration(5 * time.Minute)},
 		DrainTimeout: Duration(30 * time.Second),
 		SlotPoll:     Duration(5 * time.Second),
 		Log:          Log{Level: "info", Format: "json"},
@@ -247,13 +260,9 @@ func (c *Config) Validate() error {
 			bad("slot", "%q must be 1 to 63 of a-z, 0-9 and _", c.Slot)
 		}
 	}
-	if len(c.InstanceID) > replication.MaxInstanceIDLen {
-		bad("instance_id", "%d bytes, the limit is %d", len(c.InstanceID), replication.MaxInstanceIDLen)
-	}
-	for _, r := range c.InstanceID {
-		if r < 0x21 || r > 0x7e {
-			bad("instance_id", "%q must be printable ASCII without spaces", c.InstanceID)
-			break
+	if c.InstanceID != "" {
+		if err := names.ValidateInstanceID(c.InstanceID); err != nil {
+			bad("instance_id", "%v", err)
 		}
 	}
 	if c.Streaming.Enabled && c.Streaming.MemoryLimit <= 0 {
@@ -282,6 +291,12 @@ func (c *Config) Validate() error {
 	if d.MaxInFlight < 1 {
 		bad("delivery.max_in_flight", "%d: must be at least 1", d.MaxInFlight)
 	}
+	if d.MaxParkedPerKey < 1 {
+		bad("delivery.max_parked_per_key", "%d: must be at least 1", d.MaxParkedPerKey)
+	}
+	if d.MaxParked < 1 {
+		bad("delivery.max_parked", "%d: must be at least 1", d.MaxParked)
+	}
 	if d.BatchSize < 1 {
 		bad("delivery.batch_size", "%d: must be at least 1", d.BatchSize)
 	}
@@ -296,6 +311,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Readiness.MaxLagBytes < 0 {
 		bad("readiness.max_lag_bytes", "must not be negative (0 disables the check)")
+	}
+	if c.Readiness.MaxParkedAge < 0 {
+		bad("readiness.max_parked_age", "%s: must not be negative (0 disables the check)", c.Readiness.MaxParkedAge.D())
 	}
 	if c.DrainTimeout <= 0 {
 		bad("drain_timeout", "%s: must be positive", c.DrainTimeout.D())
@@ -397,11 +415,37 @@ func (c *Config) validateRoutes() []error {
 		}
 		switch {
 		case r.Kafka != nil:
+			errs = append(errs, validateKafkaRoute(key+".kafka", r.Kafka)...)
 			if len(c.Kafka.Brokers) == 0 {
 				bad("kafka.brokers", "required by route %s (env PGOUTBOX_KAFKA_BROKERS, comma-separated)", key)
 			}
 		case r.Webhook != nil:
 			errs = append(errs, validateWebhook(key+".webhook", r.Webhook, c.Delivery.HandlerTimeout)...)
+		}
+	}
+	return errs
+}
+
+// validateKafkaRoute checks a kafka route's topic and allowed_topics (key is "routes.<dest>.kafka").
+func validateKafkaRoute(key string, k *KafkaRoute) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+	if k.Topic != "" {
+		if err := topicname.Validate(k.Topic); err != nil {
+			bad(key+".topic", "%v", err)
+		}
+		if k.AllowedTopics != nil {
+			bad(key+".allowed_topics", "set only one of %s.topic and %s.allowed_topics: the configured topic always wins, "+
+				"allowed_topics restricts the message's Route when no topic is configured", key, key)
+		}
+		return errs
+	}
+	if k.AllowedTopics != nil && len(k.AllowedTopics) == 0 {
+		bad(key+".allowed_topics", "empty: it would dead-letter every message; leave it out to take any Route as the topic")
+	}
+	for i, p := range k.AllowedTopics {
+		if err := topicname.ValidatePattern(p); err != nil {
+			bad(fmt.Sprintf("%s.allowed_topics[%d]", key, i), "%v", err)
 		}
 	}
 	return errs

@@ -1,9 +1,13 @@
 package config
 
 import (
+	"context"
 	"net/url"
 	"regexp"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // DSN returns the database connection string with database.password (if set) put into it, so that
@@ -30,6 +34,17 @@ func (c *Config) DSN() (string, error) {
 	}
 	pw := strings.ReplaceAll(strings.ReplaceAll(c.Database.Password, `\`, `\\`), `'`, `\'`)
 	return dsn + " password='" + pw + "'", nil
+}
+
+// Connect opens one connection (not a pool) for dsn. The DSN is parsed as the pool parses it, so that
+// pool settings in it (pool_max_conns, ...) configure nothing here instead of reaching the server as
+// unknown run-time parameters.
+func Connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err // pgx's parse errors never include the password
+	}
+	return pgx.ConnectConfig(ctx, pcfg.ConnConfig)
 }
 
 func isURL(s string) bool {

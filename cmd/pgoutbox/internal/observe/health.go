@@ -6,9 +6,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
 // Probe answers /healthz and /readyz from the daemon's current view. Its setters and handlers are
@@ -18,6 +21,8 @@ type Probe struct {
 	MaxLagBytes int64
 	// StandbyReady makes a standby report ready.
 	StandbyReady bool
+	// MaxParkedAge above which a parked key makes the instance not ready (0 disables the check).
+	MaxParkedAge time.Duration
 
 	mu       sync.Mutex
 	state    string
@@ -25,7 +30,11 @@ type Probe struct {
 	blocked  map[string]string
 	lag      int64
 	lagKnown bool
+	parked   outbox.ParkedStats
 }
+
+// SetParked records the relay's parked keys.
+func (p *Probe) SetParked(s outbox.ParkedStats) { p.mu.Lock(); p.parked = s; p.mu.Unlock() }
 
 // SetState records the relay state ("streaming", "standby", ...).
 func (p *Probe) SetState(s string) { p.mu.Lock(); p.state = s; p.mu.Unlock() }
@@ -78,6 +87,10 @@ func (p *Probe) Ready() (bool, []string) {
 	}
 	if p.MaxLagBytes > 0 && p.lagKnown && p.lag > p.MaxLagBytes {
 		why = append(why, fmt.Sprintf("slot lag %d bytes exceeds readiness.max_lag_bytes %d", p.lag, p.MaxLagBytes))
+	}
+	if age := time.Since(p.parked.Since); p.MaxParkedAge > 0 && p.parked.Keys > 0 && age > p.MaxParkedAge {
+		why = append(why, fmt.Sprintf("%d keys parked behind failed messages, the oldest for %s (over readiness.max_parked_age %s); the slot waits at %s",
+			p.parked.Keys, age.Round(time.Second), p.MaxParkedAge, p.parked.OldestLSN))
 	}
 	keys := make([]string, 0, len(p.blocked))
 	for k := range p.blocked {

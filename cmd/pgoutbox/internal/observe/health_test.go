@@ -5,10 +5,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/observe"
+	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
 func TestReadiness(t *testing.T) {
@@ -31,11 +33,19 @@ func TestReadiness(t *testing.T) {
 			p.SetBlocked(map[string]string{"destination orders": "broker down"})
 		}, false, true, "blocked destination orders: broker down"},
 		{"failed", func(p *observe.Probe) { p.SetFailed("slot lost") }, false, false, "relay failed: slot lost"},
+		{"parked too long", func(p *observe.Probe) {
+			p.SetState("streaming")
+			p.SetParked(outbox.ParkedStats{Keys: 2, Records: 9, Since: time.Now().Add(-2 * time.Minute), OldestLSN: 0x16B3F28})
+		}, false, true, "2 keys parked behind failed messages, the oldest for 2m0s (over readiness.max_parked_age 1m0s); the slot waits at 0/16B3F28"},
+		{"parked briefly", func(p *observe.Probe) {
+			p.SetState("streaming")
+			p.SetParked(outbox.ParkedStats{Keys: 1, Records: 1, Since: time.Now().Add(-time.Second), OldestLSN: 0x16B3F28})
+		}, true, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := &observe.Probe{MaxLagBytes: 1000}
+			p := &observe.Probe{MaxLagBytes: 1000, MaxParkedAge: time.Minute}
 			tt.setup(p)
 			srv := httptest.NewServer(observe.Handler(prometheus.NewRegistry(), p))
 			defer srv.Close()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
@@ -36,6 +37,7 @@ type Metrics struct {
 	walStatus    *prometheus.GaugeVec
 	deadLetters  prometheus.Gauge
 	pollErrors   prometheus.Counter
+	parked       [4]prometheus.Gauge   // keys, messages, oldest age, WAL pinned
 	reg          prometheus.Registerer // for metrics added after NewMetrics (webhook.go)
 }
 
@@ -82,11 +84,21 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		pollErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_slot_poll_errors_total",
 			Help: "Failed polls of pg_replication_slots and the dead-letter table."}),
 	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	m.parked = [4]prometheus.Gauge{
+		gauge("pgoutbox_parked_keys", "Keys held back because a message of theirs failed and waits for its next attempt (its later messages wait behind it; other keys flow)."),
+		gauge("pgoutbox_parked_messages", "Messages held back by parked keys, the failed ones included."),
+		gauge("pgoutbox_parked_oldest_age_seconds", "How long the longest-parked key has been parked (0 when none is)."),
+		gauge("pgoutbox_parked_wal_bytes", "WAL the server retains because of parked keys: the server's WAL end minus the lowest commit LSN among the parked messages (the slot cannot be confirmed past it)."),
+	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_build_info", Help: "Always 1; labels carry the version.",
 		ConstLabels: prometheus.Labels{"version": version}})
 	info.Set(1)
 	reg.MustRegister(m.delivered, m.failed, m.deadLettered, m.latency, m.blocked, m.inFlight, m.role, m.reconnects,
-		m.lag, m.retained, m.confirmed, m.slotActive, m.snapshot, m.walStatus, m.deadLetters, m.pollErrors, info)
+		m.lag, m.retained, m.confirmed, m.slotActive, m.snapshot, m.walStatus, m.deadLetters, m.pollErrors, info,
+		m.parked[0], m.parked[1], m.parked[2], m.parked[3])
 	m.SetState("starting")
 	return m
 }
@@ -139,6 +151,21 @@ func (m *Metrics) SetState(state string) {
 
 // SetInFlight sets the in-flight gauge.
 func (m *Metrics) SetInFlight(n int) { m.inFlight.Set(float64(n)) }
+
+// SetParked sets the parked-key gauges from the relay's stats; walEnd is the server's WAL end.
+func (m *Metrics) SetParked(s outbox.ParkedStats, walEnd pglogrepl.LSN) {
+	var age, pinned float64
+	if s.Keys > 0 {
+		age = time.Since(s.Since).Seconds()
+		if walEnd > s.OldestLSN {
+			pinned = float64(walEnd - s.OldestLSN)
+		}
+	}
+	m.parked[0].Set(float64(s.Keys))
+	m.parked[1].Set(float64(s.Records))
+	m.parked[2].Set(age)
+	m.parked[3].Set(pinned)
+}
 
 // Reconnected counts one lost replication connection.
 func (m *Metrics) Reconnected(n uint64) { m.reconnects.Add(float64(n)) }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 // ErrNoDeadLetterTable is returned (with the rest of SlotStatus filled) when the schema is not migrated.
@@ -43,6 +45,20 @@ type RelayRecord struct {
 	ActiveInstance      string     `json:"active_instance,omitempty"`
 	// SnapshotPending: the initial snapshot of the slot is not yet acked (see initial_snapshot).
 	SnapshotPending bool `json:"snapshot_pending"`
+	// Parked is the active relay's last report of the keys it holds back behind a failed message.
+	Parked Parked `json:"parked"`
+}
+
+// Parked is the active relay's last report of its parked keys: keys held back because a message of
+// theirs failed and waits for its next attempt.
+type Parked struct {
+	Keys     int        `json:"keys"`
+	Messages int        `json:"messages"`
+	Since    *time.Time `json:"since,omitempty"`
+	// LSN is the lowest commit LSN among the parked messages: the slot cannot be confirmed past it.
+	LSN string `json:"lsn,omitempty"`
+	// WALBytes is the WAL retained because of them: the current WAL position minus LSN.
+	WALBytes int64 `json:"wal_bytes"`
 }
 
 // Querier is what QuerySlot needs; *pgxpool.Pool and *pgx.Conn satisfy it.
@@ -77,10 +93,14 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 	}
 	var rec RelayRecord
 	var confLSN, inst *string
+	var parkedLSN *string
 	err = q.QueryRow(ctx, `SELECT publication_name, created_at, created_lsn::text, confirmed_lsn::text,
-		confirmed_commit_time, updated_at, active_instance, snapshot_pending FROM `+pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize()+
-		` WHERE slot_name = $1`, slot).Scan(&rec.Publication, &rec.CreatedAt, &rec.CreatedLSN, &confLSN,
-		&rec.ConfirmedCommitTime, &rec.UpdatedAt, &inst, &rec.SnapshotPending)
+		confirmed_commit_time, updated_at, active_instance, snapshot_pending,
+		parked_keys, parked_messages, parked_since, parked_lsn::text,
+		COALESCE(pg_catalog.pg_wal_lsn_diff($2::pg_lsn, parked_lsn), 0)::bigint
+		FROM `+pgx.Identifier{schema, "pkg_outbox_relay"}.Sanitize()+` WHERE slot_name = $1`, slot, s.CurrentWAL).
+		Scan(&rec.Publication, &rec.CreatedAt, &rec.CreatedLSN, &confLSN, &rec.ConfirmedCommitTime, &rec.UpdatedAt, &inst,
+			&rec.SnapshotPending, &rec.Parked.Keys, &rec.Parked.Messages, &rec.Parked.Since, &parkedLSN, &rec.Parked.WALBytes)
 	switch {
 	case err == nil:
 		if confLSN != nil {
@@ -88,6 +108,9 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 		}
 		if inst != nil {
 			rec.ActiveInstance = *inst
+		}
+		if parkedLSN != nil {
+			rec.Parked.LSN = *parkedLSN
 		}
 		s.Record = &rec
 	case errors.Is(err, pgx.ErrNoRows):
@@ -109,11 +132,9 @@ func QuerySlot(ctx context.Context, q Querier, schema, slot string) (SlotStatus,
 }
 
 func undefinedTable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+	return names.IsMissingRelation(err)
 }
 
 func undefinedColumn(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42703"
+	return names.SQLState(err) == pgerrcode.UndefinedColumn
 }
