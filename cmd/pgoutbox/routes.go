@@ -183,7 +183,10 @@ func describeRoute(cfg config.Config, dest string) routeInfo {
 		ri.Rule = "kafka topic from each message's Route (any topic: no allowed_topics)"
 	case r.Webhook != nil:
 		ri.Sink, ri.URL = "webhook", safeURL(r.Webhook.URL)
-		ri.Rule = "webhook " + ri.URL + " (configured URL)"
+		ri.Rule = "webhook " + ri.URL + " (configured URL; the message's Route is ignored)"
+		if r.Webhook.AppendRoute {
+			ri.Rule = "webhook " + ri.URL + " (configured URL + the message's Route as one path segment)"
+		}
 	default:
 		ri.Sink = r.Kind()
 		ri.Rule = ri.Sink

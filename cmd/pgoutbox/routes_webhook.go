@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"sort"
 
 	"go.uber.org/zap"
@@ -12,8 +11,8 @@ import (
 	"github.com/pgoutbox/pgoutbox/sink/webhook"
 )
 
-// newWebhookSink builds the webhook sink of route dest and logs where it posts (never the query,
-// user info, header values or the signing secret).
+// newWebhookSink builds the webhook sink of route dest and logs its settings (never header values or
+// the signing secret; the route line says where it posts).
 func newWebhookSink(dest string, r config.WebhookRoute, log *zap.Logger) (*webhook.Sink, error) {
 	wc := webhook.DefaultConfig()
 	wc.URL = r.URL
@@ -35,13 +34,7 @@ func newWebhookSink(dest string, r config.WebhookRoute, log *zap.Logger) (*webho
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	where := "the configured URL; message Route ignored"
-	if r.AppendRoute {
-		where = "the configured URL + message Route as one path segment"
-	}
-	u, _ := url.Parse(r.URL) // validated
-	log.Info("webhook route", zap.String("destination", dest),
-		zap.String("url", (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()), zap.String("records_go_to", where),
+	log.Info("webhook sink", zap.String("destination", dest), zap.Bool("append_route", r.AppendRoute),
 		zap.Bool("signed", r.SigningSecret != ""), zap.Strings("configured_headers", names), zap.Duration("timeout", wc.Timeout))
 	return ws, nil
 }
