@@ -100,8 +100,10 @@ func TestDaemonWebhookOperatorIntent(t *testing.T) {
 		}
 	}
 	logs := d.stderr.String()
-	if !strings.Contains(logs, "message header dropped") || !strings.Contains(logs, `"signed":true`) {
-		t.Errorf("the log lacks the dropped header warning or the signed route")
+	for _, want := range []string{"message header dropped", `"signed":true`, "configured URL + the message's Route as one path segment"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q", want)
+		}
 	}
 	for _, leak := range []string{"Bearer evil", "Bearer operator", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "evil.example"} {
 		if strings.Contains(logs, leak) {

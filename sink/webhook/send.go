@@ -59,7 +59,7 @@ func (st *sendState) acquire(ctx context.Context) error {
 	case <-st.halt:
 		return st.haltErr
 	case <-ctx.Done():
-		return fmt.Errorf("the send's deadline passed first: %w", ctx.Err())
+		return fmt.Errorf("the send's context ended first: %w", ctx.Err())
 	case st.sem <- struct{}{}:
 	}
 	select {
