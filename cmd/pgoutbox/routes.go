@@ -32,6 +32,7 @@ type sinkSet struct {
 	// fallback takes destinations without a route (dev mode only).
 	fallback outbox.Sink
 	kafka    kafkaSink
+	webhooks map[string]*webhook.Sink
 	closers  []interface{ Close() error }
 }
 
@@ -78,22 +79,12 @@ func buildSinks(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, dev 
 		case r.Stdout != nil:
 			set.byDest[dest] = stdoutSink()
 		case r.Webhook != nil:
-			wc := webhook.DefaultConfig()
-			wc.URL = r.Webhook.URL
-			if r.Webhook.Timeout > 0 {
-				wc.Timeout = r.Webhook.Timeout.D()
-			}
-			if r.Webhook.Concurrency > 0 {
-				wc.Concurrency = r.Webhook.Concurrency
-			}
-			wc.Headers = r.Webhook.Headers
-			ws, err := webhook.New(wc, webhook.WithLogger(log))
+			ws, err := newWebhookSink(dest, *r.Webhook, log)
 			if err != nil {
 				set.close(log)
-				return nil, withCode(exitUsage, fmt.Errorf("%w: routes.%s.webhook: %w", config.ErrInvalid, dest, err))
+				return nil, err
 			}
-			set.byDest[dest] = ws
-			set.closers = append(set.closers, ws)
+			set.addWebhook(dest, ws)
 		case r.Kafka != nil:
 			kafkaRoutes[dest] = *r.Kafka
 		}
@@ -192,7 +183,10 @@ func describeRoute(cfg config.Config, dest string) routeInfo {
 		ri.Rule = "kafka topic from each message's Route (any topic: no allowed_topics)"
 	case r.Webhook != nil:
 		ri.Sink, ri.URL = "webhook", safeURL(r.Webhook.URL)
-		ri.Rule = "webhook " + ri.URL + " (configured URL)"
+		ri.Rule = "webhook " + ri.URL + " (configured URL; the message's Route is ignored)"
+		if r.Webhook.AppendRoute {
+			ri.Rule = "webhook " + ri.URL + " (configured URL + the message's Route as one path segment)"
+		}
 	default:
 		ri.Sink = r.Kind()
 		ri.Rule = ri.Sink

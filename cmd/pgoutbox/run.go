@@ -179,6 +179,7 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	}
 	defer sinks.close(log)
 	metrics.InitDestinations(sinks.destinations())
+	sinks.exportWebhookStats(metrics)
 
 	opts := []outbox.Option{
 		outbox.WithSlotName(cfg.SlotName()),

@@ -1,16 +1,42 @@
 // Package webhook is an [outbox.Sink] that POSTs each record to an HTTP endpoint.
 //
-// The body is the payload, byte-exact; Content-Type comes from the message's "Content-Type" header
-// (any case) or is application/octet-stream. Every request carries Idempotency-Key and X-Pgoutbox-Id
-// (both the message id, so receivers can dedupe re-deliveries), X-Pgoutbox-Type, X-Pgoutbox-Destination,
-// the configured static headers and the message's own headers. The URL is Config.URL, with the record's
-// Route appended as a path when set.
+// # Where records go
 //
-// A 2xx answer acks the record. 5xx, 408, 429 and timeouts fail the record retryably; any other 4xx
-// fails it permanently ([outbox.ErrPermanent]); an endpoint that cannot be reached at all (connection
-// refused, DNS failure) makes the whole Send fail with [outbox.ErrUnavailable].
+// Every record goes to Config.URL: the configuration wins. With Config.AppendRoute the record's Route
+// is appended as one escaped path segment (URL https://h/hooks, Route orders → https://h/hooks/orders);
+// a Route that could leave that place — "/", "\", "..", "?", "#", "%", a control character, more than
+// [MaxRouteBytes] — fails the record permanently (dead letter naming the rule). Redirects are not
+// followed.
 //
-// Within a Send, records of one key are posted one after the other, in order, and a key stops at its
-// first retryable failure (its later records are reported failed, unsent), so order per key holds;
-// different keys are posted in parallel, up to Config.Concurrency requests at once.
+// # What a request carries
+//
+// The body is the payload, byte-exact. Headers, in order of precedence:
+//   - the sink's own: Idempotency-Key and X-Pgoutbox-Id (both the message id, so receivers can dedupe
+//     re-deliveries), X-Pgoutbox-Type, X-Pgoutbox-Destination, and with Config.SigningSecret the
+//     Standard Webhooks headers webhook-id, webhook-timestamp and webhook-signature
+//     (https://www.standardwebhooks.com: "v1," and the base64 HMAC-SHA256 of "id.timestamp.body");
+//   - Config.Headers (for example Authorization);
+//   - the message's own headers, except those it may not set: credentials (Authorization,
+//     Proxy-Authorization, Cookie), hop-by-hop and framing headers (Host, Content-Length,
+//     Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-*), the sink's
+//     own names (Idempotency-Key, X-Pgoutbox-*, webhook-*), any header the configuration sets, names
+//     that are not tokens and values with control characters. Those are dropped, counted
+//     ([Sink.Stats]) and logged once per destination and header name, never with their value;
+//   - Content-Type: configured, else the message's, else application/octet-stream.
+//
+// # How answers are classified
+//
+//   - 2xx: delivered.
+//   - 429, 502, 503, 504, connection refused or reset, DNS and TLS failures, redirects, and an endpoint
+//     that answers nothing within Config.Timeout: systemic ([outbox.ErrUnavailable]: the relay blocks
+//     the destination and retries, counts no attempt, dead-letters nothing). Retry-After (seconds or an
+//     HTTP date, capped at [MaxRetryAfter]) is passed on with [outbox.RetryAfter].
+//   - 408, other 5xx, and a request that times out while the endpoint answers other requests: this
+//     record failed; retried with backoff, counting an attempt, dead-lettered after the relay's
+//     MaxAttempts.
+//   - other 4xx: permanent ([outbox.ErrPermanent]): dead-lettered at once.
+//
+// A Send cut short by its context keeps per-record results: what the endpoint acknowledged is delivered,
+// what did not finish is reported not attempted (or systemic when the endpoint answered nothing), so
+// a slow endpoint never costs a record an attempt.
 package webhook

@@ -1,32 +1,39 @@
 package webhook
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
 // Config holds the webhook sink's settings. Start from [DefaultConfig].
 type Config struct {
-	// URL is the endpoint, http or https. Required.
+	// URL is the endpoint, http or https. Required. Every record goes to this URL; redirects are not
+	// followed.
 	URL string
-	// Timeout bounds one request, including reading the answer (default 10s).
+	// AppendRoute appends each record's Route to URL as one escaped path segment (URL /hooks, Route
+	// orders → /hooks/orders). A Route of more than MaxRouteBytes, with a control character, "/", "\",
+	// "..", "?", "#" or "%" is a permanent failure. Off (the default), the Route is ignored.
+	AppendRoute bool
+	// Timeout bounds one request, including reading the answer (default 10s). Keep it shorter than the
+	// relay's handler timeout (outbox.WithHandlerTimeout), which bounds a whole Send.
 	Timeout time.Duration
-	// Headers are sent with every request (for example Authorization); message headers and the
-	// pgoutbox headers take precedence.
+	// Headers are sent with every request (for example Authorization). They win over message headers:
+	// a message cannot set a configured header. Names must be tokens, values free of control
+	// characters, and not headers the HTTP client or the sink sets (see [ValidateHeader]).
 	Headers map[string]string
+	// SigningSecret, when set, signs every request the Standard Webhooks way: webhook-id (the message
+	// id), webhook-timestamp (unix seconds of the attempt) and webhook-signature ("v1," and the base64
+	// HMAC-SHA256 of "id.timestamp.body"). It is "whsec_" followed by the base64 of 24 to 64 random
+	// bytes (see [ValidateSigningSecret]). It is never logged.
+	SigningSecret string
 	// Concurrency is how many requests one Send may have in flight, across keys (default 8).
 	Concurrency int
 }
@@ -34,7 +41,8 @@ type Config struct {
 // DefaultConfig returns a Config with the defaults and no URL.
 func DefaultConfig() Config { return Config{Timeout: 10 * time.Second, Concurrency: 8} }
 
-// Validate reports invalid settings, naming the field.
+// Validate reports invalid settings, naming the field. Its errors never contain a header value or the
+// signing secret.
 func (c Config) Validate() error {
 	var errs []error
 	u, err := url.Parse(c.URL)
@@ -42,9 +50,15 @@ func (c Config) Validate() error {
 	case c.URL == "":
 		errs = append(errs, errors.New("webhook: config: URL is empty"))
 	case err != nil:
-		errs = append(errs, fmt.Errorf("webhook: config: URL: %w", err))
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // ue's text repeats the URL, password included
+		}
+		errs = append(errs, fmt.Errorf("webhook: config: URL does not parse: %w", err))
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-		errs = append(errs, fmt.Errorf("webhook: config: URL %q is not an absolute http(s) URL", c.URL))
+		errs = append(errs, fmt.Errorf("webhook: config: URL %q is not an absolute http(s) URL", u.Redacted()))
+	case u.Fragment != "":
+		errs = append(errs, fmt.Errorf("webhook: config: URL %q has a #fragment, which is never sent", u.Redacted()))
 	}
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("webhook: config: Timeout is %v; it must be positive", c.Timeout))
@@ -52,14 +66,52 @@ func (c Config) Validate() error {
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Errorf("webhook: config: Concurrency is %d; it must be positive", c.Concurrency))
 	}
+	seen := map[string]string{}
+	for name, v := range c.Headers {
+		if err := ValidateHeader(name, v); err != nil {
+			errs = append(errs, fmt.Errorf("webhook: config: Headers: %w", err))
+		}
+		canon := http.CanonicalHeaderKey(name)
+		if other, ok := seen[canon]; ok {
+			errs = append(errs, fmt.Errorf("webhook: config: Headers: %q and %q are the same header", other, name))
+		}
+		seen[canon] = name
+	}
+	if c.SigningSecret != "" {
+		if err := ValidateSigningSecret(c.SigningSecret); err != nil {
+			errs = append(errs, fmt.Errorf("webhook: config: SigningSecret: %w", err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// Stats are counters of a Sink since New.
+type Stats struct {
+	// DroppedHeaders counts message headers not sent: names the configuration sets, credentials,
+	// hop-by-hop and the sink's own headers, invalid names and values with control characters.
+	DroppedHeaders uint64
 }
 
 // Sink posts records to a webhook. It is safe for concurrent use.
 type Sink struct {
-	cfg    Config
-	client *http.Client
-	log    *zap.Logger
+	cfg        Config
+	url        string            // cfg.URL, parsed and re-serialised
+	base       *url.URL          // cfg.URL parsed
+	basePath   string            // base's escaped path without a trailing slash
+	display    string            // scheme://host/path, for errors and logs: no user info, no query
+	headers    map[string]string // cfg.Headers, canonical names
+	configured map[string]bool   // canonical names of cfg.Headers
+	key        []byte            // HMAC key, nil without signing
+	client     *http.Client
+	log        *zap.Logger
+	now        func() time.Time
+
+	epoch    time.Time
+	answered atomic.Int64 // time since epoch (+1) of the last answer that was not systemic; 0: none
+	dropped  atomic.Uint64
+
+	mu     sync.Mutex
+	logged map[string]bool // destination + "\x00" + lower-case header name, for drops logged once
 }
 
 // Option configures optional dependencies of a Sink.
@@ -75,11 +127,22 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // WithHTTPClient sets the HTTP client (default: a client with its own transport). Its Timeout is
-// left as is; Config.Timeout bounds each request through its context.
+// left as is; Config.Timeout bounds each request through its context. The sink uses a copy that does
+// not follow redirects.
 func WithHTTPClient(c *http.Client) Option {
 	return func(s *Sink) {
 		if c != nil {
-			s.client = c
+			cp := *c
+			s.client = &cp
+		}
+	}
+}
+
+// WithClock sets the clock used for webhook-timestamp and Retry-After dates (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(s *Sink) {
+		if now != nil {
+			s.now = now
 		}
 	}
 }
@@ -89,145 +152,35 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	base, _ := url.Parse(cfg.URL) // Validate parsed it
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Concurrency
-	s := &Sink{cfg: cfg, client: &http.Client{Transport: tr}, log: zap.NewNop()}
+	s := &Sink{
+		cfg: cfg, url: base.String(), base: base, basePath: strings.TrimSuffix(base.EscapedPath(), "/"),
+		display: (&url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path, RawPath: base.RawPath}).String(),
+		headers: map[string]string{}, configured: map[string]bool{},
+		client: &http.Client{Transport: tr}, log: zap.NewNop(), now: time.Now, epoch: time.Now(), logged: map[string]bool{},
+	}
+	for k, v := range cfg.Headers {
+		s.headers[http.CanonicalHeaderKey(k)] = v
+		s.configured[http.CanonicalHeaderKey(k)] = true
+	}
+	if cfg.SigningSecret != "" {
+		s.key, _ = parseSecret(cfg.SigningSecret) // Validate checked it
+	}
 	for _, o := range opts {
 		o(s)
 	}
+	s.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	s.log = s.log.Named("webhook")
 	return s, nil
 }
+
+// Stats returns the sink's counters.
+func (s *Sink) Stats() Stats { return Stats{DroppedHeaders: s.dropped.Load()} }
 
 // Close releases idle connections. It is idempotent.
 func (s *Sink) Close() error {
 	s.client.CloseIdleConnections()
 	return nil
-}
-
-// errUnreachable marks a request that never reached the endpoint.
-type errUnreachable struct{ err error }
-
-func (e errUnreachable) Error() string { return e.err.Error() }
-func (e errUnreachable) Unwrap() error { return e.err }
-
-// Send posts every record and returns once each has been answered. See [outbox.Sink].
-func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	// Lanes: the indexes of each key's records, in batch order.
-	var lanes [][]int
-	laneOf := map[string]int{}
-	for i := range batch {
-		k := batch[i].Key
-		n, ok := laneOf[k]
-		if !ok || k == "" {
-			n = len(lanes)
-			lanes = append(lanes, nil)
-			laneOf[k] = n
-		}
-		lanes[n] = append(lanes[n], i)
-	}
-	errs := make([]error, len(batch))
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for _, lane := range lanes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var stop error
-			for _, i := range lane {
-				if stop != nil {
-					errs[i] = outbox.NotAttempted(fmt.Errorf("webhook: message %s not sent: an earlier message of key %q failed: %w", batch[i].ID, batch[i].Key, stop))
-					continue
-				}
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-					errs[i] = ctx.Err()
-					stop = ctx.Err()
-					continue
-				}
-				errs[i] = s.post(ctx, &batch[i])
-				<-sem
-				if errs[i] != nil && !outbox.IsPermanent(errs[i]) {
-					stop = errs[i]
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("webhook: send: %w", err)
-	}
-	failed := false
-	for _, err := range errs {
-		var u errUnreachable
-		if errors.As(err, &u) {
-			return outbox.Unavailable(fmt.Errorf("webhook: %s unreachable: %w", s.cfg.URL, u.err))
-		}
-		failed = failed || err != nil
-	}
-	if failed {
-		return &outbox.BatchError{Errs: errs}
-	}
-	return nil
-}
-
-func (s *Sink) target(r *outbox.Record) string {
-	if r.Route == "" {
-		return s.cfg.URL
-	}
-	return strings.TrimSuffix(s.cfg.URL, "/") + "/" + strings.TrimPrefix(r.Route, "/")
-}
-
-func (s *Sink) post(ctx context.Context, r *outbox.Record) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target(r), bytes.NewReader(r.Payload))
-	if err != nil {
-		return outbox.Permanent(fmt.Errorf("webhook: message %s: build request: %w", r.ID, err))
-	}
-	for k, v := range s.cfg.Headers {
-		req.Header.Set(k, v)
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	for k, v := range r.Headers {
-		req.Header.Set(k, v)
-	}
-	req.Header.Set("Idempotency-Key", r.ID)
-	req.Header.Set("X-Pgoutbox-Id", r.ID)
-	req.Header.Set("X-Pgoutbox-Type", r.Type)
-	req.Header.Set("X-Pgoutbox-Destination", string(r.Destination))
-	resp, err := s.client.Do(req)
-	if err != nil {
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			if unreachable(err) {
-				return errUnreachable{err}
-			}
-		}
-		return fmt.Errorf("webhook: message %s: post %s: %w", r.ID, req.URL.Redacted(), err)
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
-	_ = resp.Body.Close()
-	switch code := resp.StatusCode; {
-	case code >= 200 && code < 300:
-		return nil
-	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
-		return fmt.Errorf("webhook: message %s: %s answered %s: %s", r.ID, req.URL.Redacted(), resp.Status, bytes.TrimSpace(body))
-	default:
-		return outbox.Permanent(fmt.Errorf("webhook: message %s: %s rejected it with %s: %s", r.ID, req.URL.Redacted(), resp.Status, bytes.TrimSpace(body)))
-	}
-}
-
-// unreachable reports a failure to connect at all (as opposed to a timeout or a broken answer).
-func unreachable(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" && !op.Timeout() {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,18 +80,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestHeadersAndRoute(t *testing.T) {
+func TestHeadersAndContentType(t *testing.T) {
 	t.Parallel()
 	srv := &server{}
-	var path atomic.Value
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path.Store(r.URL.Path)
-		srv.ServeHTTP(w, r)
-	}))
+	hs := httptest.NewServer(srv)
 	defer hs.Close()
 	s := newSink(t, hs.URL+"/hooks/", func(c *webhook.Config) { c.Headers = map[string]string{"Authorization": "Bearer x"} })
 	r := sinktest.Record("k", 1)
-	r.Route = "/orders"
 	r.Headers = map[string]string{"Content-Type": "application/json", "X-Trace": "t1"}
 	if err := s.Send(context.Background(), []outbox.Record{r}); err != nil {
 		t.Fatal(err)
@@ -104,9 +100,6 @@ func TestHeadersAndRoute(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	if p := path.Load(); p != "/hooks/orders" {
-		t.Errorf("path = %v", p)
-	}
 	r.Headers = nil
 	r.ID += "b"
 	if err := s.Send(context.Background(), []outbox.Record{r}); err != nil {
@@ -119,52 +112,90 @@ func TestHeadersAndRoute(t *testing.T) {
 
 func TestStatusClassification(t *testing.T) {
 	t.Parallel()
+	const (
+		delivered = iota
+		retry     // per record, counts an attempt
+		permanent // dead letter now
+		systemic  // block the destination, no attempt
+	)
 	for _, tc := range []struct {
-		name      string
-		status    int
-		permanent bool
+		status int
+		want   int
 	}{
-		{"500", 500, false}, {"503", 503, false}, {"408", 408, false}, {"429", 429, false},
-		{"400", 400, true}, {"404", 404, true}, {"410", 410, true}, {"422", 422, true},
+		{500, retry}, {501, retry}, {505, retry}, {408, retry},
+		{502, systemic}, {503, systemic}, {504, systemic}, {429, systemic}, {301, systemic}, {307, systemic}, {308, systemic},
+		{400, permanent}, {401, permanent}, {404, permanent}, {410, permanent}, {422, permanent},
+		{200, delivered}, {202, delivered}, {204, delivered},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
 			t.Parallel()
+			var other atomic.Int32
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Header.Get("X-Pgoutbox-Id") == "bad-000001" {
+					w.Header().Set("Location", "/moved") // a followed redirect would come back here
 					w.WriteHeader(tc.status)
 					return
 				}
+				if r.URL.Path != "/" {
+					t.Errorf("a redirect was followed to %s", r.URL.Path)
+				}
+				other.Add(1)
 				w.WriteHeader(200)
 			}))
 			defer hs.Close()
 			s := newSink(t, hs.URL, nil)
-			batch := []outbox.Record{sinktest.Record("bad", 0), sinktest.Record("bad", 1), sinktest.Record("bad", 2), sinktest.Record("other", 0)}
+			batch := []outbox.Record{sinktest.Record("bad", 1), sinktest.Record("bad", 2), sinktest.Record("other", 0)}
 			err := s.Send(context.Background(), batch)
+			if tc.want == delivered {
+				if err != nil {
+					t.Fatalf("Send = %v", err)
+				}
+				return
+			}
+			errs := []error{err, err, err}
 			var be *outbox.BatchError
-			if !errors.As(err, &be) {
+			if errors.As(err, &be) {
+				errs = be.Errs
+			}
+			if tc.want == systemic {
+				// Systemic: the record blocks the destination; the others are delivered (if they went
+				// first) or not attempted, never failed.
+				if !outbox.IsUnavailable(errs[0]) || errors.Is(errs[0], outbox.ErrNotAttempted) {
+					t.Fatalf("status %d: %v, want a systemic (unavailable) error", tc.status, errs[0])
+				}
+				for _, e := range errs[1:] {
+					if e != nil && !errors.Is(e, outbox.ErrNotAttempted) && !outbox.IsUnavailable(e) {
+						t.Fatalf("status %d: neighbour error %v counts an attempt", tc.status, e)
+					}
+				}
+				return
+			}
+			if be == nil {
 				t.Fatalf("Send = %v, want BatchError", err)
 			}
-			if outbox.IsUnavailable(err) {
-				t.Fatalf("a status answer must not be systemic: %v", err)
+			if outbox.IsUnavailable(errs[0]) || errors.Is(errs[0], outbox.ErrNotAttempted) {
+				t.Fatalf("status %d: error %v must be a failed attempt", tc.status, errs[0])
 			}
-			if got := outbox.IsPermanent(be.Errs[1]); got != tc.permanent {
-				t.Fatalf("permanent = %v for %d (%v)", got, tc.status, be.Errs[1])
+			if got := outbox.IsPermanent(errs[0]); got != (tc.want == permanent) {
+				t.Fatalf("permanent = %v for %d (%v)", got, tc.status, errs[0])
 			}
-			if be.Errs[0] != nil || be.Errs[3] != nil {
-				t.Fatalf("neighbours failed: %v", be.Errs)
+			if errs[2] != nil {
+				t.Fatalf("other key failed: %v", errs[2])
 			}
 			// After a retryable failure the key's later record is held back (order); after a permanent one it goes on.
-			if tc.permanent != (be.Errs[2] == nil) {
-				t.Fatalf("record after the failed one: %v (permanent=%v)", be.Errs[2], tc.permanent)
+			if tc.want == permanent && errs[1] != nil || tc.want == retry && !errors.Is(errs[1], outbox.ErrNotAttempted) {
+				t.Fatalf("record after the failed one: %v", errs[1])
 			}
 		})
 	}
 }
 
-func TestTimeoutIsRetryable(t *testing.T) {
+// An endpoint that answers nothing within Timeout is down as a whole: systemic, no attempt counted.
+func TestEndpointTimeoutIsSystemic(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -173,10 +204,55 @@ func TestTimeoutIsRetryable(t *testing.T) {
 	defer hs.Close()
 	defer close(release)
 	s := newSink(t, hs.URL, func(c *webhook.Config) { c.Timeout = 100 * time.Millisecond })
-	err := s.Send(context.Background(), []outbox.Record{sinktest.Record("k", 0)})
+	err := s.Send(context.Background(), []outbox.Record{sinktest.Record("k", 0), sinktest.Record("j", 0)})
+	if !outbox.IsUnavailable(err) {
+		t.Fatalf("Send = %v, want unavailable", err)
+	}
+}
+
+// One request that times out while the endpoint answers the others is that record's failure (the
+// message is the slow one): retried, counting an attempt.
+func TestSlowRequestWhileEndpointAnswersIsRetryable(t *testing.T) {
+	t.Parallel()
+	release, slowArrived := make(chan struct{}), make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		switch r.Header.Get("X-Pgoutbox-Id") {
+		case "slow-000000":
+			close(slowArrived)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		case "fast-000004": // answered after the slow request started: the endpoint is alive meanwhile
+			<-slowArrived
+		}
+		w.WriteHeader(204)
+	}))
+	defer hs.Close()
+	defer close(release)
+	s := newSink(t, hs.URL, func(c *webhook.Config) { c.Timeout = 500 * time.Millisecond })
+	batch := []outbox.Record{sinktest.Record("slow", 0), sinktest.Record("slow", 1)}
+	for i := range 5 {
+		batch = append(batch, sinktest.Record("fast", i))
+	}
+	err := s.Send(context.Background(), batch)
 	var be *outbox.BatchError
-	if !errors.As(err, &be) || be.Errs[0] == nil || outbox.IsPermanent(be.Errs[0]) || outbox.IsUnavailable(err) {
-		t.Fatalf("Send = %v, want a retryable per-record error", err)
+	if !errors.As(err, &be) {
+		t.Fatalf("Send = %v, want BatchError", err)
+	}
+	e := be.Errs[0]
+	if e == nil || outbox.IsUnavailable(e) || outbox.IsPermanent(e) || errors.Is(e, outbox.ErrNotAttempted) {
+		t.Fatalf("slow record: %v, want a retryable failure", e)
+	}
+	if !errors.Is(be.Errs[1], outbox.ErrNotAttempted) {
+		t.Fatalf("record behind the slow one: %v, want not attempted", be.Errs[1])
+	}
+	for i, e := range be.Errs[2:] {
+		if e != nil {
+			t.Errorf("fast record %d: %v", i, e)
+		}
 	}
 }
 

@@ -121,12 +121,19 @@ type KafkaRoute struct {
 	AllowedTopics []string `yaml:"allowed_topics"`
 }
 
-// WebhookRoute posts each message to URL (plus the message's Route as a path suffix).
+// WebhookRoute posts each message to URL (with AppendRoute, plus the message's Route as one escaped
+// path segment); see webhook.go.
 type WebhookRoute struct {
-	URL         string            `yaml:"url"`
-	Timeout     Duration          `yaml:"timeout"`
-	Headers     map[string]string `yaml:"headers"`
-	Concurrency int               `yaml:"concurrency"`
+	URL               string            `yaml:"url"`
+	AppendRoute       bool              `yaml:"append_route"`
+	Timeout           Duration          `yaml:"timeout"`
+	Headers           map[string]string `yaml:"headers"`
+	Concurrency       int               `yaml:"concurrency"`
+	SigningSecretFile string            `yaml:"signing_secret_file"`
+	SigningSecretEnv  string            `yaml:"signing_secret_env"`
+	// SigningSecret is read at load from SigningSecretFile or the variable SigningSecretEnv names;
+	// it has no key of its own, so it is never written in a configuration file.
+	SigningSecret string
 }
 
 // StdoutRoute writes JSON lines to standard output.
@@ -413,16 +420,7 @@ func (c *Config) validateRoutes() []error {
 				bad("kafka.brokers", "required by route %s (env PGOUTBOX_KAFKA_BROKERS, comma-separated)", key)
 			}
 		case r.Webhook != nil:
-			u, err := url.Parse(r.Webhook.URL)
-			if r.Webhook.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad(key+".webhook.url", "%q is not an absolute http(s) URL", redactURL(r.Webhook.URL))
-			}
-			if r.Webhook.Timeout < 0 {
-				bad(key+".webhook.timeout", "must not be negative")
-			}
-			if r.Webhook.Concurrency < 0 {
-				bad(key+".webhook.concurrency", "must not be negative")
-			}
+			errs = append(errs, validateWebhook(key+".webhook", r.Webhook, c.Delivery.HandlerTimeout)...)
 		}
 	}
 	return errs

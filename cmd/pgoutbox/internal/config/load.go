@@ -60,19 +60,26 @@ func Load(src Source) (Config, error) {
 	if err := c.resolveSecrets(); err != nil {
 		return c, err
 	}
+	if err := c.resolveWebhookSecrets(src.Env); err != nil {
+		return c, err
+	}
 	if err := c.Validate(); err != nil {
 		return c, err
 	}
 	return c, nil
 }
 
-// Parse decodes YAML from r (name is used in errors) over the defaults, without env or flags, and validates.
+// Parse decodes YAML from r (name is used in errors) over the defaults, without PGOUTBOX_* variables or
+// flags (a webhook route's signing_secret_env is read from the process environment), and validates.
 func Parse(r io.Reader, name string) (Config, error) {
 	c := Default()
 	if err := decodeYAML(r, name, &c); err != nil {
 		return c, err
 	}
 	if err := c.resolveSecrets(); err != nil {
+		return c, err
+	}
+	if err := c.resolveWebhookSecrets(os.Environ()); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
@@ -218,7 +225,7 @@ func shape(n *yaml.Node) string {
 func fieldByTag(v reflect.Value, tag string) (reflect.Value, bool) {
 	t := v.Type()
 	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name == tag {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name == tag { // untagged: no key
 			return v.Field(i), true
 		}
 	}

@@ -37,7 +37,8 @@ type Metrics struct {
 	walStatus    *prometheus.GaugeVec
 	deadLetters  prometheus.Gauge
 	pollErrors   prometheus.Counter
-	parked       [4]prometheus.Gauge // keys, messages, oldest age, WAL pinned
+	parked       [4]prometheus.Gauge   // keys, messages, oldest age, WAL pinned
+	reg          prometheus.Registerer // for metrics added after NewMetrics (webhook.go)
 }
 
 var _ outbox.Observer = (*Metrics)(nil)
@@ -46,6 +47,7 @@ var _ outbox.Observer = (*Metrics)(nil)
 func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	dest := []string{"destination"}
 	m := &Metrics{
+		reg: reg,
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgoutbox_messages_delivered_total",
 			Help: "Messages acked by their sink or handler, per destination."}, dest),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgoutbox_delivery_failures_total",
