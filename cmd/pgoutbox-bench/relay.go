@@ -54,8 +54,8 @@ type relaySpec struct {
 	AckSeries bool `json:"ack_series,omitempty"`
 	// wrap, in-process runs only, wraps the sink (W2 stamps records on their way through it).
 	wrap func(outbox.Sink) outbox.Sink
-	// zeroLinger sets Linger 0 (a zero Linger otherwise means the sink's default).
-	zeroLinger bool
+	// LingerSet: Linger is set even when 0 (a zero Linger otherwise means the sink's default).
+	LingerSet bool `json:"linger_set,omitempty"`
 }
 
 // relayResult is what a child run reports.
@@ -147,7 +147,7 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		cfg := kafka.DefaultConfig()
 		cfg.Brokers = s.Brokers
 		cfg.Topics = map[string]string{string(benchDest): s.Topic}
-		if s.Linger > 0 || s.zeroLinger {
+		if s.Linger > 0 || s.LingerSet {
 			cfg.Linger = s.Linger
 		}
 		if s.BatchBytes > 0 {
