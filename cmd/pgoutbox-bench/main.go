@@ -74,6 +74,7 @@ func run() error {
 		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
 		lingers   = flag.String("kafka-lingers", "0s,20ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
 		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming; 16 = the relay's default)")
+		peers     = flag.Bool("peers", false, "instead of W1–W6: pgoutbox run vs Debezium vs pg_recvlogical (peers*.go; writes PEERS.md and peers.json)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -164,7 +165,10 @@ func run() error {
 	res.Command = "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " ")
 	res.When = time.Now().UTC()
 
-	const dbName = "pgoutbox_bench"
+	dbName := "pgoutbox_bench"
+	if *peers {
+		dbName = peersDBName
+	}
 	if err := recreateDatabase(ctx, b.adminURL, dbName); err != nil {
 		return err
 	}
@@ -184,6 +188,9 @@ func run() error {
 	}
 	defer b.pool.Close()
 	b.logf("machine: %d CPUs %s, %d MB, PostgreSQL %s, %s", res.Machine.NProc, res.Machine.CPU, res.Machine.MemoryMB, res.Machine.PostgreSQL, res.Machine.Kafka)
+	if *peers {
+		return b.runPeers(ctx, *out, res.Machine)
+	}
 
 	save := func() error { return writeOutputs(*out, res) }
 	if run["W1"] {

@@ -267,6 +267,9 @@ func markdown(dir string, r *Results) string {
 	if micro, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
 		w("## Micro-benchmarks\n\n`go test -run '^$' -bench 'DecodeInsert|Tracker|KafkaSend' -benchmem ./decoder ./outbox/internal/watermark ./sink/kafka` (one b.N unit = one message):\n\n```\n%s```\n\n", micro)
 	}
+	if peers, err := os.ReadFile(filepath.Join(dir, "PEERS.md")); err == nil { // make bench-peers
+		w("%s\n", peers)
+	}
 	if notes, err := os.ReadFile(filepath.Join(dir, "NOTES.md")); err == nil {
 		w("%s\n", notes)
 	}
