@@ -127,6 +127,12 @@ func (b *bench) runPeers(ctx context.Context, out string, machine Machine) error
 	}
 	res := &PeersResult{Command: "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " "), When: time.Now().UTC(),
 		Machine: machine, Quick: b.quick, Peers: peerSet(true), LoadAvg: []string{loadAvg()}}
+	if old, err := os.ReadFile(filepath.Join(out, "peers.json")); err == nil && len(skip) > 0 {
+		var prev PeersResult // a part skipped this time keeps its previous results
+		if json.Unmarshal(old, &prev) == nil {
+			res.Drain, res.Live = prev.Drain, prev.Live
+		}
+	}
 	env, err := b.preparePeers(ctx)
 	if err != nil {
 		return err

@@ -26,27 +26,49 @@ type PeerLive struct {
 	Producers  int               `json:"producers"`
 	Partitions int               `json:"kafka_partitions"`
 	Keys       int               `json:"distinct_keys"`
+	Repeats    int               `json:"repeats"`
 	Method     string            `json:"method"`
 	Variants   []PeerLiveVariant `json:"variants"`
 }
 
-// PeerLiveVariant is one peer under every rate.
+// PeerLiveVariant is one peer under every rate, over the repeats.
 type PeerLiveVariant struct {
 	Name      string          `json:"name"`
 	Short     string          `json:"short"`
-	ReadyS    float64         `json:"ready_s"` // process start → first probe visible to the consumer
+	ReadyS    Summary         `json:"ready_s"` // process start → first probe visible to the consumer
 	Points    []PeerLivePoint `json:"points"`
-	PeakRSSMB float64         `json:"peak_rss_mb"`
-	Batches   map[string]any  `json:"debezium_batches,omitempty"`
+	PeakRSSMB float64         `json:"peak_rss_mb_max"`
+	Batches   map[string]any  `json:"debezium_batches,omitempty"` // of the last run
 }
 
-// PeerLivePoint is one rate.
+// PeerLivePoint is one rate: a run per repeat and their summaries.
 type PeerLivePoint struct {
-	Rate       int          `json:"target_msgs_per_s"`
+	Rate       int           `json:"target_msgs_per_s"`
+	Runs       []PeerLiveRun `json:"runs"`
+	Achieved   Summary       `json:"achieved_msgs_per_s"`
+	P50MS      Summary       `json:"p50_ms"`
+	P99MS      Summary       `json:"p99_ms"`
+	P999MS     Summary       `json:"p999_ms"`
+	MaxMS      Summary       `json:"max_ms"`
+	CPUPercent Summary       `json:"cpu_percent"`
+	Missing    int           `json:"missing"` // over all runs
+}
+
+// PeerLiveRun is one rate in one repeat.
+type PeerLiveRun struct {
 	Achieved   float64      `json:"achieved_msgs_per_s"`
 	Latency    hist.Summary `json:"latency"`
 	Missing    int          `json:"missing"` // committed in the window, not seen by the consumer within 60 s after the load
 	CPUPercent float64      `json:"cpu_percent"`
+	LoadAvg    string       `json:"loadavg_end"`
+}
+
+// peerLiveRun is one peer through every rate once.
+type peerLiveRun struct {
+	ready   time.Duration
+	rssMB   float64
+	batches map[string]any
+	points  []PeerLiveRun
 }
 
 const (
@@ -125,6 +147,7 @@ func (b *bench) peersLive(ctx context.Context, env *peersEnv, rates []int) (*Pee
 	if b.quick {
 		res.Warmup, res.Seconds = 3, 8
 	}
+	res.Repeats = b.repeats
 	if err := outbox.Migrate(ctx, b.pool, peersLiveSchema); err != nil {
 		return nil, err
 	}
@@ -138,29 +161,65 @@ func (b *bench) peersLive(ctx context.Context, env *peersEnv, rates []int) (*Pee
 		return nil, err
 	}
 	defer pool.Close()
-	for _, p := range peerSet(false) {
-		v, err := b.peerLiveOne(ctx, env, pool, p, res)
-		if err != nil {
-			return nil, fmt.Errorf("peers live %s: %w", p.Name, err)
+	peers := peerSet(false)
+	for _, p := range peers {
+		v := PeerLiveVariant{Name: p.Name, Short: p.Short}
+		for _, r := range res.Rates {
+			v.Points = append(v.Points, PeerLivePoint{Rate: r})
 		}
 		res.Variants = append(res.Variants, v)
-		if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", outbox.TableName(peersLiveSchema))); err != nil {
-			return nil, err
+	}
+	ready := make([][]float64, len(peers))
+	for rep := range b.repeats {
+		for i, p := range peers {
+			run, err := b.peerLiveOne(ctx, env, pool, p, res, fmt.Sprintf("%s_%s_%d", peersLiveSchema, p.Short, rep))
+			if err != nil {
+				return nil, fmt.Errorf("peers live %s repeat %d: %w", p.Name, rep+1, err)
+			}
+			v := &res.Variants[i]
+			ready[i] = append(ready[i], run.ready.Seconds())
+			v.PeakRSSMB = max(v.PeakRSSMB, run.rssMB)
+			if run.batches != nil {
+				v.Batches = run.batches
+			}
+			for j, pr := range run.points {
+				v.Points[j].Runs = append(v.Points[j].Runs, pr)
+			}
+			if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", outbox.TableName(peersLiveSchema))); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for i := range res.Variants {
+		v := &res.Variants[i]
+		v.ReadyS = summarize(ready[i])
+		for j := range v.Points {
+			summarizeLivePoint(&v.Points[j])
 		}
 	}
 	return res, nil
 }
 
-func (b *bench) peerLiveOne(ctx context.Context, env *peersEnv, pool *pgxpool.Pool, p peer, res *PeerLive) (PeerLiveVariant, error) {
-	v := PeerLiveVariant{Name: p.Name, Short: p.Short}
-	slot := peersLiveSchema + "_" + p.Short
+func summarizeLivePoint(pt *PeerLivePoint) {
+	var ach, p50, p99, p999, mx, cpu []float64
+	pt.Missing = 0
+	for _, r := range pt.Runs {
+		ach, cpu = append(ach, r.Achieved), append(cpu, r.CPUPercent)
+		p50, p99, p999, mx = append(p50, r.Latency.P50MS), append(p99, r.Latency.P99MS), append(p999, r.Latency.P999MS), append(mx, r.Latency.MaxMS)
+		pt.Missing += r.Missing
+	}
+	pt.Achieved, pt.P50MS, pt.P99MS, pt.P999MS, pt.MaxMS, pt.CPUPercent = summarize(ach), summarize(p50), summarize(p99), summarize(p999), summarize(mx), summarize(cpu)
+}
+
+func (b *bench) peerLiveOne(ctx context.Context, env *peersEnv, pool *pgxpool.Pool, p peer, res *PeerLive, slot string) (peerLiveRun, error) {
+	var run peerLiveRun
 	topic := "pgoutbox-bench.peers-" + slot
 	if err := createSlots(ctx, b.pool, []string{slot}); err != nil {
-		return v, err
+		return run, err
 	}
 	defer func() { _ = dropSlot(context.WithoutCancel(ctx), b.pool, slot) }()
 	if err := b.createTopic(ctx, topic, b.partitions); err != nil {
-		return v, err
+		return run, err
 	}
 	defer b.deleteTopic(context.WithoutCancel(ctx), topic)
 	total := 20_000
@@ -170,40 +229,38 @@ func (b *bench) peerLiveOne(ctx context.Context, env *peersEnv, pool *pgxpool.Po
 	tr := newSeqTracker(total)
 	stopConsumer, err := consumeTopic(b.brokers, topic, b.partitions, tr.recv)
 	if err != nil {
-		return v, err
+		return run, err
 	}
 	defer stopConsumer()
 	c, err := b.startPeer(ctx, env, p, peersLiveSchema, slot, topic)
 	if err != nil {
-		return v, err
+		return run, err
 	}
 	defer c.stop()
-	ready, err := b.probeUntilVisible(ctx, c, pool, tr)
-	if err != nil {
-		return v, err
+	if run.ready, err = b.probeUntilVisible(ctx, c, pool, tr); err != nil {
+		return run, err
 	}
-	v.ReadyS = ready.Seconds()
-	b.logf("peers live %s: ready after %.1fs", p.Name, v.ReadyS)
+	b.logf("peers live %s: ready after %.1fs", p.Name, run.ready.Seconds())
 	for _, rate := range res.Rates {
-		pt, err := b.livePoint(ctx, c, pool, tr, rate, res)
+		pr, err := b.livePoint(ctx, c, pool, tr, rate, res)
 		if err != nil {
-			return v, err
+			return run, err
 		}
-		v.Points = append(v.Points, pt)
-		l := pt.Latency
-		b.logf("peers live %-40.40s %5d msgs/s: achieved %6.0f p50 %7.1f ms p99 %7.1f ms p99.9 %7.1f ms max %7.1f ms missing %d cpu %3.0f%%",
-			p.Name, rate, pt.Achieved, l.P50MS, l.P99MS, l.P999MS, l.MaxMS, pt.Missing, pt.CPUPercent)
+		run.points = append(run.points, pr)
+		l := pr.Latency
+		b.logf("peers live %-32.32s %5d msgs/s: achieved %6.0f p50 %7.1f ms p99 %7.1f ms p99.9 %7.1f ms max %7.1f ms missing %d cpu %3.0f%% load %s",
+			p.Name, rate, pr.Achieved, l.P50MS, l.P99MS, l.P999MS, l.MaxMS, pr.Missing, pr.CPUPercent, pr.LoadAvg)
 	}
 	_, hwm, err := c.usage()
 	if err != nil {
-		return v, err
+		return run, err
 	}
-	v.PeakRSSMB = mb(hwm)
+	run.rssMB = mb(hwm)
 	c.stop()
 	if l := c.lines(`{"event":"stop"`); len(l) > 0 {
-		_ = json.Unmarshal([]byte(l[len(l)-1]), &v.Batches)
+		_ = json.Unmarshal([]byte(l[len(l)-1]), &run.batches)
 	}
-	return v, nil
+	return run, nil
 }
 
 // enqueueSeq commits one message carrying the next sequence number and records when COMMIT returned.
@@ -245,8 +302,8 @@ func (b *bench) probeUntilVisible(ctx context.Context, c *peerChild, pool *pgxpo
 }
 
 // livePoint runs the open-loop load at rate, then waits for the consumer to see it all.
-func (b *bench) livePoint(ctx context.Context, c *peerChild, pool *pgxpool.Pool, tr *seqTracker, rate int, res *PeerLive) (PeerLivePoint, error) {
-	pt := PeerLivePoint{Rate: rate}
+func (b *bench) livePoint(ctx context.Context, c *peerChild, pool *pgxpool.Pool, tr *seqTracker, rate int, res *PeerLive) (PeerLiveRun, error) {
+	var pt PeerLiveRun
 	interval := time.Duration(float64(time.Second) * float64(res.Producers) / float64(rate))
 	t0 := time.Now()
 	from := t0.Add(time.Duration(res.Warmup * float64(time.Second)))
@@ -309,7 +366,7 @@ func (b *bench) livePoint(ctx context.Context, c *peerChild, pool *pgxpool.Pool,
 		}
 	}
 	h, missing := tr.window(from, to, hi)
-	pt.Latency, pt.Missing = h.Summary(), missing
+	pt.Latency, pt.Missing, pt.LoadAvg = h.Summary(), missing, loadAvg()
 	return pt, sleepCtx(ctx, 2*time.Second)
 }
 

@@ -26,6 +26,9 @@ func peersMarkdown(r *PeersResult) string {
 	if l := r.Live; l != nil {
 		peersLiveSection(w, l, r.Quick)
 	}
+	w("Reading the numbers: the Debezium rows include the JVM's start and JIT warm-up (see *first record s* and *msgs/s after the first*); " +
+		"its peak RSS follows the JVM's default heap sizing (max heap = 1/4 of RAM here), so it shows what a default JVM takes on this machine, " +
+		"not the least Debezium needs. pgoutbox's drain rows are the daemon as shipped; the bench suite's W3 measures the relay in-process with other linger settings.\n\n")
 	for _, n := range r.Notes {
 		w("%s\n\n", n)
 	}
@@ -75,18 +78,21 @@ func peersDrainSection(w func(string, ...any), d *PeerDrain, quick bool) {
 
 func peersLiveSection(w func(string, ...any), l *PeerLive, quick bool) {
 	w("### Live load\n\n")
-	w("%s. Per relay: %.0f s warm-up, then %.0f s measured per rate%s; rates %v msgs/s over %s keys. *ready* = process start → first probe message visible to the consumer.\n\n",
-		l.Method, l.Warmup, l.Seconds, quickNote(quick), l.Rates, count(l.Keys))
-	w("| relay | offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms | missing | relay CPU %% | peak RSS MB | ready s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("%s. Per relay and repeat: a fresh slot, topic and process, %.0f s warm-up, then %.0f s measured per rate%s; rates %v msgs/s over %s keys; %d repeat(s), relays interleaved. "+
+		"Latencies are the median over the repeats of each run's percentile, (min–max) in brackets; *load* is the 1-minute load average at the end of each run. *ready* = process start → first probe message visible to the consumer.\n\n",
+		l.Method, l.Warmup, l.Seconds, quickNote(quick), l.Rates, count(l.Keys), l.Repeats)
+	w("| relay | offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms | missing | relay CPU %% | peak RSS MB | ready s | load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, v := range l.Variants {
 		for _, p := range v.Points {
-			s := p.Latency
-			w("| %s | %d | %.0f | %.1f | %.1f | %.1f | %.1f | %d | %.0f | %.0f | %.1f |\n", v.Name, p.Rate, p.Achieved, s.P50MS, s.P99MS, s.P999MS, s.MaxMS,
-				p.Missing, p.CPUPercent, v.PeakRSSMB, v.ReadyS)
+			var loads []string
+			for _, r := range p.Runs {
+				loads = append(loads, strings.SplitN(r.LoadAvg, " ", 2)[0])
+			}
+			w("| %s | %d | %s | %s | %s | %s | %s | %d | %s | %.0f | %s | %s |\n", v.Name, p.Rate, p.Achieved.fmtS("%.0f"), p.P50MS.fmtS("%.1f"), p.P99MS.fmtS("%.1f"),
+				p.P999MS.fmtS("%.1f"), p.MaxMS.fmtS("%.0f"), p.Missing, p.CPUPercent.fmtS("%.0f"), v.PeakRSSMB, v.ReadyS.fmtS("%.1f"), strings.Join(loads, ", "))
 		}
 	}
 	w("\n")
-	// Ratios against pgoutbox at the same rate.
 	var base *PeerLiveVariant
 	for i := range l.Variants {
 		if strings.HasPrefix(l.Variants[i].Name, "pgoutbox") {
@@ -97,16 +103,16 @@ func peersLiveSection(w func(string, ...any), l *PeerLive, quick bool) {
 		return
 	}
 	for _, v := range l.Variants {
-		if &v == base || v.Short == base.Short {
+		if v.Short == base.Short {
 			continue
 		}
 		var parts []string
 		for i, p := range v.Points {
-			if i < len(base.Points) && base.Points[i].Latency.P99MS > 0 {
-				parts = append(parts, fmt.Sprintf("%d msgs/s: p50 %.0f×, p99 %.0f×", p.Rate, p.Latency.P50MS/base.Points[i].Latency.P50MS, p.Latency.P99MS/base.Points[i].Latency.P99MS))
+			if i < len(base.Points) && base.Points[i].P50MS.Median > 0 && base.Points[i].P99MS.Median > 0 {
+				parts = append(parts, fmt.Sprintf("%d msgs/s: p50 %.1f×, p99 %.1f×", p.Rate, p.P50MS.Median/base.Points[i].P50MS.Median, p.P99MS.Median/base.Points[i].P99MS.Median))
 			}
 		}
-		w("%s against pgoutbox run: %s.  \n", v.Name, strings.Join(parts, "; "))
+		w("%s against pgoutbox run (medians): %s.  \n", v.Name, strings.Join(parts, "; "))
 	}
 	w("\n")
 }
