@@ -129,8 +129,19 @@ func (b *bench) runPeers(ctx context.Context, out string, machine Machine) error
 		Machine: machine, Quick: b.quick, Peers: peerSet(true), LoadAvg: []string{loadAvg()}}
 	if old, err := os.ReadFile(filepath.Join(out, "peers.json")); err == nil && len(skip) > 0 {
 		var prev PeersResult // a part skipped this time keeps its previous results
-		if json.Unmarshal(old, &prev) == nil {
-			res.Drain, res.Live = prev.Drain, prev.Live
+		if err := json.Unmarshal(old, &prev); err != nil {
+			return fmt.Errorf("read %s: %w", filepath.Join(out, "peers.json"), err)
+		}
+		if skip["drain"] && skip["live"] { // nothing to run: re-render PEERS.md and BENCH.md
+			return writePeers(out, &prev)
+		}
+		res.Drain, res.Live = prev.Drain, prev.Live
+		// The part run now says when; so does the kept one if it ran apart already.
+		if res.Drain != nil && res.Drain.When == "" {
+			res.Drain.When, res.Drain.LoadAvg = prev.When.Format("2006-01-02 15:04 UTC"), prev.LoadAvg
+		}
+		if res.Live != nil && res.Live.When == "" {
+			res.Live.When, res.Live.LoadAvg = prev.When.Format("2006-01-02 15:04 UTC"), prev.LoadAvg
 		}
 	}
 	env, err := b.preparePeers(ctx)
@@ -144,18 +155,28 @@ func (b *bench) runPeers(ctx context.Context, out string, machine Machine) error
 		res.LoadAvg = append(res.LoadAvg[:1], loadAvg())
 		return writePeers(out, res)
 	}
+	partial := len(skip) > 0
+	stamp := func(when *string, load *[]string, start string) {
+		if partial {
+			*when, *load = res.When.Format("2006-01-02 15:04 UTC"), []string{start, loadAvg()}
+		}
+	}
 	if !skip["drain"] {
+		start := loadAvg()
 		if res.Drain, err = b.peersDrain(ctx, env, n); err != nil {
 			return err
 		}
+		stamp(&res.Drain.When, &res.Drain.LoadAvg, start)
 		if err := save(); err != nil {
 			return err
 		}
 	}
 	if !skip["live"] {
+		start := loadAvg()
 		if res.Live, err = b.peersLive(ctx, env, rates); err != nil {
 			return err
 		}
+		stamp(&res.Live.When, &res.Live.LoadAvg, start)
 	}
 	if err := save(); err != nil {
 		return err

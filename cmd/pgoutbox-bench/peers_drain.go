@@ -22,6 +22,8 @@ type PeerDrain struct {
 	FillSeconds float64            `json:"fill_seconds"`
 	Repeats     int                `json:"repeats"`
 	EndRule     string             `json:"end_rule"`
+	When        string             `json:"when,omitempty"`
+	LoadAvg     []string           `json:"loadavg_start_end,omitempty"`
 	Variants    []PeerDrainVariant `json:"variants"`
 }
 

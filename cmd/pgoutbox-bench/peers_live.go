@@ -27,6 +27,8 @@ type PeerLive struct {
 	Partitions int               `json:"kafka_partitions"`
 	Keys       int               `json:"distinct_keys"`
 	Repeats    int               `json:"repeats"`
+	When       string            `json:"when,omitempty"`
+	LoadAvg    []string          `json:"loadavg_start_end,omitempty"`
 	Method     string            `json:"method"`
 	Variants   []PeerLiveVariant `json:"variants"`
 }

@@ -35,6 +35,19 @@ func peersMarkdown(r *PeersResult) string {
 	return b.String()
 }
 
+func num(v any) float64 {
+	f, _ := v.(float64) // JSON numbers
+	return f
+}
+
+// partRun says when a part ran, when it ran apart from the rest (-peers-skip).
+func partRun(when string, load []string) string {
+	if when == "" {
+		return ""
+	}
+	return fmt.Sprintf("Measured on %s, load average %s at the start and %s at the end. ", when, first(load, 0), first(load, len(load)-1))
+}
+
 func peersPartitions(r *PeersResult) int {
 	switch {
 	case r.Drain != nil:
@@ -54,6 +67,7 @@ func first(s []string, i int) string {
 
 func peersDrainSection(w func(string, ...any), d *PeerDrain, quick bool) {
 	w("### Backlog drain\n\n")
+	w("%s", partRun(d.When, d.LoadAvg))
 	w("%s messages of %d B, %s distinct keys, committed in transactions of %d (fill took %.1f s) after every slot was created and before any was read "+
 		"(so each relay reads the whole backlog from the WAL, no snapshot); %d repeat(s), relays interleaved%s. End: %s. CPU and peak RSS (VmHWM) are the relay process's, read from /proc at the end "+
 		"(pg_recvlogical: rusage), never PostgreSQL's.\n\n",
@@ -70,7 +84,7 @@ func peersDrainSection(w func(string, ...any), d *PeerDrain, quick bool) {
 	w("\n")
 	for _, v := range d.Variants {
 		if v.Batches != nil {
-			w("%s: %v batches handed to the Kafka sink in the last run, %v records, largest %v.  \n", v.Name, v.Batches["batches"], v.Batches["records"], v.Batches["max_batch"])
+			w("%s: %.0f batches handed to the Kafka sink in the last run, %.0f records, largest %.0f.  \n", v.Name, num(v.Batches["batches"]), num(v.Batches["records"]), num(v.Batches["max_batch"]))
 		}
 	}
 	w("\n")
@@ -78,6 +92,7 @@ func peersDrainSection(w func(string, ...any), d *PeerDrain, quick bool) {
 
 func peersLiveSection(w func(string, ...any), l *PeerLive, quick bool) {
 	w("### Live load\n\n")
+	w("%s", partRun(l.When, l.LoadAvg))
 	w("%s. Per relay and repeat: a fresh slot, topic and process, %.0f s warm-up, then %.0f s measured per rate%s; rates %v msgs/s over %s keys; %d repeat(s), relays interleaved. "+
 		"Latencies are the median over the repeats of each run's percentile, (min–max) in brackets; *load* is the 1-minute load average at the end of each run. *ready* = process start → first probe message visible to the consumer.\n\n",
 		l.Method, l.Warmup, l.Seconds, quickNote(quick), l.Rates, count(l.Keys), l.Repeats)
