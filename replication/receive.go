@@ -13,7 +13,8 @@ import (
 )
 
 const (
-	// batchLinger is the longest a received event waits for more before its batch is sent.
+	// batchLinger is the longest a received event waits for more before its batch is sent. A batch
+	// that ends with a transaction's commit goes at once: the relay can deliver that transaction now.
 	batchLinger = time.Millisecond
 	// writeTimeout bounds one status update write.
 	writeTimeout = 10 * time.Second
@@ -132,6 +133,10 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, out chan<- []E
 				}
 				s.lastServerWALEnd.Store(uint64(xld.ServerWALEnd))
 				b.addData(xld.WALStart, xld.ServerWALEnd, xld.WALData)
+				if isCommit(xld.WALData) {
+					batchDeadline = lastRecv
+					continue
+				}
 			default:
 				continue
 			}
@@ -234,4 +239,9 @@ func (s *Stream) finish(conn *pgconn.PgConn) error {
 			return fmt.Errorf("end replication: %w", pgconn.ErrorResponseToPgError(msg))
 		}
 	}
+}
+
+// isCommit reports whether a pgoutput message ends a transaction: Commit, or Stream Commit.
+func isCommit(walData []byte) bool {
+	return len(walData) > 0 && (walData[0] == 'C' || walData[0] == 'c')
 }
