@@ -73,66 +73,80 @@ type Relay struct {
 // and publication problems are returned right away. The relay runs until Stop, or until ctx is
 // cancelled (a hard stop: nothing is drained; what was not confirmed is re-delivered on the next start).
 func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, opts ...Option) (*Relay, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	cfg, err := startConfig(pool, schema, handlers, opts)
+	if err != nil {
 		return nil, err
 	}
-	if pool == nil {
-		return nil, errors.New("outbox: Start: nil pool")
+	if err := checkMigrated(ctx, pool, schema); err != nil {
+		return nil, err
 	}
+	r, err := newRelay(pool, schema, handlers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	streamErr := r.run(ctx)
+	if err := r.awaitStreaming(ctx, streamErr); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// startConfig checks Start's arguments and returns the relay settings: defaults, then opts, then the
+// names derived from schema.
+func startConfig(pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, opts []Option) (relayConfig, error) {
 	cfg := defaultRelayConfig()
+	if err := ValidateSchemaName(schema); err != nil {
+		return cfg, err
+	}
+	if pool == nil {
+		return cfg, errors.New("outbox: Start: nil pool")
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		return cfg, err
 	}
 	if cfg.slot == "" {
-		cfg.slot = DefaultSlotName(schema)
+		cfg.slot = names.Slot(schema)
 	}
 	if cfg.instanceID == "" {
 		cfg.instanceID = names.DefaultInstanceID() // always valid, whatever the host name
 	}
 	if err := names.ValidateInstanceID(cfg.instanceID); err != nil {
-		return nil, fmt.Errorf("outbox: Start: WithInstanceID: %w", err)
+		return cfg, fmt.Errorf("outbox: Start: WithInstanceID: %w", err)
 	}
 	for dest, h := range handlers {
 		if h == nil {
-			return nil, fmt.Errorf("outbox: Start: handler for destination %q is nil", dest)
+			return cfg, fmt.Errorf("outbox: Start: handler for destination %q is nil", dest)
 		}
 	}
+	return cfg, nil
+}
+
+// checkMigrated returns ErrNotMigrated when the outbox table of schema does not exist.
+func checkMigrated(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	table := names.Table(schema, names.OutboxTable)
 	var exists bool
-	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", TableName(schema)).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("outbox: Start: check outbox table: %w", err)
+	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
+		return fmt.Errorf("outbox: Start: check outbox table: %w", err)
 	}
 	if !exists {
-		return nil, fmt.Errorf("%w: %s does not exist: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first", ErrNotMigrated, TableName(schema), schema)
+		return fmt.Errorf("%w: %s does not exist: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first", ErrNotMigrated, table, schema)
 	}
+	return nil
+}
 
-	log := cfg.logger.Named("relay")
+// newRelay builds a relay that is not running yet: its replication stream, decoder, lanes and batcher.
+func newRelay(pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, cfg relayConfig) (*Relay, error) {
 	r := &Relay{
-		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: log,
+		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: cfg.logger.Named("relay"),
 		tracker: watermark.New(0),
 		seed:    maphash.MakeSeed(), gate: gate{max: cfg.maxInFlight},
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
-	// The replication connections use the pool's parsed configuration (TLS, password, hooks; not its
-	// connection string, which lacks what was set in code and holds pool_* parameters).
-	poolCfg := pool.Config()
-	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
-	if cfg.initialSnapshot {
-		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
-	}
-	stream, err := replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
-		Slot:           cfg.slot,
-		Publication:    PublicationName(schema),
-		Schema:         schema,
-		InstanceID:     cfg.instanceID,
-		CreateSlot:     cfg.createSlot,
-		Streaming:      cfg.streaming,
-		StatusInterval: cfg.statusInterval,
-		ReadTimeout:    cfg.readTimeout,
-	}, streamOpts...)
+	stream, err := r.newStream()
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +160,35 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		r.lanes = append(r.lanes, newLane(r))
 	}
 	r.batch = newBatcher(r)
+	return r, nil
+}
 
+// newStream builds the replication stream. Its connections use the pool's parsed configuration (TLS,
+// password, hooks; not its connection string, which lacks what was set in code and holds pool_*
+// parameters).
+func (r *Relay) newStream() (*replication.Stream, error) {
+	cfg := r.cfg
+	poolCfg := r.pool.Config()
+	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
+	if cfg.initialSnapshot {
+		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
+	}
+	return replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
+		Slot:           cfg.slot,
+		Publication:    names.Publication(r.schema),
+		Schema:         r.schema,
+		InstanceID:     cfg.instanceID,
+		CreateSlot:     cfg.createSlot,
+		Streaming:      cfg.streaming,
+		StatusInterval: cfg.statusInterval,
+		ReadTimeout:    cfg.readTimeout,
+	}, streamOpts...)
+}
+
+// run starts the relay's goroutines: the replication stream, the decode loop, the lanes, the status
+// loop and (with a retention) the prune loop. It returns the channel on which the stream reports how
+// its Run ended. The relay runs until Stop, a fatal error or the end of ctx, then closes r.done.
+func (r *Relay) run(ctx context.Context) <-chan error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
 	events := make(chan []replication.Event, 4)
@@ -158,7 +200,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	decodeCtx, stopDecode := context.WithCancel(gctx)
 	r.stopDecode = stopDecode
 	g.Go(func() error {
-		err := stream.Run(gctx, events)
+		err := r.stream.Run(gctx, events)
 		streamErr <- err
 		if errors.Is(err, replication.ErrClosed) {
 			err = nil
@@ -173,7 +215,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		g.Go(func() error { l.run(gctx); return nil })
 	}
 	g.Go(func() error { r.statusLoop(gctx); return nil })
-	if cfg.retention > 0 {
+	if r.cfg.retention > 0 {
 		g.Go(func() error { r.pruneLoop(gctx); return nil })
 	}
 	go func() {
@@ -186,34 +228,38 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	go func() {
 		r.err = g.Wait()
 		cancel()
-		_ = dec.Close()
+		_ = r.dec.Close()
 		close(r.done)
 	}()
+	return streamErr
+}
 
-	// Wait until the relay streams or stands by, or fails early.
+// awaitStreaming waits until the relay streams, takes its initial snapshot or stands by; if the
+// relay fails or ctx ends first, it stops the relay and returns why.
+func (r *Relay) awaitStreaming(ctx context.Context, streamErr <-chan error) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		switch stream.State() {
+		switch st := r.stream.State(); st {
 		case replication.Streaming, replication.Standby, replication.Snapshot:
-			log.Info("relay started", zap.String("schema", schema), zap.String("slot", cfg.slot),
-				zap.String("instance", cfg.instanceID), zap.String("state", stream.State().String()))
-			return r, nil
+			r.log.Info("relay started", zap.String("schema", r.schema), zap.String("slot", r.cfg.slot),
+				zap.String("instance", r.cfg.instanceID), zap.String("state", st.String()))
+			return nil
 		}
 		select {
 		case err := <-streamErr:
-			cancel()
+			r.cancel()
 			<-r.done
 			if err == nil {
 				err = errors.New("outbox: relay stopped before streaming")
 			}
-			return nil, err
+			return err
 		case <-r.done:
-			return nil, r.err
+			return r.err
 		case <-ctx.Done():
-			cancel()
+			r.cancel()
 			<-r.done
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-tick.C:
 		}
 	}
