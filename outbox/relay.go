@@ -95,7 +95,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 // names derived from schema.
 func startConfig(pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, opts []Option) (relayConfig, error) {
 	cfg := defaultRelayConfig()
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return cfg, err
 	}
 	if pool == nil {
@@ -311,5 +311,25 @@ func (r *Relay) Wait() error {
 	return r.err
 }
 
-// State reports the replication state ("streaming", "standby", "backoff", ...).
-func (r *Relay) State() string { return r.stream.State().String() }
+// State is what a relay is doing, as [Relay.State] reports it.
+type State string
+
+// The states of a relay.
+const (
+	// StateConnecting: opening connections, checking the slot and the publication.
+	StateConnecting State = "connecting"
+	// StateSnapshot: the start that created the slot delivers the rows already in the outbox
+	// (WithInitialSnapshot).
+	StateSnapshot State = "snapshot"
+	// StateStreaming: reading the slot and delivering.
+	StateStreaming State = "streaming"
+	// StateStandby: another instance holds the slot; this one takes over when it is free.
+	StateStandby State = "standby"
+	// StateBackoff: the connection was lost; reconnecting after a pause.
+	StateBackoff State = "backoff"
+	// StateStopped: the relay has stopped (Stop, a fatal error, or the end of Start's ctx).
+	StateStopped State = "stopped"
+)
+
+// State reports what the relay is doing.
+func (r *Relay) State() State { return State(r.stream.State().String()) }

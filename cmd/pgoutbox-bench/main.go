@@ -71,7 +71,7 @@ func run() error {
 		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
 		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
-		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming; 16 = the relay's default)")
+		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreamMemoryLimit; 16 = the relay's default)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -236,9 +236,15 @@ func (d *daemon) relayOptions() []outbox.Option {
 		outbox.WithBatchSize(cfg.Delivery.BatchSize),
 		outbox.WithHandlerTimeout(cfg.Delivery.HandlerTimeout.D()),
 		outbox.WithRetention(cfg.Retention.D()),
-		outbox.WithStreaming(cfg.Streaming.Enabled, int(cfg.Streaming.MemoryLimit), cfg.Streaming.SpillDir),
+		outbox.WithStreaming(cfg.Streaming.Enabled),
 		outbox.WithLogger(d.log),
 		outbox.WithObserver(d.metrics),
+	}
+	if cfg.Streaming.MemoryLimit > 0 {
+		opts = append(opts, outbox.WithStreamMemoryLimit(int(cfg.Streaming.MemoryLimit)))
+	}
+	if cfg.Streaming.SpillDir != "" {
+		opts = append(opts, outbox.WithSpillDir(cfg.Streaming.SpillDir))
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, outbox.WithInstanceID(cfg.InstanceID))
@@ -444,7 +450,7 @@ func monitor(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, cfg c
 		p.SetLag(st.LagBytes)
 	}
 	sampleRelay := func() {
-		state := relay.State()
+		state := string(relay.State())
 		if n := relay.ReplicationStats().Reconnects; n > reconnects {
 			m.Reconnected(n - reconnects)
 			reconnects = n

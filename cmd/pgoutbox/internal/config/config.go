@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgoutbox/pgoutbox/internal/names"
-	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
@@ -263,7 +262,7 @@ func (c *Config) validateDatabase() []error {
 	if c.Database.Password != "" && c.Database.PasswordFile != "" {
 		bad("database.password_file", "set only one of database.password and database.password_file")
 	}
-	if err := outbox.ValidateSchemaName(c.Schema); err != nil {
+	if err := names.ValidateSchema(c.Schema); err != nil {
 		bad("schema", "%v", err)
 	}
 	if c.Slot != "" {
@@ -505,7 +504,7 @@ func (c *Config) SlotName() string {
 	if c.Slot != "" {
 		return c.Slot
 	}
-	return outbox.DefaultSlotName(c.Schema)
+	return names.Slot(c.Schema)
 }
 
 func redactURL(s string) string {
