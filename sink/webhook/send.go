@@ -20,7 +20,7 @@ import (
 //
 // Records of one key are posted one after the other, in order; a key stops at its first failure that
 // is not permanent (its later records are reported not attempted). Keys run in parallel, up to
-// Config.Concurrency requests at once, so a slow key holds at most one request slot. The first
+// Config.Concurrency requests at once for the whole sink, so a slow key holds at most one request slot. The first
 // systemic failure (endpoint down, overloaded, rate limiting) stops the Send from starting more
 // requests. A Send cut short by ctx keeps what was answered: delivered records are nil in the
 // *outbox.BatchError, unfinished ones are not attempted or unavailable, never a failed attempt.
@@ -28,7 +28,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	st := &sendState{errs: make([]error, len(batch)), sem: make(chan struct{}, s.cfg.Concurrency), halt: make(chan struct{})}
+	st := &sendState{errs: make([]error, len(batch)), sem: s.sem, halt: make(chan struct{})}
 	var wg sync.WaitGroup
 	for _, lane := range lanesOf(batch) {
 		wg.Go(func() { s.sendLane(ctx, st, batch, lane) })
@@ -40,7 +40,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 // sendState is one Send's shared state.
 type sendState struct {
 	errs     []error
-	sem      chan struct{} // request slots
+	sem      chan struct{} // the sink's request slots
 	halt     chan struct{} // closed at the first systemic failure
 	haltOnce sync.Once
 	haltErr  error // set before halt is closed

@@ -34,12 +34,14 @@ type Config struct {
 	// HMAC-SHA256 of "id.timestamp.body"). It is "whsec_" followed by the base64 of 24 to 64 random
 	// bytes (see [ValidateSigningSecret]). It is never logged.
 	SigningSecret string
-	// Concurrency is how many requests one Send may have in flight, across keys (default 8).
+	// Concurrency is how many requests the sink has in flight at once, across all Sends and keys
+	// (default 16): the relay keeps several Sends in flight per lane, and this bounds what the
+	// endpoint sees whatever their number.
 	Concurrency int
 }
 
 // DefaultConfig returns a Config with the defaults and no URL.
-func DefaultConfig() Config { return Config{Timeout: 10 * time.Second, Concurrency: 8} }
+func DefaultConfig() Config { return Config{Timeout: 10 * time.Second, Concurrency: 16} }
 
 // Validate reports invalid settings, naming the field. Its errors never contain a header value or the
 // signing secret.
@@ -105,6 +107,7 @@ type Sink struct {
 	client     *http.Client
 	log        *zap.Logger
 	now        func() time.Time
+	sem        chan struct{} // request slots, shared by every Send (Config.Concurrency)
 
 	epoch    time.Time
 	answered atomic.Int64 // time since epoch (+1) of the last answer that was not systemic; 0: none
@@ -160,6 +163,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		display: (&url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path, RawPath: base.RawPath}).String(),
 		headers: map[string]string{}, configured: map[string]bool{},
 		client: &http.Client{Transport: tr}, log: zap.NewNop(), now: time.Now, epoch: time.Now(), logged: map[string]bool{},
+		sem: make(chan struct{}, cfg.Concurrency),
 	}
 	for k, v := range cfg.Headers {
 		s.headers[http.CanonicalHeaderKey(k)] = v

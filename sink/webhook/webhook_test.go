@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -286,5 +287,37 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (webhook.Config{URL: "https://x/y", Timeout: time.Second, Concurrency: 1}).Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
+	}
+}
+
+// Concurrency bounds the requests the endpoint sees from the whole sink, however many Sends run at
+// once (the relay keeps several in flight per lane).
+func TestConcurrencyIsSinkWide(t *testing.T) {
+	t.Parallel()
+	var cur, peak atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := cur.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+	}))
+	defer hs.Close()
+	s := newSink(t, hs.URL, func(c *webhook.Config) { c.Concurrency = 3 })
+	var wg sync.WaitGroup
+	for send := range 4 {
+		wg.Go(func() {
+			batch := make([]outbox.Record, 6)
+			for i := range batch {
+				batch[i] = outbox.Record{Message: outbox.Message{ID: fmt.Sprintf("s%d-%d", send, i), Destination: "d", Key: fmt.Sprintf("k%d-%d", send, i)}}
+			}
+			if err := s.Send(context.Background(), batch); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 3 || p < 2 {
+		t.Errorf("the endpoint saw up to %d requests at once from 4 concurrent Sends with Concurrency 3", p)
 	}
 }
