@@ -183,11 +183,14 @@ type acquirer struct {
 // replication started; otherwise, without an error, acquire looks again.
 func (a *acquirer) step(ctx context.Context) (started bool, err error) {
 	s := a.s
+	// The snapshot this stream is taking, read before the record: the receiver may complete it (and
+	// clear it) while inspect runs, and a record read before that still says pending.
+	own := s.pendingSnapshot()
 	si, rec, err := s.inspect(ctx, a.sql)
 	if err != nil {
 		return false, err
 	}
-	incomplete := a.snapshotIncomplete(rec)
+	incomplete := a.snapshotIncomplete(own, rec)
 	switch {
 	case (!si.exists || incomplete) && s.snapshotFn != nil && s.cfg.CreateSlot && si.activePID == 0 && !a.locked:
 		return false, a.lockToCreate(ctx) // then look again under the lock
@@ -209,11 +212,10 @@ func (a *acquirer) step(ctx context.Context) (started bool, err error) {
 }
 
 // snapshotIncomplete reports whether the slot's record says an initial snapshot was never completed,
-// other than the one this instance is taking. Its own snapshot is void once another instance
-// re-created the slot.
-func (a *acquirer) snapshotIncomplete(rec relayRecord) bool {
+// other than own, the one this instance is taking (or took: it may have completed since). Its own
+// snapshot is void once another instance re-created the slot.
+func (a *acquirer) snapshotIncomplete(own pglogrepl.LSN, rec relayRecord) bool {
 	s := a.s
-	own := s.pendingSnapshot()
 	if own != 0 && (!rec.exists || rec.createdLSN != own) {
 		s.setPendingSnapshot(0) // another instance re-created the slot: our snapshot is void
 		own = 0
