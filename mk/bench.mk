@@ -1,5 +1,5 @@
 # Benchmark suite targets (cmd/pgoutbox-bench). Include from the Makefile: `include mk/bench.mk`.
-# All need the services: eval "$$(make -s services-up)" first.
+# All need the services: svc=$$(make -s services-up) && eval "$$svc" first.
 GO ?= go
 BENCH_OUT ?= bench/
 

@@ -136,7 +136,13 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		opts = append(opts, outbox.WithMaxInFlight(s.MaxInFlight))
 	}
 	if s.Streaming {
-		opts = append(opts, outbox.WithStreaming(true, s.StreamMem, s.SpillDir))
+		opts = append(opts, outbox.WithStreaming(true))
+		if s.StreamMem > 0 {
+			opts = append(opts, outbox.WithStreamMemoryLimit(s.StreamMem))
+		}
+		if s.SpillDir != "" {
+			opts = append(opts, outbox.WithSpillDir(s.SpillDir))
+		}
 	}
 	rr := &runningRelay{pool: pool}
 	var handlers map[outbox.Destination]outbox.Handler
