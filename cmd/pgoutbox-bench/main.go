@@ -38,7 +38,7 @@ type bench struct {
 	partitions      int
 	profileDir      string
 	w2Rates         []int
-	linger          time.Duration // W2's Kafka linger; < 0: the sink's default
+	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
 	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int
 	start           time.Time

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -111,7 +112,7 @@ func (b *bench) peersDrain(ctx context.Context, env *peersEnv, n int) (*PeerDrai
 		}
 	}
 	summarizePeerDrain(res)
-	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", outbox.TableName(bl.Schema))); err != nil {
+	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -139,7 +140,7 @@ func summarizePeerDrain(res *PeerDrain) {
 // peerDrainOne reads the backlog once with p and measures it.
 func (b *bench) peerDrainOne(ctx context.Context, env *peersEnv, p peer, bl backlog, slot, end string, timeout time.Duration) (PeerDrainRun, map[string]any, error) {
 	if p.Kind == kindRecv {
-		rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slot, outbox.PublicationName(bl.Schema), end, timeout)
+		rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slot, names.Publication(bl.Schema), end, timeout)
 		if err != nil {
 			return PeerDrainRun{}, nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox-bench/internal/hist"
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -187,7 +188,7 @@ func (b *bench) peersLive(ctx context.Context, env *peersEnv, rates []int) (*Pee
 			for j, pr := range run.points {
 				v.Points[j].Runs = append(v.Points[j].Runs, pr)
 			}
-			if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", outbox.TableName(peersLiveSchema))); err != nil {
+			if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(peersLiveSchema, names.OutboxTable))); err != nil {
 				return nil, err
 			}
 		}
