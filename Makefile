@@ -35,7 +35,8 @@ lint:
 fmt:
 	gofmt -w .
 
-## services-up: start PostgreSQL (and Kafka) for tests; eval the output: eval "$$(make -s services-up)"
+## services-up: start PostgreSQL (and Kafka) for tests and print their env; use it as
+##   svc=$$(make -s services-up) && eval "$$svc"   (a failure stops the chain; eval "$$(…)" would hide it)
 services-up:
 	@scripts/postgres.sh up
 	@if [ -x scripts/kafka.sh ]; then scripts/kafka.sh up; fi

@@ -1,7 +1,7 @@
 # Fault-injection suite (issue 7): the real pgoutbox binary against real PostgreSQL and Kafka, with
 # crashes, restarts, partitions and bad input; it rewrites FAULTS.md. Needs the services-up environment,
 # Java (it starts Kafka brokers of its own) and the PostgreSQL binaries (private clusters).
-#   eval "$(make -s services-up)" && make test-faults
+#   svc=$(make -s services-up) && eval "$svc" && make test-faults
 GO             ?= go
 FAULTS_TIMEOUT ?= 25m
 FAULTS_FLAGS   ?=

@@ -68,7 +68,7 @@ func TestStartUsesTheConnConfigSetInCode(t *testing.T) {
 			if err != nil {
 				t.Fatalf("standby: %v", err)
 			}
-			if st := standby.State(); st != "standby" {
+			if st := standby.State(); st != outbox.StateStandby {
 				t.Errorf("second relay on the slot: state %s, want standby", st)
 			}
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)

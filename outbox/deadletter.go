@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
 )
 
 // deadLetter writes it to the dead-letter table and acks it once the row committed. Writing the same
@@ -29,7 +31,7 @@ func (r *Relay) deadLetter(ctx context.Context, it *item) bool {
 	if created.IsZero() {
 		created = time.Now()
 	}
-	q := `INSERT INTO ` + pgx.Identifier{r.schema, "pkg_outbox_dead_letter"}.Sanitize() + ` (id, outbox_seq, destination,
+	q := `INSERT INTO ` + names.Table(r.schema, names.DeadLetterTable) + ` (id, outbox_seq, destination,
 	route, key, type, payload, headers, created_at, error, attempts, first_failed_at, last_failed_at, commit_lsn)
 	VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), NULLIF($6, ''), $7, $8::jsonb, $9, $10, $11, $12, now(), $13::pg_lsn)
 	ON CONFLICT (id, commit_lsn) DO NOTHING`
@@ -101,7 +103,7 @@ func (f DeadLetterFilter) where() (string, []any, error) {
 
 // ListDeadLetters returns dead letters matching f, oldest first.
 func ListDeadLetters(ctx context.Context, conn Querier, schema string, f DeadLetterFilter) ([]DeadLetter, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return nil, err
 	}
 	where, args, err := f.where()
@@ -114,7 +116,7 @@ func ListDeadLetters(ctx context.Context, conn Querier, schema string, f DeadLet
 	}
 	rows, err := conn.Query(ctx, `SELECT id::text, coalesce(outbox_seq, 0), destination, coalesce(route, ''), coalesce(key, ''),
 		coalesce(type, ''), payload, headers, created_at, error, attempts, first_failed_at, last_failed_at, commit_lsn::text,
-		dead_lettered_at FROM `+pgx.Identifier{schema, "pkg_outbox_dead_letter"}.Sanitize()+` WHERE `+where+
+		dead_lettered_at FROM `+names.Table(schema, names.DeadLetterTable)+` WHERE `+where+
 		fmt.Sprintf(" ORDER BY dead_lettered_at, outbox_seq LIMIT %d", limit), args...)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: list dead letters: %w", err)
@@ -143,7 +145,7 @@ type Querier interface {
 // RequeueDeadLetters moves the dead letters matching f back into the outbox in one statement (so in one
 // transaction): they keep their ids and flow again as new deliveries. It returns how many moved.
 func RequeueDeadLetters(ctx context.Context, conn Execer, schema string, f DeadLetterFilter) (int64, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return 0, err
 	}
 	where, args, err := f.where()
@@ -151,9 +153,9 @@ func RequeueDeadLetters(ctx context.Context, conn Execer, schema string, f DeadL
 		return 0, err
 	}
 	tag, err := conn.Exec(ctx, `WITH moved AS (
-		DELETE FROM `+pgx.Identifier{schema, "pkg_outbox_dead_letter"}.Sanitize()+` WHERE `+where+`
+		DELETE FROM `+names.Table(schema, names.DeadLetterTable)+` WHERE `+where+`
 		RETURNING id, destination, route, key, type, payload, headers, outbox_seq, dead_lettered_at)
-	INSERT INTO `+TableName(schema)+` (id, destination, route, key, type, payload, headers)
+	INSERT INTO `+names.Table(schema, names.OutboxTable)+` (id, destination, route, key, type, payload, headers)
 	SELECT id, destination, route, key, type, payload, headers FROM moved ORDER BY dead_lettered_at, outbox_seq`, args...)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: requeue dead letters: %w", err)
@@ -163,14 +165,14 @@ func RequeueDeadLetters(ctx context.Context, conn Execer, schema string, f DeadL
 
 // PurgeDeadLetters deletes the dead letters matching f and returns how many were deleted.
 func PurgeDeadLetters(ctx context.Context, conn Execer, schema string, f DeadLetterFilter) (int64, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return 0, err
 	}
 	where, args, err := f.where()
 	if err != nil {
 		return 0, err
 	}
-	tag, err := conn.Exec(ctx, `DELETE FROM `+pgx.Identifier{schema, "pkg_outbox_dead_letter"}.Sanitize()+` WHERE `+where, args...)
+	tag, err := conn.Exec(ctx, `DELETE FROM `+names.Table(schema, names.DeadLetterTable)+` WHERE `+where, args...)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: purge dead letters: %w", err)
 	}

@@ -48,24 +48,6 @@ func (s sqlExecer) Exec(ctx context.Context, q string, args ...any) (pgconn.Comm
 	return pgconn.NewCommandTag("INSERT 0 " + strconv.FormatInt(n, 10)), nil
 }
 
-// DefaultMaxPayloadBytes is the payload limit Enqueue applies unless an Enqueuer sets another one.
-const DefaultMaxPayloadBytes = 8 << 20
-
-// Limits Enqueue applies to the other fields of a Message.
-const (
-	// MaxDestinationBytes bounds Message.Destination.
-	MaxDestinationBytes = names.MaxDestinationLen
-	// MaxRouteBytes bounds Message.Route, which must also be free of control characters.
-	MaxRouteBytes = names.MaxRouteLen
-	// MaxKeyBytes bounds Message.Key.
-	MaxKeyBytes = names.MaxKeyLen
-	// MaxTypeBytes bounds Message.Type.
-	MaxTypeBytes = names.MaxTypeLen
-	// DefaultMaxHeaderBytes bounds the headers of one message unless an Enqueuer sets another limit:
-	// the sum of the lengths of every name and value, trace context included.
-	DefaultMaxHeaderBytes = names.DefaultMaxHeaderBytes
-)
-
 // maxValuesRows is the largest batch Enqueue writes with a multi-row INSERT … VALUES. Larger batches go
 // through INSERT … SELECT FROM unnest(arrays), which has no parameter limit and one statement text for
 // every size, but costs more per call than VALUES (bench/NOTES.md, W1; BenchmarkEnqueueForms).
@@ -83,17 +65,17 @@ const maxValuesRows = 32
 //
 // Every message is validated before any SQL runs, and a bad one returns an error naming the message
 // (msgs[i] and its id), the field and the limit, and writes nothing: a bad schema name, an empty
-// Destination or one over 255 bytes, an ID that is not a UUID, a payload over DefaultMaxPayloadBytes, a
-// Route over 255 bytes or with control characters, a Key over 1 KiB, a Type over 255 bytes, a header
-// name that is not an HTTP token, headers over DefaultMaxHeaderBytes in all, or text that is not valid
-// UTF-8 or holds a NUL byte.
+// Destination or one over 255 bytes, an ID that is not a UUID, a payload over 8 MiB
+// ([Enqueuer.MaxPayloadBytes]), a Route over 255 bytes or with control characters, a Key over 1 KiB, a
+// Type over 255 bytes, a header name that is not an HTTP token, headers over 64 KiB in all
+// ([Enqueuer.MaxHeaderBytes]), or text that is not valid UTF-8 or holds a NUL byte.
 // Enqueue does not modify msgs. It is safe for concurrent use with distinct transactions.
 func Enqueue(ctx context.Context, schema string, tx Execer, msgs ...Message) error {
 	return Enqueuer{Schema: schema}.Enqueue(ctx, tx, msgs...)
 }
 
-// Enqueuer holds Enqueue settings for one schema. The zero MaxPayloadBytes means DefaultMaxPayloadBytes
-// and the zero MaxHeaderBytes DefaultMaxHeaderBytes. An Enqueuer is a value: safe for concurrent use.
+// Enqueuer holds Enqueue settings for one schema. The zero MaxPayloadBytes means 8 MiB and the zero
+// MaxHeaderBytes 64 KiB. An Enqueuer is a value: safe for concurrent use.
 type Enqueuer struct {
 	Schema          string
 	MaxPayloadBytes int
@@ -122,10 +104,10 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 	}
 	lim := limits{payload: e.MaxPayloadBytes, headers: e.MaxHeaderBytes}
 	if lim.payload <= 0 {
-		lim.payload = DefaultMaxPayloadBytes
+		lim.payload = names.DefaultMaxPayloadBytes
 	}
 	if lim.headers <= 0 {
-		lim.headers = DefaultMaxHeaderBytes
+		lim.headers = names.DefaultMaxHeaderBytes
 	}
 	rows := make([]outboxRow, len(msgs))
 	trace := traceHeaders(ctx)
@@ -295,10 +277,10 @@ func statementsFor(schema string) (*statements, error) {
 	if s, ok := stmtCache.Load(schema); ok {
 		return s.(*statements), nil
 	}
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return nil, err
 	}
-	table := TableName(schema)
+	table := names.Table(schema, names.OutboxTable)
 	s := &statements{table: table, unnest: "INSERT INTO " + table + ` (id, destination, route, key, type, payload, headers)
 SELECT u.id, u.destination, u.route, u.key, u.type, u.payload, u.headers::jsonb
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
@@ -38,7 +39,7 @@ func recording(tx outbox.Execer, sqls *[]string, nargs *[]int) outbox.Execer {
 // non-empty route/key/type, nil, empty and binary payloads (zero bytes, 0xff, quotes, backslashes, one of
 // 64 KiB), no, empty and non-empty headers. Payload bytes 1 and 2 are n and the message's index.
 func formMessages(n int) []outbox.Message {
-	dests := []outbox.Destination{outbox.EventBus, outbox.CommandQueue, "custom-dest"}
+	dests := []outbox.Destination{outbox.EventBus, commandQueue, "custom-dest"}
 	msgs := make([]outbox.Message, n)
 	for i := range msgs {
 		m := outbox.Message{Destination: dests[i%len(dests)]}
@@ -86,7 +87,7 @@ type storedRow struct {
 func readStored(t *testing.T, db *pgtest.DB, schema string) []storedRow {
 	t.Helper()
 	rows, err := db.Pool.Query(context.Background(), `SELECT id::text, destination, route, key, type, payload, headers::text
-		FROM `+outbox.TableName(schema)+` ORDER BY seq`)
+		FROM `+names.Table(schema, names.OutboxTable)+` ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
 	}

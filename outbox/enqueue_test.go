@@ -76,7 +76,7 @@ func TestEnqueueCommitIsByteExact(t *testing.T) {
 		{ID: id, Destination: outbox.EventBus, Route: "orders", Key: "order-1", Type: "OrderPlaced", Payload: jsonPayload,
 			Headers: map[string]string{"content-type": "application/json", "x-tenant": "t1"}},
 		{Destination: "custom-dest", Payload: binPayload},
-		{Destination: outbox.Mailman},
+		{Destination: mailman},
 	}
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "CREATE TABLE business (id int)"); err != nil {
@@ -190,7 +190,7 @@ func TestEnqueueConcurrent(t *testing.T) {
 				err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 					return outbox.Enqueue(ctx, schema, tx,
 						outbox.Message{Destination: outbox.EventBus, Key: fmt.Sprintf("w%d", w), Payload: []byte(fmt.Sprint(i))},
-						outbox.Message{Destination: outbox.CommandQueue, Key: fmt.Sprintf("w%d", w), Payload: []byte(fmt.Sprint(i))})
+						outbox.Message{Destination: commandQueue, Key: fmt.Sprintf("w%d", w), Payload: []byte(fmt.Sprint(i))})
 				})
 				if err != nil {
 					errs <- err
@@ -330,9 +330,11 @@ func TestSchemaIsIdempotentAndTearsDown(t *testing.T) {
 		t.Fatal("publication must publish inserts only")
 	}
 	for range 2 {
-		if err := outbox.Teardown(ctx, db.Pool, "Mixed_Case"); err != nil {
+		q, err := outbox.GetTeardownSQL("Mixed_Case")
+		if err != nil {
 			t.Fatal(err)
 		}
+		db.Exec(t, q)
 	}
 	if n := db.QueryInt(t, `SELECT count(*) FROM pg_tables WHERE schemaname = 'Mixed_Case'`); n != 0 {
 		t.Fatalf("%d tables left after teardown", n)

@@ -33,15 +33,15 @@ type lane struct {
 	hc handlerCtx
 
 	park    *parking
-	buf     []*item            // records ready to go, in arrival order (per key, commit order)
-	acked   int                // records acked since the gate was last told
-	busy    map[uint64]int     // key hash → records of it in sink calls still in flight
-	pending int                // sink calls in flight
-	results chan sendResult    // their results
+	buf     []*item         // records ready to go, in arrival order (per key, commit order)
+	acked   int             // records acked since the gate was last told
+	busy    map[uint64]int  // key hash → records of it in sink calls still in flight
+	pending int             // sink calls in flight
+	results chan sendResult // their results
 	blocked map[Destination]*destBlock
 	held    time.Time // the earliest end of a hold on a destination that kept records back in the last launch
 	timer   *time.Timer
-	due     []*item  // scratch: heads due for a retry
+	due     []*item             // scratch: heads due for a retry
 	skip    map[uint64]struct{} // scratch: keys a group must not take (an earlier record of theirs stays)
 	one     [1]*item
 }

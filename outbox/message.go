@@ -10,12 +10,8 @@ import (
 // Any non-empty string is a valid destination.
 type Destination string
 
-// Destinations from the original go-outbox seed. Any other non-empty string works too.
-const (
-	EventBus     Destination = "event_bus"
-	CommandQueue Destination = "command_queue"
-	Mailman      Destination = "mailman"
-)
+// EventBus is the destination the examples use; any other non-empty string works the same.
+const EventBus Destination = "event_bus"
 
 // Message is one outgoing message, written with Enqueue inside the application's transaction.
 //

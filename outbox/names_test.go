@@ -11,12 +11,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 )
 
-// TestLongestSchemaWorksEndToEnd: a schema of MaxSchemaNameLen (54) bytes migrates and streams with its
+// TestLongestSchemaWorksEndToEnd: a schema of names.MaxSchemaLen (54) bytes migrates and streams with its
 // default slot and publication (63 bytes each); one byte more is refused by the library and the
 // replication package alike, with the same limit.
 func TestLongestSchemaWorksEndToEnd(t *testing.T) {
@@ -24,26 +25,27 @@ func TestLongestSchemaWorksEndToEnd(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
 	long := "Long_" + pgtest.RandomSuffix()   // unique: the default slot name is cluster-wide
-	long += strings.Repeat("x", 54-len(long)) // outbox.MaxSchemaNameLen: "pgoutbox_" + 54 bytes = 63
+	long += strings.Repeat("x", 54-len(long)) // names.MaxSchemaLen: "pgoutbox_" + 54 bytes = 63
 	if err := outbox.Migrate(ctx, db.Pool, long); err != nil {
 		t.Fatalf("migrate a %d-byte schema: %v", len(long), err)
 	}
 	if got := deliverThrough(t, db.Pool, db.Pool, long); got != 20 {
 		t.Fatalf("delivered %d of 20 messages", got)
 	}
-	if n := db.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", outbox.DefaultSlotName(long)); n != 1 {
-		t.Errorf("slot %s not found", outbox.DefaultSlotName(long))
+	if n := db.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", names.Slot(long)); n != 1 {
+		t.Errorf("slot %s not found", names.Slot(long))
 	}
 
 	tooLong := long + "x"
 	_, startErr := outbox.Start(ctx, db.Pool, tooLong, nil)
+	_, schemaErr := outbox.GetSchemaSQL(tooLong)
 	cfg := replication.Config{Schema: tooLong}
 	for what, err := range map[string]error{
-		"ValidateSchemaName": outbox.ValidateSchemaName(tooLong),
-		"Migrate":            outbox.Migrate(ctx, db.Pool, tooLong),
-		"Enqueue":            outbox.Enqueue(ctx, tooLong, db.Pool, outbox.Message{Destination: outbox.EventBus}),
-		"Start":              startErr,
-		"replication":        cfg.Validate(),
+		"GetSchemaSQL": schemaErr,
+		"Migrate":      outbox.Migrate(ctx, db.Pool, tooLong),
+		"Enqueue":      outbox.Enqueue(ctx, tooLong, db.Pool, outbox.Message{Destination: outbox.EventBus}),
+		"Start":        startErr,
+		"replication":  cfg.Validate(),
 	} {
 		if err == nil || !strings.Contains(err.Error(), "55 bytes, the limit is 54") {
 			t.Errorf("%s of a 55-byte schema: %v, want an error naming the limit 54", what, err)

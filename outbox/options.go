@@ -86,6 +86,8 @@ func (c *relayConfig) validate() error {
 		return fmt.Errorf("outbox: WithStatusInterval(%s): above 15s needs WithReadTimeout of at least twice it (the default read timeout is 30s)", c.statusInterval)
 	case c.retention < 0:
 		return fmt.Errorf("outbox: WithRetention(%s): must not be negative", c.retention)
+	case c.streamMemory < 1:
+		return fmt.Errorf("outbox: WithStreamMemoryLimit(%d): must be at least 1 byte", c.streamMemory)
 	}
 	return nil
 }
@@ -99,7 +101,8 @@ func WithRetryBackoff(min, max time.Duration) Option {
 	return func(c *relayConfig) { c.backoffMin, c.backoffMax = min, max }
 }
 
-// WithSlotName sets the replication slot (default DefaultSlotName(schema)); it must match ^[a-z0-9_]{1,63}$.
+// WithSlotName sets the replication slot (default "pgoutbox_<schema>" in lower case); it must match
+// ^[a-z0-9_]{1,63}$.
 func WithSlotName(name string) Option { return func(c *relayConfig) { c.slot = name } }
 
 // WithCreateSlot(false) forbids creating the slot: Start fails when it does not exist (default true).
@@ -146,17 +149,19 @@ func WithMaxParked(n int) Option { return func(c *relayConfig) { c.maxParked = n
 // WithBatchSize sets the most messages a lane hands a Sink in one Send (default 500).
 func WithBatchSize(n int) Option { return func(c *relayConfig) { c.batchSize = n } }
 
-// WithStreaming turns on pgoutput protocol v2 streaming of large in-progress transactions (default off):
-// chunks are buffered (and spilled to disk past memoryLimit bytes; 0 means 16 MiB) until the transaction
-// commits.
-func WithStreaming(on bool, memoryLimit int, spillDir string) Option {
-	return func(c *relayConfig) {
-		c.streaming, c.spillDir = on, spillDir
-		if memoryLimit > 0 {
-			c.streamMemory = memoryLimit
-		}
-	}
-}
+// WithStreaming turns on pgoutput protocol v2 streaming of large in-progress transactions (default
+// off): PostgreSQL sends a large transaction in chunks while it runs, instead of decoding it after its
+// commit; the relay buffers the chunks (WithStreamMemoryLimit, then WithSpillDir) until the
+// transaction commits, and drops them when it aborts.
+func WithStreaming(on bool) Option { return func(c *relayConfig) { c.streaming = on } }
+
+// WithStreamMemoryLimit bounds the bytes of streamed, uncommitted chunks held in memory (default
+// 16 MiB); past it they spill to disk. It matters only with WithStreaming(true).
+func WithStreamMemoryLimit(bytes int) Option { return func(c *relayConfig) { c.streamMemory = bytes } }
+
+// WithSpillDir sets the directory where streamed chunks spill (default os.TempDir()). It matters only
+// with WithStreaming(true).
+func WithSpillDir(dir string) Option { return func(c *relayConfig) { c.spillDir = dir } }
 
 // WithInstanceID names this relay instance; the replication connection's application_name is
 // "pgoutbox-<id>" (default: host name and process id).
@@ -167,7 +172,8 @@ func WithStatusInterval(d time.Duration) Option { return func(c *relayConfig) { 
 
 // WithRetention sets how long delivered outbox rows are kept for replay (default 24h; 0 keeps them
 // forever), counted from the commit time when track_commit_timestamp is on, else from created_at. A row
-// whose transaction committed after the slot's confirmed position is never pruned (see Prune).
+// whose transaction committed after the slot's confirmed position is never pruned, so a row goes only
+// once it was delivered or dead-lettered.
 func WithRetention(d time.Duration) Option { return func(c *relayConfig) { c.retention = d } }
 
 // WithHandlerTimeout bounds one Handler call or Sink.Send (default 30s); a timeout counts as a failure.

@@ -279,3 +279,80 @@ func TestCommitLogStaysSmall(t *testing.T) {
 		}
 	}
 }
+
+// gatedSink blocks every Send until the test lets it return, and reports each call.
+type gatedSink struct {
+	calls   chan []Record
+	release chan struct{}
+}
+
+func (g *gatedSink) Send(ctx context.Context, batch []Record) error {
+	g.calls <- batch
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return Unavailable(ctx.Err())
+	}
+}
+
+// TestLanePipelinesOtherKeys: while a sink call for key a is in flight, the lane hands the sink the
+// next records of other keys at once, but a later record of key a waits for the first call.
+func TestLanePipelinesOtherKeys(t *testing.T) {
+	t.Parallel()
+	g := &gatedSink{calls: make(chan []Record, 8), release: make(chan struct{})}
+	cfg := defaultRelayConfig()
+	cfg.lanes, cfg.batchSize = 1, 10
+	c := &chaos{attempts: map[string]int{}}
+	r := newLaneTestRelay(cfg, c, map[Destination]Sink{"sink": g}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.lanes[0].run(ctx)
+	commit := func(keys ...string) {
+		x := r.tracker.Begin()
+		for _, k := range keys {
+			x.Add(1)
+			if err := r.batch.add(ctx, &item{tx: x, rec: Record{Message: Message{ID: "m-" + k + fmt.Sprint(len(keys)), Destination: "sink", Key: k}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.batch.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.tracker.Commit(x, 1)
+	}
+	keysOf := func(b []Record) (ks []string) {
+		for _, rec := range b {
+			ks = append(ks, rec.Key)
+		}
+		return ks
+	}
+	next := func() []string {
+		select {
+		case b := <-g.calls:
+			return keysOf(b)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no sink call")
+			return nil
+		}
+	}
+	commit("a")
+	if got := next(); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("first call %v, want [a]", got)
+	}
+	commit("b", "a", "c") // b and c go while [a] is in flight; the second a waits for it
+	if got := next(); fmt.Sprint(got) != "[b c]" {
+		t.Fatalf("second call %v, want [b c] while the first is in flight", got)
+	}
+	select {
+	case b := <-g.calls:
+		t.Fatalf("call %v started while an earlier record of its key was in flight", keysOf(b))
+	case <-time.After(100 * time.Millisecond):
+	}
+	g.release <- struct{}{} // one of the two calls returns
+	g.release <- struct{}{}
+	if got := next(); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("third call %v, want the second a once the first was acked", got)
+	}
+	g.release <- struct{}{}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,66 +73,80 @@ type Relay struct {
 // and publication problems are returned right away. The relay runs until Stop, or until ctx is
 // cancelled (a hard stop: nothing is drained; what was not confirmed is re-delivered on the next start).
 func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, opts ...Option) (*Relay, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	cfg, err := startConfig(pool, schema, handlers, opts)
+	if err != nil {
 		return nil, err
 	}
-	if pool == nil {
-		return nil, errors.New("outbox: Start: nil pool")
+	if err := checkMigrated(ctx, pool, schema); err != nil {
+		return nil, err
 	}
+	r, err := newRelay(pool, schema, handlers, cfg)
+	if err != nil {
+		return nil, err
+	}
+	streamErr := r.run(ctx)
+	if err := r.awaitStreaming(ctx, streamErr); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// startConfig checks Start's arguments and returns the relay settings: defaults, then opts, then the
+// names derived from schema.
+func startConfig(pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, opts []Option) (relayConfig, error) {
 	cfg := defaultRelayConfig()
+	if err := validateSchema(schema); err != nil {
+		return cfg, err
+	}
+	if pool == nil {
+		return cfg, errors.New("outbox: Start: nil pool")
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		return cfg, err
 	}
 	if cfg.slot == "" {
-		cfg.slot = DefaultSlotName(schema)
+		cfg.slot = names.Slot(schema)
 	}
 	if cfg.instanceID == "" {
 		cfg.instanceID = names.DefaultInstanceID() // always valid, whatever the host name
 	}
 	if err := names.ValidateInstanceID(cfg.instanceID); err != nil {
-		return nil, fmt.Errorf("outbox: Start: WithInstanceID: %w", err)
+		return cfg, fmt.Errorf("outbox: Start: WithInstanceID: %w", err)
 	}
 	for dest, h := range handlers {
 		if h == nil {
-			return nil, fmt.Errorf("outbox: Start: handler for destination %q is nil", dest)
+			return cfg, fmt.Errorf("outbox: Start: handler for destination %q is nil", dest)
 		}
 	}
+	return cfg, nil
+}
+
+// checkMigrated returns ErrNotMigrated when the outbox table of schema does not exist.
+func checkMigrated(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	table := names.Table(schema, names.OutboxTable)
 	var exists bool
-	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", TableName(schema)).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("outbox: Start: check outbox table: %w", err)
+	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
+		return fmt.Errorf("outbox: Start: check outbox table: %w", err)
 	}
 	if !exists {
-		return nil, fmt.Errorf("%w: %s does not exist: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first", ErrNotMigrated, TableName(schema), schema)
+		return fmt.Errorf("%w: %s does not exist: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first", ErrNotMigrated, table, schema)
 	}
+	return nil
+}
 
-	log := cfg.logger.Named("relay")
+// newRelay builds a relay that is not running yet: its replication stream, decoder, lanes and batcher.
+func newRelay(pool *pgxpool.Pool, schema string, handlers map[Destination]Handler, cfg relayConfig) (*Relay, error) {
 	r := &Relay{
-		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: log,
+		cfg: cfg, schema: schema, pool: pool, handlers: handlers, log: cfg.logger.Named("relay"),
 		tracker: watermark.New(0),
 		seed:    maphash.MakeSeed(), gate: gate{max: cfg.maxInFlight},
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
 	}
-	// The replication connections use the pool's parsed configuration (TLS, password, hooks; not its
-	// connection string, which lacks what was set in code and holds pool_* parameters).
-	poolCfg := pool.Config()
-	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
-	if cfg.initialSnapshot {
-		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
-	}
-	stream, err := replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
-		Slot:           cfg.slot,
-		Publication:    PublicationName(schema),
-		Schema:         schema,
-		InstanceID:     cfg.instanceID,
-		CreateSlot:     cfg.createSlot,
-		Streaming:      cfg.streaming,
-		StatusInterval: cfg.statusInterval,
-		ReadTimeout:    cfg.readTimeout,
-	}, streamOpts...)
+	stream, err := r.newStream()
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +160,35 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		r.lanes = append(r.lanes, newLane(r))
 	}
 	r.batch = newBatcher(r)
+	return r, nil
+}
 
+// newStream builds the replication stream. Its connections use the pool's parsed configuration (TLS,
+// password, hooks; not its connection string, which lacks what was set in code and holds pool_*
+// parameters).
+func (r *Relay) newStream() (*replication.Stream, error) {
+	cfg := r.cfg
+	poolCfg := r.pool.Config()
+	streamOpts := []replication.Option{replication.WithLogger(cfg.logger), replication.WithBeforeConnect(poolCfg.BeforeConnect)}
+	if cfg.initialSnapshot {
+		streamOpts = append(streamOpts, replication.WithSnapshot(r.snapshot))
+	}
+	return replication.NewFromConfig(poolCfg.ConnConfig, replication.Config{
+		Slot:           cfg.slot,
+		Publication:    names.Publication(r.schema),
+		Schema:         r.schema,
+		InstanceID:     cfg.instanceID,
+		CreateSlot:     cfg.createSlot,
+		Streaming:      cfg.streaming,
+		StatusInterval: cfg.statusInterval,
+		ReadTimeout:    cfg.readTimeout,
+	}, streamOpts...)
+}
+
+// run starts the relay's goroutines: the replication stream, the decode loop, the lanes, the status
+// loop and (with a retention) the prune loop. It returns the channel on which the stream reports how
+// its Run ended. The relay runs until Stop, a fatal error or the end of ctx, then closes r.done.
+func (r *Relay) run(ctx context.Context) <-chan error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
 	events := make(chan []replication.Event, 4)
@@ -159,7 +200,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	decodeCtx, stopDecode := context.WithCancel(gctx)
 	r.stopDecode = stopDecode
 	g.Go(func() error {
-		err := stream.Run(gctx, events)
+		err := r.stream.Run(gctx, events)
 		streamErr <- err
 		if errors.Is(err, replication.ErrClosed) {
 			err = nil
@@ -174,7 +215,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 		g.Go(func() error { l.run(gctx); return nil })
 	}
 	g.Go(func() error { r.statusLoop(gctx); return nil })
-	if cfg.retention > 0 {
+	if r.cfg.retention > 0 {
 		g.Go(func() error { r.pruneLoop(gctx); return nil })
 	}
 	go func() {
@@ -187,213 +228,41 @@ func Start(ctx context.Context, pool *pgxpool.Pool, schema string, handlers map[
 	go func() {
 		r.err = g.Wait()
 		cancel()
-		_ = dec.Close()
+		_ = r.dec.Close()
 		close(r.done)
 	}()
+	return streamErr
+}
 
-	// Wait until the relay streams or stands by, or fails early.
+// awaitStreaming waits until the relay streams, takes its initial snapshot or stands by; if the
+// relay fails or ctx ends first, it stops the relay and returns why.
+func (r *Relay) awaitStreaming(ctx context.Context, streamErr <-chan error) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		switch stream.State() {
+		switch st := r.stream.State(); st {
 		case replication.Streaming, replication.Standby, replication.Snapshot:
-			log.Info("relay started", zap.String("schema", schema), zap.String("slot", cfg.slot),
-				zap.String("instance", cfg.instanceID), zap.String("state", stream.State().String()))
-			return r, nil
+			r.log.Info("relay started", zap.String("schema", r.schema), zap.String("slot", r.cfg.slot),
+				zap.String("instance", r.cfg.instanceID), zap.String("state", st.String()))
+			return nil
 		}
 		select {
 		case err := <-streamErr:
-			cancel()
+			r.cancel()
 			<-r.done
 			if err == nil {
 				err = errors.New("outbox: relay stopped before streaming")
 			}
-			return nil, err
+			return err
 		case <-r.done:
-			return nil, r.err
+			return r.err
 		case <-ctx.Done():
-			cancel()
+			r.cancel()
 			<-r.done
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-tick.C:
 		}
 	}
-}
-
-// decodeLoop decodes WAL events and routes rows to lanes; it alone touches the decode state.
-// After Stop it keeps reading only until the open transaction is complete, so that a graceful stop
-// confirms every row it delivered (no duplicates after a restart).
-func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Event) error {
-	rt := router{r: r, ctx: ctx}
-	defer close(r.decodeDone)
-	defer r.abandonCurrent()
-	stopCh, stopping := r.stopReading, false
-	for {
-		if stopping && r.cur == nil {
-			return nil // at a transaction boundary: what follows is re-sent after the restart
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-stopCh:
-			stopCh, stopping = nil, true
-		case batch := <-events:
-			for _, ev := range batch {
-				switch ev.Kind {
-				case replication.XLogData:
-					if err := r.dec.Decode(ev.Data, rt); err != nil {
-						if ctx.Err() != nil {
-							return nil
-						}
-						return fmt.Errorf("outbox: decode WAL at %s: %w", ev.WALStart, err)
-					}
-				case replication.Keepalive:
-					r.tracker.Keepalive(ev.ServerWALEnd)
-				case replication.Disconnected:
-					r.dec.Reset()
-					clear(r.cols)
-					r.abandonCurrent()
-					r.skipping = false
-				}
-				if stopping && r.cur == nil {
-					return nil
-				}
-			}
-		}
-	}
-}
-
-// abandonCurrent gives up the transaction being decoded, if any (the stream broke or stopped before
-// its commit): its rows not yet handed to a lane are dropped, the transaction confirms nothing and is
-// sent again after a reconnect.
-func (r *Relay) abandonCurrent() {
-	if r.cur != nil {
-		r.batch.drop()
-		r.tracker.Abandon(r.cur)
-		r.cur = nil
-	}
-}
-
-// router is the decoder.Handler of the decode goroutine.
-type router struct {
-	r   *Relay
-	ctx context.Context
-}
-
-func (rt router) Begin(tx decoder.TxInfo) error {
-	r := rt.r
-	// After a reconnect PostgreSQL re-sends from the confirmed position: skip what was already received.
-	if tx.FinalLSN != 0 && tx.FinalLSN <= r.lastCommitLSN {
-		r.skipping = true
-		return nil
-	}
-	r.cur = r.tracker.Begin()
-	r.curCommit = tx.CommitTime
-	r.curLSN = tx.FinalLSN
-	return nil
-}
-
-func (rt router) Insert(row decoder.Row) error {
-	r := rt.r
-	if r.skipping {
-		return nil
-	}
-	if r.cur == nil {
-		return errors.New("outbox: insert outside a transaction")
-	}
-	rel := row.Relation
-	if rel.Namespace != r.schema || rel.Name != "pkg_outbox" {
-		return nil // not the outbox table (the publication should not send it)
-	}
-	ci, ok := r.cols[rel]
-	if !ok {
-		var err error
-		if ci, err = newColumnIndex(rel); err != nil {
-			return err
-		}
-		r.cols[rel] = ci
-	}
-	it := &item{tx: r.cur}
-	if err := ci.recordFromRow(row, &it.rec); err != nil {
-		return err
-	}
-	it.rec.CommitLSN = r.curLSN
-	it.rec.CommitTime = r.curCommit
-	r.cur.Add(1)
-	return r.batch.add(rt.ctx, it)
-}
-
-func (rt router) Commit(c decoder.CommitInfo) error {
-	r := rt.r
-	if r.skipping {
-		r.skipping = false
-		return nil
-	}
-	if r.cur == nil {
-		return errors.New("outbox: commit outside a transaction")
-	}
-	if err := r.batch.flush(rt.ctx); err != nil {
-		return err
-	}
-	r.commits.add(c.EndLSN, c.CommitTime)
-	r.tracker.Commit(r.cur, c.EndLSN)
-	r.cur = nil
-	r.lastCommitLSN = max(r.lastCommitLSN, c.CommitLSN)
-	return nil
-}
-
-func (r *Relay) ack(it *item) {
-	if r.cfg.observer != nil {
-		r.cfg.observer.Delivered(it.rec.Destination, time.Since(it.rec.CommitTime))
-	}
-	r.delivered.Add(1)
-	it.tx.Ack(1)
-}
-
-func (r *Relay) setBlocked(dest Destination, err error) {
-	r.blockedMu.Lock()
-	_, was := r.blocked[dest]
-	if err != nil {
-		r.blocked[dest] = err.Error()
-	} else {
-		delete(r.blocked, dest)
-	}
-	r.blockedMu.Unlock()
-	if err != nil && !was {
-		r.log.Warn("destination blocked: sink unavailable, retrying without advancing the slot",
-			zap.String("destination", string(dest)), zap.Error(err))
-	} else if err == nil && was {
-		r.log.Info("destination unblocked", zap.String("destination", string(dest)))
-	}
-	if r.cfg.observer != nil && (err != nil) != was {
-		r.cfg.observer.Blocked(dest, err)
-	}
-}
-
-// statusLoop moves the slot to the watermark on a timer.
-func (r *Relay) statusLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.statusInterval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.confirm()
-			r.reportParked(ctx)
-		}
-	}
-}
-
-func (r *Relay) confirm() pglogrepl.LSN {
-	lsn := r.tracker.Flushed()
-	if at := pglogrepl.LSN(r.snapshotAt.Load()); at != 0 && lsn >= at {
-		r.completeSnapshot()
-	}
-	if lsn != 0 {
-		r.stream.SetFlushed(lsn, r.commits.timeAt(lsn))
-	}
-	return lsn
 }
 
 // Stop stops reading the WAL, waits until every message in flight is acked (or ctx ends), confirms
@@ -442,75 +311,25 @@ func (r *Relay) Wait() error {
 	return r.err
 }
 
-// State reports the replication state ("streaming", "standby", "backoff", ...).
-func (r *Relay) State() string { return r.stream.State().String() }
+// State is what a relay is doing, as [Relay.State] reports it.
+type State string
 
-// ReplicationStats returns the replication stream's counters (reconnects, last status sent, server WAL end).
-func (r *Relay) ReplicationStats() replication.Stats { return r.stream.Stats() }
+// The states of a relay.
+const (
+	// StateConnecting: opening connections, checking the slot and the publication.
+	StateConnecting State = "connecting"
+	// StateSnapshot: the start that created the slot delivers the rows already in the outbox
+	// (WithInitialSnapshot).
+	StateSnapshot State = "snapshot"
+	// StateStreaming: reading the slot and delivering.
+	StateStreaming State = "streaming"
+	// StateStandby: another instance holds the slot; this one takes over when it is free.
+	StateStandby State = "standby"
+	// StateBackoff: the connection was lost; reconnecting after a pause.
+	StateBackoff State = "backoff"
+	// StateStopped: the relay has stopped (Stop, a fatal error, or the end of Start's ctx).
+	StateStopped State = "stopped"
+)
 
-// Blocked returns the destinations whose sink reports itself unavailable, with the error.
-func (r *Relay) Blocked() map[Destination]string {
-	r.blockedMu.Lock()
-	defer r.blockedMu.Unlock()
-	return maps.Clone(r.blocked)
-}
-
-// Stats are relay counters since Start.
-type Stats struct {
-	Delivered, DeadLettered, Failures int64
-	// InFlight counts the messages received and not yet acked, parked ones included.
-	InFlight     int
-	ConfirmedLSN pglogrepl.LSN
-	// Parked describes the keys held back by a record that failed and waits for its next attempt.
-	Parked ParkedStats
-}
-
-// Stats returns the relay's counters.
-func (r *Relay) Stats() Stats {
-	s := Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
-		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed()}
-	for _, l := range r.lanes {
-		l.park.stats(&s.Parked)
-	}
-	return s
-}
-
-// commitLog remembers commit times of committed transactions until the watermark passes them,
-// so the relay record can name the last confirmed commit time.
-type commitLog struct {
-	mu      sync.Mutex
-	entries []commitEntry
-	last    time.Time
-}
-
-type commitEntry struct {
-	end pglogrepl.LSN
-	at  time.Time
-}
-
-// commitLogGrain is the commit-time resolution of the commit log: transactions that commit within it
-// share one entry, which keeps the earliest commit time, so the log stays small while a parked key
-// holds the confirmed position back, and the recorded time is never later than the true one.
-const commitLogGrain = 10 * time.Millisecond
-
-func (c *commitLog) add(end pglogrepl.LSN, at time.Time) {
-	c.mu.Lock()
-	if n := len(c.entries); n > 0 && at.Sub(c.entries[n-1].at) < commitLogGrain {
-		c.entries[n-1].end = end
-	} else {
-		c.entries = append(c.entries, commitEntry{end, at})
-	}
-	c.mu.Unlock()
-}
-
-func (c *commitLog) timeAt(lsn pglogrepl.LSN) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	i := 0
-	for i < len(c.entries) && c.entries[i].end <= lsn {
-		c.last = c.entries[i].at
-		i++
-	}
-	c.entries = append(c.entries[:0], c.entries[i:]...)
-	return c.last
-}
+// State reports what the relay is doing.
+func (r *Relay) State() State { return State(r.stream.State().String()) }

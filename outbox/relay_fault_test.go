@@ -28,8 +28,8 @@ func TestRelayHugeTransaction(t *testing.T) {
 		db := relayDB(t, streaming)
 		o := newOracle(db)
 		slot := slotName()
-		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o), streamingOpt(streaming, t),
-			outbox.WithMaxInFlight(5000))
+		startRelay(t, db, nil, withStreaming(t, streaming, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o),
+			outbox.WithMaxInFlight(5000))...)
 		i4 := o.watchI4(t, slot)
 		aborted := make([]outbox.Message, 20_000)
 		for i := range aborted {
@@ -105,7 +105,7 @@ func TestRelayStandbyTakesOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2 := startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o), outbox.WithInstanceID("standby"))
-	if r1.State() != "streaming" || r2.State() != "standby" {
+	if r1.State() != outbox.StateStreaming || r2.State() != outbox.StateStandby {
 		t.Fatalf("states: first %s, second %s; want streaming and standby", r1.State(), r2.State())
 	}
 	o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a"}})
@@ -113,7 +113,7 @@ func TestRelayStandbyTakesOver(t *testing.T) {
 	cancel1() // the active instance dies without draining
 	_ = r1.Wait()
 	deadline := time.Now().Add(30 * time.Second)
-	for r2.State() != "streaming" {
+	for r2.State() != outbox.StateStreaming {
 		if time.Now().After(deadline) {
 			t.Fatalf("standby did not take over: %s", r2.State())
 		}

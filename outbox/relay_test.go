@@ -25,8 +25,13 @@ func forEachMode(t *testing.T, f func(t *testing.T, streaming bool)) {
 	}
 }
 
-func streamingOpt(on bool, t *testing.T) outbox.Option {
-	return outbox.WithStreaming(on, 256<<10, t.TempDir())
+// withStreaming returns opts and, with on, pgoutput streaming with a 256 KiB memory limit spilling
+// into a test directory.
+func withStreaming(t *testing.T, on bool, opts ...outbox.Option) []outbox.Option {
+	if !on {
+		return opts
+	}
+	return append(opts, outbox.WithStreaming(true), outbox.WithStreamMemoryLimit(256<<10), outbox.WithSpillDir(t.TempDir()))
 }
 
 // 10k messages over 100 keys in random transaction sizes, 10 % rolled back, some savepoints rolled
@@ -44,7 +49,7 @@ func TestRelayDeliversEveryCommittedMessageInOrder(t *testing.T) {
 			}
 			return o.Send(ctx, batch)
 		})
-		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, slow), streamingOpt(streaming, t))
+		startRelay(t, db, nil, withStreaming(t, streaming, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, slow))...)
 		i4 := o.watchI4(t, slot)
 		// One large transaction first: with streaming on and 64kB work mem it is streamed in chunks.
 		big := make([]outbox.Message, 3000)
@@ -83,7 +88,7 @@ func TestRelayRetriesThenDeadLetters(t *testing.T) {
 			}
 			return o.Handle(ctx, m)
 		},
-		outbox.CommandQueue: func(ctx context.Context, m outbox.Message) error {
+		commandQueue: func(ctx context.Context, m outbox.Message) error {
 			if string(m.Payload) == "panic" {
 				panic("handler bug")
 			}
@@ -97,9 +102,9 @@ func TestRelayRetriesThenDeadLetters(t *testing.T) {
 		{ID: newID(), Destination: outbox.EventBus, Key: "k1"},
 		{ID: poison, Destination: outbox.EventBus, Key: "k1", Payload: []byte(`{"poison":true}`), Headers: map[string]string{"h": "v"}},
 		{ID: newID(), Destination: outbox.EventBus, Key: "k1"}, // same key: waits for the poison, then flows
-		{ID: panicID, Destination: outbox.CommandQueue, Key: "k2", Payload: []byte("panic")},
+		{ID: panicID, Destination: commandQueue, Key: "k2", Payload: []byte("panic")},
 		{ID: unknownID, Destination: "nowhere", Key: "k3"},
-		{ID: newID(), Destination: outbox.CommandQueue, Key: "k2"},
+		{ID: newID(), Destination: commandQueue, Key: "k2"},
 	}
 	o.commitBatch(t, msgs)
 	o.waitDelivered(t, 30*time.Second)
@@ -343,6 +348,7 @@ func TestStartErrors(t *testing.T) {
 		{outbox.WithMaxAttempts(0), "WithMaxAttempts(0)"},
 		{outbox.WithRetryBackoff(time.Second, time.Millisecond), "WithRetryBackoff"},
 		{outbox.WithCreateSlot(false), "slot"},
+		{outbox.WithStreamMemoryLimit(0), "WithStreamMemoryLimit(0): must be at least 1 byte"},
 	} {
 		_, err := outbox.Start(ctx, db.Pool, "app", nil, outbox.WithSlotName(slotName()), tc.opt)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

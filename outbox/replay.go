@@ -7,13 +7,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-)
 
-// DefaultReplayMargin is how far Replay widens a time range backwards for rows whose commit time is
-// unknown (track_commit_timestamp off, or rows committed before it was turned on): those are matched
-// by created_at, the start of their transaction, so a transaction that began up to this long before
-// From and committed after it is still replayed.
-const DefaultReplayMargin = time.Hour
+	"github.com/pgoutbox/pgoutbox/internal/names"
+)
 
 // commitTimeSlack widens a commit-time range on both sides. PostgreSQL takes a commit's timestamp just
 // before it writes the commit record, so two transactions committing at about the same moment can carry
@@ -36,7 +32,7 @@ type ReplayFilter struct {
 	IDs         []string
 	From, To    time.Time
 	Destination Destination
-	// Margin widens the range backwards for rows without a commit time: 0 means DefaultReplayMargin,
+	// Margin widens the range backwards for rows without a commit time: 0 means one hour,
 	// a negative value means no margin (then a transaction that began before From is missed).
 	Margin time.Duration
 }
@@ -66,7 +62,7 @@ func (f ReplayFilter) validate() error {
 func (f ReplayFilter) margin() time.Duration {
 	switch {
 	case f.Margin == 0:
-		return DefaultReplayMargin
+		return names.DefaultReplayMargin
 	case f.Margin < 0:
 		return 0
 	}
@@ -133,11 +129,11 @@ func (f ReplayFilter) selection(table string, byCommit bool) (string, []any) {
 // result says how many rows the margin added (see ReplayFilter).
 //
 // Rows older than the retention may have been pruned and are not found; a row committed after the
-// relay's confirmed position is never pruned (see Prune), so replaying from the last confirmed commit
+// relay's confirmed position is never pruned (see WithRetention), so replaying from the last confirmed commit
 // time of a lost slot (SlotLostError) finds every message the slot did not deliver.
 func Replay(ctx context.Context, conn Querier, schema string, f ReplayFilter, dryRun bool) (ReplayResult, error) {
 	var res ReplayResult
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return res, err
 	}
 	if err := f.validate(); err != nil {
@@ -150,7 +146,7 @@ func Replay(ctx context.Context, conn Querier, schema string, f ReplayFilter, dr
 		}
 		res.ByCommitTime = on
 	}
-	table := TableName(schema)
+	table := names.Table(schema, names.OutboxTable)
 	sel, args := f.selection(table, res.ByCommitTime)
 	q := `SELECT count(*), count(*) FILTER (WHERE NOT exact) FROM (` + sel + `) r`
 	if !dryRun {

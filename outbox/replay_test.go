@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
+	"github.com/pgoutbox/pgoutbox/internal/retention"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -187,7 +188,7 @@ func TestReplaySinceByCommitTime(t *testing.T) {
 	db.Exec(t, `SELECT pg_create_logical_replication_slot('prune_ct', 'pgoutput')`)
 	db.Exec(t, `INSERT INTO app.pkg_outbox_relay (slot_name, publication_name, created_lsn) VALUES ('prune_ct', 'pgoutbox_app', '0/0')`)
 	consumeSlot(t, db, "prune_ct")
-	if n, err := outbox.Prune(ctx, db.Pool, "app", "prune_ct", time.Hour, 100); err != nil || n != 1 {
+	if n, err := retention.Prune(ctx, db.Pool, retention.Options{Schema: "app", Slot: "prune_ct", Retention: time.Hour, Batch: 100}); err != nil || n != 1 {
 		t.Fatalf("prune by commit time = %d, %v; want 1 (the legacy row created 2 hours ago)", n, err)
 	}
 	if n := db.QueryInt(t, `SELECT count(*) FROM app.pkg_outbox WHERE id = $1`, after); n != 2 {

@@ -6,12 +6,13 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
+	"github.com/pgoutbox/pgoutbox/internal/retention"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
 func prune(t *testing.T, db *pgtest.DB, slot string) int64 {
 	t.Helper()
-	n, err := outbox.Prune(context.Background(), db.Pool, "app", slot, 24*time.Hour, 1000)
+	n, err := retention.Prune(context.Background(), db.Pool, retention.Options{Schema: "app", Slot: slot, Retention: 24 * time.Hour, Batch: 1000})
 	if err != nil {
 		t.Fatalf("prune: %v", err)
 	}

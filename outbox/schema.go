@@ -11,32 +11,17 @@ import (
 	outboxsql "github.com/pgoutbox/pgoutbox/sql"
 )
 
-// MaxSchemaNameLen is the longest schema name accepted: the slot and publication names derived from it,
-// "pgoutbox_<schema>", must fit PostgreSQL's 63-byte identifier limit.
-const MaxSchemaNameLen = names.MaxSchemaLen
-
-// ValidateSchemaName checks that schema is a plain identifier pgoutbox can derive its names from:
-// non-empty, at most MaxSchemaNameLen bytes, letters, digits and underscores, not starting with a digit
-// and not with the reserved prefix "pg_". It runs before any SQL is built.
-func ValidateSchemaName(schema string) error {
+// validateSchema checks schema (internal/names.ValidateSchema) before any SQL is built from it: a plain
+// identifier of at most 54 bytes, so that "pgoutbox_<schema>" fits PostgreSQL's 63-byte names.
+func validateSchema(schema string) error {
 	if err := names.ValidateSchema(schema); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSchema, err)
 	}
 	return nil
 }
 
-// PublicationName returns the name of the publication created for schema: "pgoutbox_<schema>".
-func PublicationName(schema string) string { return names.Publication(schema) }
-
-// DefaultSlotName returns the replication slot name the relay uses for schema unless told otherwise:
-// "pgoutbox_<schema>" in lower case (slot names allow only [a-z0-9_]).
-func DefaultSlotName(schema string) string { return names.Slot(schema) }
-
-// TableName returns the quoted, schema-qualified name of the outbox table.
-func TableName(schema string) string { return names.Table(schema, names.OutboxTable) }
-
 func sqlNames(schema string) outboxsql.Names {
-	pub := PublicationName(schema)
+	pub := names.Publication(schema)
 	return outboxsql.Names{
 		Schema:             pgx.Identifier{schema}.Sanitize(),
 		Publication:        pgx.Identifier{pub}.Sanitize(),
@@ -49,7 +34,7 @@ func sqlNames(schema string) outboxsql.Names {
 // tables and the publication. Running it again is a no-op, also inside a migration tool's transaction
 // (for example a goose migration). Run it as the owner of the schema.
 func GetSchemaSQL(schema string) (string, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return "", err
 	}
 	return outboxsql.Schema(sqlNames(schema))
@@ -58,7 +43,7 @@ func GetSchemaSQL(schema string) (string, error) {
 // GetTeardownSQL returns the SQL that removes what GetSchemaSQL created (the schema itself stays), including
 // the inactive replication slots recorded in the relay table.
 func GetTeardownSQL(schema string) (string, error) {
-	if err := ValidateSchemaName(schema); err != nil {
+	if err := validateSchema(schema); err != nil {
 		return "", err
 	}
 	return outboxsql.Teardown(sqlNames(schema))
@@ -72,18 +57,6 @@ func Migrate(ctx context.Context, conn Execer, schema string) error {
 	}
 	if _, err := conn.Exec(ctx, q); err != nil {
 		return fmt.Errorf("outbox: migrate schema %q: %w", schema, err)
-	}
-	return nil
-}
-
-// Teardown applies GetTeardownSQL(schema) on conn.
-func Teardown(ctx context.Context, conn Execer, schema string) error {
-	q, err := GetTeardownSQL(schema)
-	if err != nil {
-		return err
-	}
-	if _, err := conn.Exec(ctx, q); err != nil {
-		return fmt.Errorf("outbox: tear down schema %q: %w", schema, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/replication"
 )
 
@@ -21,9 +22,9 @@ import (
 func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error {
 	began := time.Now()
 	rows, err := tx.Query(ctx, `SELECT seq, id::text, destination, route, key, type, payload, headers, created_at
-		FROM `+TableName(r.schema)+` ORDER BY seq`)
+		FROM `+names.Table(r.schema, names.OutboxTable)+` ORDER BY seq`)
 	if err != nil {
-		return fmt.Errorf("outbox: read %s in the snapshot: %w", TableName(r.schema), err)
+		return fmt.Errorf("outbox: read %s in the snapshot: %w", names.Table(r.schema, names.OutboxTable), err)
 	}
 	defer rows.Close()
 	wtx := r.tracker.Begin()
@@ -67,7 +68,7 @@ func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error
 	if err != nil {
 		b.drop()
 		r.tracker.Abandon(wtx)
-		return fmt.Errorf("outbox: read %s in the snapshot: %w", TableName(r.schema), err)
+		return fmt.Errorf("outbox: read %s in the snapshot: %w", names.Table(r.schema, names.OutboxTable), err)
 	}
 	r.tracker.Commit(wtx, at)
 	r.snapshotAt.Store(uint64(at))

@@ -53,8 +53,8 @@ func TestRelayInitialSnapshot(t *testing.T) {
 		i4 := o.watchI4(t, slot)
 		genErr := make(chan error, 1)
 		go func() { genErr <- o.gen(2, 10, 300, 10) }() // around the slot's creation and after
-		startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o), outbox.WithSink(outbox.CommandQueue, o),
-			outbox.WithSink(outbox.Mailman, o), streamingOpt(streaming, t))
+		startRelay(t, db, nil, withStreaming(t, streaming, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o),
+			outbox.WithSink(commandQueue, o), outbox.WithSink(mailman, o))...)
 		if err := <-genErr; err != nil {
 			t.Fatal(err)
 		}
@@ -201,13 +201,13 @@ func TestRelayInitialSnapshotTwoInstances(t *testing.T) {
 	for i := range relays {
 		wg.Go(func() {
 			relays[i] = startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithInstanceID(fmt.Sprintf("twin-%d", i)),
-				outbox.WithSink(outbox.EventBus, o), outbox.WithSink(outbox.CommandQueue, o), outbox.WithSink(outbox.Mailman, o))
+				outbox.WithSink(outbox.EventBus, o), outbox.WithSink(commandQueue, o), outbox.WithSink(mailman, o))
 		})
 	}
 	wg.Wait()
 	o.waitDelivered(t, 30*time.Second)
 	waitSnapshotDone(t, db, slot)
-	states := relays[0].State() + "," + relays[1].State()
+	states := string(relays[0].State()) + "," + string(relays[1].State())
 	if states != "streaming,standby" && states != "standby,streaming" {
 		t.Errorf("states %s, want one streaming and one standby", states)
 	}

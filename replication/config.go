@@ -38,7 +38,7 @@ type Config struct {
 	// Publication is the pgoutput publication (quoted in START_REPLICATION). Default: "pgoutbox_" + Schema.
 	Publication string
 	// Schema is the schema holding pkg_outbox and pkg_outbox_relay. Required; the same rule as
-	// outbox.ValidateSchemaName (at most 54 bytes, so that "pgoutbox_<schema>" fits 63).
+	// names.ValidateSchema (at most 54 bytes, so that "pgoutbox_<schema>" fits 63).
 	Schema string
 	// InstanceID names this process: application_name is "pgoutbox-" + InstanceID. It must be unique
 	// among running instances and stable across restarts of one instance (a pod or host name), so that

@@ -63,6 +63,12 @@ func startBuffered(t *testing.T, db *pgtest.DB, buffer int, cfg replication.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
+	return run(t, s, buffer)
+}
+
+// run runs s in the background until the test ends; out has room for buffer batches.
+func run(t *testing.T, s *replication.Stream, buffer int) *runner {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{s: s, out: make(chan []replication.Event, buffer), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx, r.out) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -42,115 +43,168 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, out chan<- []E
 		}
 	}()
 
-	var (
-		b             = newBatcher(s.cfg.MaxBatch)
-		now           = time.Now()
-		lastRecv      = now
-		nextStatus    = now.Add(s.cfg.StatusInterval)
-		batchDeadline time.Time
-		readDeadline  time.Time
-		probeAfter    = s.cfg.ReadTimeout / 3
-	)
+	now := time.Now()
+	rc := &receiver{
+		s: s, conn: conn, nc: nc, out: out, sideErr: sideErr, b: newBatcher(s.cfg.MaxBatch),
+		lastRecv: now, nextStatus: now.Add(s.cfg.StatusInterval), probeAfter: s.cfg.ReadTimeout / 3,
+	}
 	for {
-		now = time.Now()
-		if !now.Before(nextStatus) {
-			// Ask for a keepalive when the connection has been quiet, to tell a dead one from an idle one.
-			if err := s.sendStatus(ctx, conn, now.Sub(lastRecv) >= probeAfter); err != nil {
-				return err
-			}
-			nextStatus = now.Add(s.cfg.StatusInterval)
-		}
-		if now.Sub(lastRecv) >= s.cfg.ReadTimeout {
-			return fmt.Errorf("%w (%s)", errReadTimeout, s.cfg.ReadTimeout)
-		}
-		select {
-		case err := <-sideErr:
+		if err := rc.step(ctx); err != nil {
 			return err
-		default:
-		}
-		if b.len() > 0 && (b.full() || !now.Before(batchDeadline)) {
-			if err := s.deliver(ctx, conn, out, b.take(), sideErr, &nextStatus); err != nil {
-				return err
-			}
-			lastRecv = time.Now() // the read pause was ours, not the server's
-			continue
-		}
-
-		dl := nextStatus
-		if t := lastRecv.Add(s.cfg.ReadTimeout); t.Before(dl) {
-			dl = t
-		}
-		if b.len() > 0 && batchDeadline.Before(dl) {
-			dl = batchDeadline
-		}
-		if !dl.Equal(readDeadline) {
-			if err := nc.SetReadDeadline(dl); err != nil {
-				return fmt.Errorf("set read deadline: %w", err)
-			}
-			readDeadline = dl
-		}
-		if err := ctx.Err(); err != nil { // after SetReadDeadline: see AfterFunc above
-			return err
-		}
-		// context.Background: the deadline above bounds the read (a context here would cost a
-		// watcher per message); ctx cancellation reaches it through the AfterFunc.
-		msg, err := conn.ReceiveMessage(context.Background())
-		if err != nil {
-			if pgconn.Timeout(err) {
-				readDeadline = time.Time{} // the AfterFunc may have moved it
-				continue
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("receive: %w", err)
-		}
-		lastRecv = time.Now()
-
-		switch msg := msg.(type) {
-		case *pgproto3.CopyData:
-			if len(msg.Data) == 0 {
-				continue
-			}
-			switch msg.Data[0] {
-			case pglogrepl.PrimaryKeepaliveMessageByteID:
-				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
-				if err != nil {
-					return fmt.Errorf("parse keepalive: %w", err)
-				}
-				s.lastServerWALEnd.Store(uint64(pkm.ServerWALEnd))
-				b.add(Event{Kind: Keepalive, ServerWALEnd: pkm.ServerWALEnd})
-				if pkm.ReplyRequested {
-					if err := s.sendStatus(ctx, conn, false); err != nil {
-						return err
-					}
-					nextStatus = time.Now().Add(s.cfg.StatusInterval)
-				}
-			case pglogrepl.XLogDataByteID:
-				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
-				if err != nil {
-					return fmt.Errorf("parse XLogData: %w", err)
-				}
-				s.lastServerWALEnd.Store(uint64(xld.ServerWALEnd))
-				b.addData(xld.WALStart, xld.ServerWALEnd, xld.WALData)
-				if isCommit(xld.WALData) {
-					batchDeadline = lastRecv
-					continue
-				}
-			default:
-				continue
-			}
-			if b.len() == 1 {
-				batchDeadline = lastRecv.Add(batchLinger)
-			}
-		case *pgproto3.ErrorResponse:
-			return classifyServerError(pgconn.ErrorResponseToPgError(msg), s.cfg.Publication)
-		case *pgproto3.CopyDone:
-			return errStreamEnded
-		default:
-			s.log.Debug("ignoring message on the replication connection", zap.String("type", fmt.Sprintf("%T", msg)))
 		}
 	}
+}
+
+// receiver is the state of one receive loop (stream): the batch being built and the loop's clocks.
+type receiver struct {
+	s       *Stream
+	conn    *pgconn.PgConn
+	nc      net.Conn
+	out     chan<- []Event
+	sideErr <-chan error
+
+	b             *batcher
+	lastRecv      time.Time     // when the server last sent something
+	nextStatus    time.Time     // when the next status update is due
+	batchDeadline time.Time     // when the batch being built must go
+	readDeadline  time.Time     // the socket's read deadline as last set
+	probeAfter    time.Duration // quiet this long, a status update asks for a keepalive
+}
+
+// step is one turn of the receive loop: the timers first, then the batch is handed on when it is
+// due, else one message is read. Only an error ends the loop.
+func (rc *receiver) step(ctx context.Context) error {
+	now := time.Now()
+	if err := rc.checkTimers(ctx, now); err != nil {
+		return err
+	}
+	if rc.b.len() > 0 && (rc.b.full() || !now.Before(rc.batchDeadline)) {
+		if err := rc.s.deliver(ctx, rc.conn, rc.out, rc.b.take(), rc.sideErr, &rc.nextStatus); err != nil {
+			return err
+		}
+		rc.lastRecv = time.Now() // the read pause was ours, not the server's
+		return nil
+	}
+	msg, err := rc.receive(ctx)
+	if err != nil || msg == nil {
+		return err
+	}
+	return rc.handle(ctx, msg)
+}
+
+// checkTimers sends a status update when one is due, ends a connection silent for ReadTimeout, and
+// returns what the sidecar reported.
+func (rc *receiver) checkTimers(ctx context.Context, now time.Time) error {
+	s := rc.s
+	if !now.Before(rc.nextStatus) {
+		// Ask for a keepalive when the connection has been quiet, to tell a dead one from an idle one.
+		if err := s.sendStatus(ctx, rc.conn, now.Sub(rc.lastRecv) >= rc.probeAfter); err != nil {
+			return err
+		}
+		rc.nextStatus = now.Add(s.cfg.StatusInterval)
+	}
+	if now.Sub(rc.lastRecv) >= s.cfg.ReadTimeout {
+		return fmt.Errorf("%w (%s)", errReadTimeout, s.cfg.ReadTimeout)
+	}
+	select {
+	case err := <-rc.sideErr:
+		return err
+	default:
+	}
+	return nil
+}
+
+// receive reads one message, waiting at most until the next status update, the read timeout or the
+// batch's deadline, whichever comes first. It returns a nil message and no error when that deadline
+// passed first.
+func (rc *receiver) receive(ctx context.Context) (pgproto3.BackendMessage, error) {
+	dl := rc.nextStatus
+	if t := rc.lastRecv.Add(rc.s.cfg.ReadTimeout); t.Before(dl) {
+		dl = t
+	}
+	if rc.b.len() > 0 && rc.batchDeadline.Before(dl) {
+		dl = rc.batchDeadline
+	}
+	if !dl.Equal(rc.readDeadline) {
+		if err := rc.nc.SetReadDeadline(dl); err != nil {
+			return nil, fmt.Errorf("set read deadline: %w", err)
+		}
+		rc.readDeadline = dl
+	}
+	if err := ctx.Err(); err != nil { // after SetReadDeadline: see AfterFunc in stream
+		return nil, err
+	}
+	// context.Background: the deadline above bounds the read (a context here would cost a
+	// watcher per message); ctx cancellation reaches it through the AfterFunc.
+	msg, err := rc.conn.ReceiveMessage(context.Background())
+	if err != nil {
+		if pgconn.Timeout(err) {
+			rc.readDeadline = time.Time{} // the AfterFunc may have moved it
+			return nil, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("receive: %w", err)
+	}
+	rc.lastRecv = time.Now()
+	return msg, nil
+}
+
+// handle acts on one message from the server.
+func (rc *receiver) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
+	switch msg := msg.(type) {
+	case *pgproto3.CopyData:
+		return rc.copyData(ctx, msg.Data)
+	case *pgproto3.ErrorResponse:
+		return classifyServerError(pgconn.ErrorResponseToPgError(msg), rc.s.cfg.Publication)
+	case *pgproto3.CopyDone:
+		return errStreamEnded
+	default:
+		rc.s.log.Debug("ignoring message on the replication connection", zap.String("type", fmt.Sprintf("%T", msg)))
+	}
+	return nil
+}
+
+// copyData adds a keepalive or WAL data to the batch (answering a keepalive that asks for a reply).
+// A batch is due batchLinger after its first event, or at once when it ends with a commit.
+func (rc *receiver) copyData(ctx context.Context, data []byte) error {
+	s := rc.s
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		s.lastServerWALEnd.Store(uint64(pkm.ServerWALEnd))
+		rc.b.add(Event{Kind: Keepalive, ServerWALEnd: pkm.ServerWALEnd})
+		if pkm.ReplyRequested {
+			if err := s.sendStatus(ctx, rc.conn, false); err != nil {
+				return err
+			}
+			rc.nextStatus = time.Now().Add(s.cfg.StatusInterval)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse XLogData: %w", err)
+		}
+		s.lastServerWALEnd.Store(uint64(xld.ServerWALEnd))
+		rc.b.addData(xld.WALStart, xld.ServerWALEnd, xld.WALData)
+		if isCommit(xld.WALData) {
+			rc.batchDeadline = rc.lastRecv
+			return nil
+		}
+	default:
+		return nil
+	}
+	if rc.b.len() == 1 {
+		rc.batchDeadline = rc.lastRecv.Add(batchLinger)
+	}
+	return nil
 }
 
 // deliver sends a batch on out. While the receiver is busy it keeps sending status updates, so the

@@ -150,12 +150,9 @@ func (s *Stream) waitReleased(ctx context.Context, conn *pgx.Conn, pid uint32) {
 // checks the slot and the publication, creates or adopts the slot, terminates a stale walsender of
 // our own, waits as a standby while another instance holds the slot, and applies StartLSN.
 func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.PgConn, out chan<- []Event) error {
-	slot, standbyLogged := s.cfg.Slot, false
-	// With an initial snapshot, creating the slot (and dropping one whose snapshot never completed)
-	// happens under an advisory lock held until START_REPLICATION has made the slot active.
-	locked := false
+	a := &acquirer{s: s, sql: sqlConn, repl: repl, out: out}
 	defer func() {
-		if locked {
+		if a.locked {
 			s.unlock(ctx, sqlConn)
 		}
 	}()
@@ -163,132 +160,190 @@ func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.P
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		si, rec, err := s.inspect(ctx, sqlConn)
-		if err != nil {
+		if started, err := a.step(ctx); started || err != nil {
 			return err
 		}
-		own := s.pendingSnapshot()
-		if own != 0 && (!rec.exists || rec.createdLSN != own) {
-			s.setPendingSnapshot(0) // another instance re-created the slot: our snapshot is void
-			own = 0
-		}
-		incomplete := s.snapshotFn != nil && rec.exists && rec.snapshotPending && (own == 0 || rec.createdLSN != own)
-		if (!si.exists || incomplete) && s.snapshotFn != nil && s.cfg.CreateSlot && si.activePID == 0 && !locked {
-			got, err := s.tryLock(ctx, sqlConn)
-			if err != nil {
-				return err
-			}
-			if !got {
-				if !standbyLogged {
-					s.log.Info("another instance is creating the slot: standing by")
-					standbyLogged = true
-				}
-				if err := s.standby(ctx); err != nil {
-					return err
-				}
-				continue
-			}
-			locked = true
-			continue // look again under the lock
-		}
-		if incomplete && si.activePID == 0 && locked {
-			if err := s.dropIncomplete(ctx, sqlConn, si, rec); err != nil {
-				return err
-			}
-			continue
-		}
-		if !si.exists {
-			if !s.cfg.CreateSlot {
-				return fmt.Errorf("%w: slot %q is not in pg_replication_slots and creating it is disabled: create it (pgoutbox with slot creation on) or fix the slot name",
-					ErrSlotMissing, slot)
-			}
-			if err := s.ensureRepl(ctx, repl); err != nil {
-				return err
-			}
-			create := s.createSlot
-			if s.snapshotFn != nil {
-				create = s.createWithSnapshot
-			}
-			if err := create(ctx, sqlConn, *repl); err != nil {
-				return err
-			}
-			continue // look again: the new slot, or another instance's
-		}
-		if !rec.exists {
-			s.log.Info("adopting existing slot: recording it", zap.String("confirmed_flush_lsn", si.confirmed.String()))
-			if err := s.withTimeout(ctx, func(ctx context.Context) error {
-				return insertRecord(ctx, sqlConn, s.cfg.Schema, slot, s.cfg.Publication, si.confirmed, s.cfg.InstanceID, false)
-			}); err != nil {
-				return err
-			}
-		} else if rec.publication != s.cfg.Publication {
+	}
+}
+
+// acquirer is the state of one acquire.
+type acquirer struct {
+	s    *Stream
+	sql  *pgx.Conn
+	repl **pgconn.PgConn
+	out  chan<- []Event
+	// locked says this instance holds the slot-creation lock: with an initial snapshot, creating the
+	// slot (and dropping one whose snapshot never completed) happens under an advisory lock held
+	// until START_REPLICATION has made the slot active.
+	locked        bool
+	standbyLogged bool // "standing by" is logged once per acquire
+}
+
+// step looks at the slot once and takes the next step towards streaming it. started says
+// replication started; otherwise, without an error, acquire looks again.
+func (a *acquirer) step(ctx context.Context) (started bool, err error) {
+	s := a.s
+	// The snapshot this stream is taking, read before the record: the receiver may complete it (and
+	// clear it) while inspect runs, and a record read before that still says pending.
+	own := s.pendingSnapshot()
+	si, rec, err := s.inspect(ctx, a.sql)
+	if err != nil {
+		return false, err
+	}
+	incomplete := a.snapshotIncomplete(own, rec)
+	switch {
+	case (!si.exists || incomplete) && s.snapshotFn != nil && s.cfg.CreateSlot && si.activePID == 0 && !a.locked:
+		return false, a.lockToCreate(ctx) // then look again under the lock
+	case incomplete && si.activePID == 0 && a.locked:
+		return false, s.dropIncomplete(ctx, a.sql, si, rec)
+	case !si.exists:
+		return false, a.create(ctx) // then look again: the new slot, or another instance's
+	}
+	if err := a.adopt(ctx, si, rec); err != nil {
+		return false, err
+	}
+	if si.activePID != 0 {
+		return false, a.inUse(ctx, si)
+	}
+	if again, err := a.position(ctx, si, rec); again || err != nil {
+		return false, err
+	}
+	return a.start(ctx)
+}
+
+// snapshotIncomplete reports whether the slot's record says an initial snapshot was never completed,
+// other than own, the one this instance is taking (or took: it may have completed since). Its own
+// snapshot is void once another instance re-created the slot.
+func (a *acquirer) snapshotIncomplete(own pglogrepl.LSN, rec relayRecord) bool {
+	s := a.s
+	if own != 0 && (!rec.exists || rec.createdLSN != own) {
+		s.setPendingSnapshot(0) // another instance re-created the slot: our snapshot is void
+		own = 0
+	}
+	return s.snapshotFn != nil && rec.exists && rec.snapshotPending && (own == 0 || rec.createdLSN != own)
+}
+
+// lockToCreate takes the slot-creation lock, or stands by while another instance holds it.
+func (a *acquirer) lockToCreate(ctx context.Context) error {
+	got, err := a.s.tryLock(ctx, a.sql)
+	if err != nil {
+		return err
+	}
+	if got {
+		a.locked = true
+		return nil
+	}
+	return a.standby(ctx, "another instance is creating the slot: standing by")
+}
+
+// create creates the missing slot (taking the initial snapshot when one is configured), unless
+// creating it is disabled.
+func (a *acquirer) create(ctx context.Context) error {
+	s := a.s
+	if !s.cfg.CreateSlot {
+		return fmt.Errorf("%w: slot %q is not in pg_replication_slots and creating it is disabled: create it (pgoutbox with slot creation on) or fix the slot name",
+			ErrSlotMissing, s.cfg.Slot)
+	}
+	if err := s.ensureRepl(ctx, a.repl); err != nil {
+		return err
+	}
+	create := s.createSlot
+	if s.snapshotFn != nil {
+		create = s.createWithSnapshot
+	}
+	return create(ctx, a.sql, *a.repl)
+}
+
+// adopt records an existing slot that has no record yet, and warns when the record names another
+// publication.
+func (a *acquirer) adopt(ctx context.Context, si slotInfo, rec relayRecord) error {
+	s := a.s
+	if rec.exists {
+		if rec.publication != s.cfg.Publication {
 			s.log.Warn("slot recorded with another publication", zap.String("recorded", rec.publication),
 				zap.String("configured", s.cfg.Publication))
 		}
-		if si.activePID != 0 {
-			if si.activeApp == s.cfg.appName() {
-				if err := s.terminateStale(ctx, sqlConn, si.activePID); err != nil {
-					return err
-				}
-				continue
-			}
-			if locked { // do not keep others from a slot we cannot use
-				s.unlock(ctx, sqlConn)
-				locked = false
-			}
-			if !standbyLogged {
-				s.log.Info("slot in use by another instance: standing by", zap.Int32("pid", si.activePID),
-					zap.String("application_name", si.activeApp))
-				standbyLogged = true
-			}
-			if err := s.standby(ctx); err != nil {
-				return err
-			}
-			continue
-		}
-
-		// The slot is free: never confirm less than PostgreSQL already has.
-		var commitTime time.Time
-		if rec.confirmedLSN == si.confirmed {
-			commitTime = rec.commitTime
-		}
-		s.raiseFlushed(si.confirmed, commitTime)
-		if s.cfg.StartLSN != 0 && !s.startLSNDone {
-			var end pglogrepl.LSN
-			if err := s.withTimeout(ctx, func(ctx context.Context) (err error) {
-				end, err = advanceSlot(ctx, sqlConn, slot, s.cfg.StartLSN)
-				return err
-			}); err != nil {
-				if pgCode(err) == pgerrcode.ObjectInUse {
-					continue // taken meanwhile
-				}
-				return fmt.Errorf("StartLSN: %w", err)
-			}
-			s.startLSNDone = true
-			s.raiseFlushed(end, time.Time{})
-			s.log.Info("slot moved forward (StartLSN)", zap.String("from", si.confirmed.String()), zap.String("to", end.String()))
-		}
-		if err := s.ensureRepl(ctx, repl); err != nil {
-			return err
-		}
-		if s.delivered {
-			if err := sendBatch(ctx, out, []Event{{Kind: Disconnected}}); err != nil {
-				return err
-			}
-			s.delivered = false
-		}
-		err = s.startReplication(ctx, *repl)
-		if pgCode(err) == pgerrcode.ObjectInUse { // another instance won the race
-			s.log.Info("slot taken by another instance at START_REPLICATION: standing by", zap.Error(err))
-			standbyLogged = true
-			closeRepl(ctx, repl)
-			if err := s.standby(ctx); err != nil {
-				return err
-			}
-			continue
-		}
-		return err
+		return nil
 	}
+	s.log.Info("adopting existing slot: recording it", zap.String("confirmed_flush_lsn", si.confirmed.String()))
+	return s.withTimeout(ctx, func(ctx context.Context) error {
+		return insertRecord(ctx, a.sql, s.cfg.Schema, s.cfg.Slot, s.cfg.Publication, si.confirmed, s.cfg.InstanceID, false)
+	})
+}
+
+// inUse handles a slot that a walsender holds: a stale one of this instance is terminated; while
+// another instance holds it, this one stands by (without keeping others from creating a slot).
+func (a *acquirer) inUse(ctx context.Context, si slotInfo) error {
+	s := a.s
+	if si.activeApp == s.cfg.appName() {
+		return s.terminateStale(ctx, a.sql, si.activePID)
+	}
+	if a.locked { // do not keep others from a slot we cannot use
+		s.unlock(ctx, a.sql)
+		a.locked = false
+	}
+	return a.standby(ctx, "slot in use by another instance: standing by", zap.Int32("pid", si.activePID),
+		zap.String("application_name", si.activeApp))
+}
+
+// standby waits as a standby, logging msg the first time in this acquire.
+func (a *acquirer) standby(ctx context.Context, msg string, fields ...zap.Field) error {
+	if !a.standbyLogged {
+		a.s.log.Info(msg, fields...)
+		a.standbyLogged = true
+	}
+	return a.s.standby(ctx)
+}
+
+// position takes the free slot's confirmed position (never confirm less than PostgreSQL already
+// has) and moves the slot to StartLSN the first time. again says the slot was taken meanwhile.
+func (a *acquirer) position(ctx context.Context, si slotInfo, rec relayRecord) (again bool, err error) {
+	s := a.s
+	var commitTime time.Time
+	if rec.confirmedLSN == si.confirmed {
+		commitTime = rec.commitTime
+	}
+	s.raiseFlushed(si.confirmed, commitTime)
+	if s.cfg.StartLSN == 0 || s.startLSNDone {
+		return false, nil
+	}
+	var end pglogrepl.LSN
+	if err := s.withTimeout(ctx, func(ctx context.Context) (err error) {
+		end, err = advanceSlot(ctx, a.sql, s.cfg.Slot, s.cfg.StartLSN)
+		return err
+	}); err != nil {
+		if pgCode(err) == pgerrcode.ObjectInUse {
+			return true, nil // taken meanwhile
+		}
+		return false, fmt.Errorf("StartLSN: %w", err)
+	}
+	s.startLSNDone = true
+	s.raiseFlushed(end, time.Time{})
+	s.log.Info("slot moved forward (StartLSN)", zap.String("from", si.confirmed.String()), zap.String("to", end.String()))
+	return false, nil
+}
+
+// start starts replication on the free slot, after telling the relay that what it received before
+// is re-sent. started is false when another instance won the race (this one then stood by).
+func (a *acquirer) start(ctx context.Context) (started bool, err error) {
+	s := a.s
+	if err := s.ensureRepl(ctx, a.repl); err != nil {
+		return false, err
+	}
+	if s.delivered {
+		if err := sendBatch(ctx, a.out, []Event{{Kind: Disconnected}}); err != nil {
+			return false, err
+		}
+		s.delivered = false
+	}
+	err = s.startReplication(ctx, *a.repl)
+	if pgCode(err) == pgerrcode.ObjectInUse { // another instance won the race
+		s.log.Info("slot taken by another instance at START_REPLICATION: standing by", zap.Error(err))
+		a.standbyLogged = true
+		closeRepl(ctx, a.repl)
+		return false, s.standby(ctx)
+	}
+	return true, err
 }
 
 // inspect reads the slot and its record and returns the fatal conditions: lost slot, unusable

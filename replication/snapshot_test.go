@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/pgoutbox/pgoutbox/replication"
 )
@@ -132,5 +133,75 @@ func TestSlotDroppedWhileSnapshotPendingIsLost(t *testing.T) {
 	}
 	if db.QueryInt(t, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot) != 0 {
 		t.Fatal("the slot was recreated")
+	}
+}
+
+// completeOnRecordRead calls CompleteSnapshot right after the stream's regular connection has read
+// the slot's record (the first read once armed): the receiver acking the last snapshot row while the
+// stream inspects the slot it has just created.
+type completeOnRecordRead struct {
+	stream    atomic.Pointer[replication.Stream]
+	armed     atomic.Bool
+	completed chan error
+}
+
+type recordReadKey struct{}
+
+func (c *completeOnRecordRead) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(d.SQL, "SELECT publication_name, created_at") && c.armed.Load() {
+		return context.WithValue(ctx, recordReadKey{}, true)
+	}
+	return ctx
+}
+
+func (c *completeOnRecordRead) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(recordReadKey{}) != nil && c.armed.CompareAndSwap(true, false) {
+		c.completed <- c.stream.Load().CompleteSnapshot(context.Background())
+	}
+}
+
+// TestSnapshotCompletedWhileTheSlotIsInspected: a snapshot completed (every row acked) while the
+// stream looks at its new slot once more before starting replication is complete: the stream must not
+// take its own slot for one whose snapshot another relay left incomplete, drop it and take the
+// snapshot again (which delivered the snapshot's rows twice, without any fault).
+func TestSnapshotCompletedWhileTheSlotIsInspected(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	slot := newSlot()
+	insert(t, db, 3, "before")
+	tracer := &completeOnRecordRead{completed: make(chan error, 1)}
+	var calls atomic.Int32
+	snap := func(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error {
+		if calls.Add(1) == 1 {
+			tracer.armed.Store(true) // the rows are handed on: the receiver may complete at any time now
+		}
+		return nil
+	}
+	connCfg, err := pgx.ParseConfig(db.ConnString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connCfg.Tracer = tracer
+	s, err := replication.NewFromConfig(connCfg, testConfig(slot, "inspect"), replication.WithSnapshot(snap),
+		replication.WithLogger(zaptest.NewLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer.stream.Store(s)
+	r := run(t, s, 16)
+	r.waitState(t, replication.Streaming, 30*time.Second)
+	select {
+	case err := <-tracer.completed:
+		if err != nil {
+			t.Fatalf("CompleteSnapshot while the slot was inspected: %v", err)
+		}
+	default:
+		t.Fatal("the stream never read the slot's record after the snapshot: the test proves nothing")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("snapshot taken %d times, want once: the stream dropped its own completed slot", n)
+	}
+	if n := db.QueryInt(t, `SELECT count(*) FROM app.pkg_outbox_relay WHERE slot_name = $1 AND NOT snapshot_pending`, slot); n != 1 {
+		t.Error("snapshot_pending set again: the completed snapshot was thrown away")
 	}
 }

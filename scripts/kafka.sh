@@ -9,7 +9,7 @@
 #                            so a later `up` restarts it on the same ports with the same topics
 #   scripts/kafka.sh clean   down, then delete the state dir
 #
-# Typical use:  eval "$(scripts/kafka.sh up)" && go test ./sink/...
+# Typical use:  kafka=$(scripts/kafka.sh up) && eval "$kafka" && go test ./sink/...
 #
 # Environment:
 #   PGOUTBOX_CACHE      jar cache, outside the checkout (default $HOME/.cache/pgoutbox)
@@ -23,7 +23,7 @@
 #                       e.g. a proxy in front of it for fault tests; `up` and `env` print it
 #
 # The Kafka version is pinned in scripts/kafka/pom.xml (kafka.version). Needs Java 17+ and Maven.
-# All progress goes to stderr; stdout carries only the export line, so `eval "$(... up)"` works.
+# All progress goes to stderr; stdout carries only the export line, for `env=$(... up) && eval "$env"`.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

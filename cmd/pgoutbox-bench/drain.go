@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -129,7 +130,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 	runOne := func(c consumer, slotName, profile string) (DrainRun, error) {
 		var r DrainRun
 		if c.Recv {
-			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, outbox.PublicationName(bl.Schema), end, timeout)
+			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), end, timeout)
 			if err != nil {
 				return r, err
 			}
@@ -204,7 +205,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		v.Rate, v.Seconds, v.CPUPer1M, v.RatioToRecv = summarize(rate), summarize(secs), summarize(cpu), summarize(ratio)
 		v.AllocsPerMsg, v.BytesPerMsg = summarize(allocs).Median, summarize(bytes).Median
 	}
-	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", outbox.TableName(bl.Schema))); err != nil {
+	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -38,7 +38,8 @@ type bench struct {
 	partitions      int
 	profileDir      string
 	w2Rates         []int
-	linger          time.Duration // W2's Kafka linger; < 0: the sink's default
+	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
+	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int
 	start           time.Time
 }
@@ -71,7 +72,9 @@ func run() error {
 		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
 		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
-		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreaming; 16 = the relay's default)")
+		lingers   = flag.String("kafka-lingers", "0s,20ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
+		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreamMemoryLimit; 16 = the relay's default)")
+		peers     = flag.Bool("peers", false, "instead of W1–W6: pgoutbox run vs Debezium vs pg_recvlogical (peers*.go; writes PEERS.md and peers.json)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -109,6 +112,16 @@ func run() error {
 		if _, err := exec.LookPath(b.recvlogical); err != nil {
 			return fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
 		}
+	}
+	for _, s := range strings.Split(*lingers, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return fmt.Errorf("-kafka-lingers: %q is not a duration >= 0", s)
+		}
+		b.lingers = append(b.lingers, d)
 	}
 	b.w2Rates = []int{1000, 5000, 10000, 20000}
 	if *rates != "" {
@@ -152,7 +165,10 @@ func run() error {
 	res.Command = "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " ")
 	res.When = time.Now().UTC()
 
-	const dbName = "pgoutbox_bench"
+	dbName := "pgoutbox_bench"
+	if *peers {
+		dbName = peersDBName
+	}
 	if err := recreateDatabase(ctx, b.adminURL, dbName); err != nil {
 		return err
 	}
@@ -172,6 +188,9 @@ func run() error {
 	}
 	defer b.pool.Close()
 	b.logf("machine: %d CPUs %s, %d MB, PostgreSQL %s, %s", res.Machine.NProc, res.Machine.CPU, res.Machine.MemoryMB, res.Machine.PostgreSQL, res.Machine.Kafka)
+	if *peers {
+		return b.runPeers(ctx, *out, res.Machine)
+	}
 
 	save := func() error { return writeOutputs(*out, res) }
 	if run["W1"] {
@@ -226,11 +245,18 @@ func run() error {
 	return nil
 }
 
+// kafkaConsumers are the relay → Kafka variants of the drains: the sink's defaults first, then one
+// per -kafka-lingers value (the knob that trades latency for batch size).
 func (b *bench) kafkaConsumers() []consumer {
-	return []consumer{
-		{Name: "relay → Kafka (linger 5ms, 512 KiB)", Short: "k5", Relay: relaySpec{Sink: "kafka", Linger: 5 * time.Millisecond, BatchBytes: 512 << 10}},
-		{Name: "relay → Kafka (linger 20ms, 1 MiB)", Short: "k20", Relay: relaySpec{Sink: "kafka", Linger: 20 * time.Millisecond, BatchBytes: 1 << 20}},
+	cs := []consumer{{Name: "relay → Kafka (sink defaults)", Short: "kd", Relay: relaySpec{Sink: "kafka"}}}
+	for _, l := range b.lingers {
+		cs = append(cs, consumer{Name: fmt.Sprintf("relay → Kafka (linger %s)", l), Short: "k" + strings.TrimSuffix(l.String(), "s"),
+			Relay: relaySpec{Sink: "kafka", Linger: l, LingerSet: true}})
 	}
+	for i := range cs {
+		cs[i].Short = strings.NewReplacer(".", "_", "µ", "u").Replace(cs[i].Short)
+	}
+	return cs
 }
 
 var (

@@ -54,8 +54,8 @@ type relaySpec struct {
 	AckSeries bool `json:"ack_series,omitempty"`
 	// wrap, in-process runs only, wraps the sink (W2 stamps records on their way through it).
 	wrap func(outbox.Sink) outbox.Sink
-	// zeroLinger sets Linger 0 (a zero Linger otherwise means the sink's default).
-	zeroLinger bool
+	// LingerSet: Linger is set even when 0 (a zero Linger otherwise means the sink's default).
+	LingerSet bool `json:"linger_set,omitempty"`
 }
 
 // relayResult is what a child run reports.
@@ -136,7 +136,13 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		opts = append(opts, outbox.WithMaxInFlight(s.MaxInFlight))
 	}
 	if s.Streaming {
-		opts = append(opts, outbox.WithStreaming(true, s.StreamMem, s.SpillDir))
+		opts = append(opts, outbox.WithStreaming(true))
+		if s.StreamMem > 0 {
+			opts = append(opts, outbox.WithStreamMemoryLimit(s.StreamMem))
+		}
+		if s.SpillDir != "" {
+			opts = append(opts, outbox.WithSpillDir(s.SpillDir))
+		}
 	}
 	rr := &runningRelay{pool: pool}
 	var handlers map[outbox.Destination]outbox.Handler
@@ -147,7 +153,7 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		cfg := kafka.DefaultConfig()
 		cfg.Brokers = s.Brokers
 		cfg.Topics = map[string]string{string(benchDest): s.Topic}
-		if s.Linger > 0 || s.zeroLinger {
+		if s.Linger > 0 || s.LingerSet {
 			cfg.Linger = s.Linger
 		}
 		if s.BatchBytes > 0 {

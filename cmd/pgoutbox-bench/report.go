@@ -250,7 +250,7 @@ func markdown(dir string, r *Results) string {
 	}
 	if r.W4 != nil {
 		w("## W4 — one huge transaction\n\n")
-		drainTable(r.W4, "Streaming on: `outbox.WithStreaming(true, <limit>, tmpdir)` with `options=-c logical_decoding_work_mem=64kB` on the relay's connection, so PostgreSQL streams the transaction while it is in progress; off: PostgreSQL decodes it after the commit (spilling on its side). Handler acks at once.")
+		drainTable(r.W4, "Streaming on: `outbox.WithStreaming(true)`, `WithStreamMemoryLimit(<limit>)`, `WithSpillDir(tmpdir)` with `options=-c logical_decoding_work_mem=64kB` on the relay's connection, so PostgreSQL streams the transaction while it is in progress; off: PostgreSQL decodes it after the commit (spilling on its side). Handler acks at once.")
 		w("![huge transaction](huge-tx.svg)\n\n")
 	}
 	if r.W5 != nil && r.W5.Uniform != nil && r.W5.Hot != nil {
@@ -266,6 +266,9 @@ func markdown(dir string, r *Results) string {
 	}
 	if micro, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
 		w("## Micro-benchmarks\n\n`go test -run '^$' -bench 'DecodeInsert|Tracker|KafkaSend' -benchmem ./decoder ./outbox/internal/watermark ./sink/kafka` (one b.N unit = one message):\n\n```\n%s```\n\n", micro)
+	}
+	if peers, err := os.ReadFile(filepath.Join(dir, "PEERS.md")); err == nil { // make bench-peers
+		w("%s\n", peers)
 	}
 	if notes, err := os.ReadFile(filepath.Join(dir, "NOTES.md")); err == nil {
 		w("%s\n", notes)

@@ -120,7 +120,7 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
 		wrap: func(s outbox.Sink) outbox.Sink { return &stampedSink{next: s, probe: probe} }}
 	if b.linger >= 0 {
-		spec.Linger, spec.zeroLinger = b.linger, b.linger == 0
+		spec.Linger, spec.LingerSet = b.linger, true
 	}
 	rr, err := startRelay(ctx, spec, obs)
 	if err != nil {

@@ -1,7 +1,7 @@
 // Command pgoutbox-example shows the whole flow against a real PostgreSQL: it migrates the outbox schema,
 // starts the relay, enqueues messages inside business transactions (one of them rolled back), prints
 // what the relay delivers, and stops. The database comes from DATABASE_URL or PGOUTBOX_TEST_DATABASE_URL
-// (`eval "$(scripts/postgres.sh up)"` sets the latter).
+// (`pg=$(scripts/postgres.sh up) && eval "$pg"` sets the latter).
 package main
 
 import (

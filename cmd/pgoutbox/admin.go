@@ -21,6 +21,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/config"
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/observe"
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 	outboxsql "github.com/pgoutbox/pgoutbox/sql"
@@ -78,7 +79,7 @@ relay role. With --dry-run it prints the SQL instead (to put into your own migra
 					return err
 				}
 				fmt.Fprintf(a.stdout, "schema %q migrated (tables pkg_outbox, pkg_outbox_dead_letter, pkg_outbox_relay; publication %s)\n",
-					cfg.Schema, outbox.PublicationName(cfg.Schema))
+					cfg.Schema, names.Publication(cfg.Schema))
 				return nil
 			})
 		},
@@ -148,11 +149,11 @@ not set: use ALTER ROLE ... PASSWORD. With --dry-run it prints the SQL.`,
 }
 
 func rolesSQL(schema, relayRole, appRole string) (string, error) {
-	if err := outbox.ValidateSchemaName(schema); err != nil {
-		return "", err
+	if err := names.ValidateSchema(schema); err != nil {
+		return "", fmt.Errorf("%w: %w", outbox.ErrInvalidSchema, err)
 	}
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-	pub := outbox.PublicationName(schema)
+	pub := names.Publication(schema)
 	return outboxsql.Roles(outboxsql.Names{
 		Schema:             pgx.Identifier{schema}.Sanitize(),
 		Publication:        pgx.Identifier{pub}.Sanitize(),
@@ -179,7 +180,7 @@ func (a *app) statusCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out := statusOutput{Schema: cfg.Schema, Publication: outbox.PublicationName(cfg.Schema), SlotStatus: st,
+				out := statusOutput{Schema: cfg.Schema, Publication: names.Publication(cfg.Schema), SlotStatus: st,
 					Routes: describeRoutes(cfg)}
 				if asJSON {
 					enc := json.NewEncoder(a.stdout)
@@ -326,7 +327,7 @@ never are. --dry-run only counts.`,
 	fl.StringArrayVar(&ids, "id", nil, "message id to replay (repeatable)")
 	fl.StringVar(&since, "since", "", "replay rows committed at or after this RFC3339 time")
 	fl.StringVar(&until, "until", "", "replay rows committed at or before this RFC3339 time")
-	fl.DurationVar(&margin, "margin", outbox.DefaultReplayMargin, "without commit timestamps, also replay rows created this long before --since (0 for none)")
+	fl.DurationVar(&margin, "margin", names.DefaultReplayMargin, "without commit timestamps, also replay rows created this long before --since (0 for none)")
 	fl.StringVar(&dest, "destination", "", "only this destination")
 	fl.BoolVar(&dryRun, "dry-run", false, "count, do not replay")
 	return cmd

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -103,22 +102,21 @@ func cutColon(s string) (before, after string, found bool) {
 	return s, "", false
 }
 
+// daemon is one `pgoutbox run`: its configuration and what it opened.
+type daemon struct {
+	a       *app
+	cfg     config.Config
+	dev     bool
+	log     *zap.Logger
+	metrics *observe.Metrics
+	probe   *observe.Probe
+	pool    *pgxpool.Pool
+	sinks   *sinkSet
+}
+
 func (a *app) run(ctx context.Context, f runFlags) error {
-	extra, err := routeSettings(f.routes)
+	cfg, err := a.runConfig(f)
 	if err != nil {
-		return err
-	}
-	for _, kv := range [][2]string{{"http.listen", f.httpListen}, {"instance_id", f.instanceID},
-		{"drain_timeout", f.drainTimeout}, {"kafka.brokers", f.kafkaBrokers}} {
-		if kv[1] != "" {
-			extra = append(extra, kv[0]+"="+kv[1])
-		}
-	}
-	cfg, err := a.loadConfig(extra...)
-	if err != nil {
-		return err
-	}
-	if err := cfg.ValidateRun(f.dev); err != nil {
 		return err
 	}
 	log, err := newLogger(cfg, f.dev, a.stderr)
@@ -136,36 +134,19 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	defer stopSignals()
 
 	// Metrics and health come up first, so that a slow start is visible.
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := observe.NewMetrics(reg, version)
-	probe := &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady,
-		MaxParkedAge: cfg.Readiness.MaxParkedAge.D()}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		return usageErr("http.listen %q: %v", cfg.HTTP.Listen, err)
-	}
-	srv := &http.Server{Handler: observe.Handler(reg, probe), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server failed", zap.Error(err))
-		}
-	}()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	log.Info("http server listening", zap.String("addr", ln.Addr().String()),
-		zap.Strings("paths", []string{"/metrics", "/healthz", "/readyz"}))
-
-	log.Info("connecting to PostgreSQL", zap.String("database", config.RedactDSN(dsn)), zap.String("schema", cfg.Schema),
-		zap.String("slot", cfg.SlotName()))
-	pool, err := openPool(sigCtx, dsn)
+	d := &daemon{a: a, cfg: cfg, dev: f.dev, log: log}
+	stopHTTP, err := d.serveHTTP(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer stopHTTP()
+
+	log.Info("connecting to PostgreSQL", zap.String("database", config.RedactDSN(dsn)), zap.String("schema", cfg.Schema),
+		zap.String("slot", cfg.SlotName()))
+	if d.pool, err = openPool(sigCtx, dsn); err != nil {
+		return err
+	}
+	defer d.pool.Close()
 
 	if cfg.StartLSN != 0 {
 		if err := advanceToStartLSN(sigCtx, dsn, cfg, log); err != nil {
@@ -173,14 +154,73 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		}
 	}
 
-	sinks, err := buildSinks(sigCtx, pool, cfg, f.dev, a.stdout, log, probe)
-	if err != nil {
+	if d.sinks, err = buildSinks(sigCtx, d.pool, cfg, f.dev, a.stdout, log, d.probe); err != nil {
 		return err
 	}
-	defer sinks.close(log)
-	metrics.InitDestinations(sinks.destinations())
-	sinks.exportWebhookStats(metrics)
+	defer d.sinks.close(log)
+	d.metrics.InitDestinations(d.sinks.destinations())
+	d.sinks.exportWebhookStats(d.metrics)
 
+	// The relay outlives the signal context: a signal must drain it through Stop, not cut it off.
+	relayCtx, cancelRelay := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRelay()
+	relay, err := d.startRelay(sigCtx, relayCtx, cancelRelay)
+	if relay == nil {
+		return err
+	}
+	return d.serve(ctx, sigCtx, relayCtx, stopSignals, relay)
+}
+
+// runConfig loads the configuration with run's flags over it and checks what run needs.
+func (a *app) runConfig(f runFlags) (config.Config, error) {
+	extra, err := routeSettings(f.routes)
+	if err != nil {
+		return config.Config{}, err
+	}
+	for _, kv := range [][2]string{{"http.listen", f.httpListen}, {"instance_id", f.instanceID},
+		{"drain_timeout", f.drainTimeout}, {"kafka.brokers", f.kafkaBrokers}} {
+		if kv[1] != "" {
+			extra = append(extra, kv[0]+"="+kv[1])
+		}
+	}
+	cfg, err := a.loadConfig(extra...)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.ValidateRun(f.dev)
+}
+
+// serveHTTP sets up the metrics and the health probe and serves them on http.listen; stop shuts the
+// server down.
+func (d *daemon) serveHTTP(ctx context.Context) (stop func(), err error) {
+	cfg := d.cfg
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.metrics = observe.NewMetrics(reg, version)
+	d.probe = &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady,
+		MaxParkedAge: cfg.Readiness.MaxParkedAge.D()}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return nil, usageErr("http.listen %q: %v", cfg.HTTP.Listen, err)
+	}
+	srv := &http.Server{Handler: observe.Handler(reg, d.probe), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("http server failed", zap.Error(err))
+		}
+	}()
+	d.log.Info("http server listening", zap.String("addr", ln.Addr().String()),
+		zap.Strings("paths", []string{"/metrics", "/healthz", "/readyz"}))
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+// relayOptions turns the configuration and the sinks into the relay's options.
+func (d *daemon) relayOptions() []outbox.Option {
+	cfg := d.cfg
 	opts := []outbox.Option{
 		outbox.WithSlotName(cfg.SlotName()),
 		outbox.WithCreateSlot(cfg.CreateSlot),
@@ -196,24 +236,32 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		outbox.WithBatchSize(cfg.Delivery.BatchSize),
 		outbox.WithHandlerTimeout(cfg.Delivery.HandlerTimeout.D()),
 		outbox.WithRetention(cfg.Retention.D()),
-		outbox.WithStreaming(cfg.Streaming.Enabled, int(cfg.Streaming.MemoryLimit), cfg.Streaming.SpillDir),
-		outbox.WithLogger(log),
-		outbox.WithObserver(metrics),
+		outbox.WithStreaming(cfg.Streaming.Enabled),
+		outbox.WithLogger(d.log),
+		outbox.WithObserver(d.metrics),
+	}
+	if cfg.Streaming.MemoryLimit > 0 {
+		opts = append(opts, outbox.WithStreamMemoryLimit(int(cfg.Streaming.MemoryLimit)))
+	}
+	if cfg.Streaming.SpillDir != "" {
+		opts = append(opts, outbox.WithSpillDir(cfg.Streaming.SpillDir))
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, outbox.WithInstanceID(cfg.InstanceID))
 	}
-	for dest, s := range sinks.byDest {
+	for dest, s := range d.sinks.byDest {
 		opts = append(opts, outbox.WithSink(outbox.Destination(dest), s))
 	}
-	if sinks.fallback != nil {
-		opts = append(opts, outbox.WithDefaultSink(sinks.fallback))
+	if d.sinks.fallback != nil {
+		opts = append(opts, outbox.WithDefaultSink(d.sinks.fallback))
 	}
+	return opts
+}
 
-	// The relay outlives the signal context: a signal must drain it through Stop, not cut it off.
-	// Until Start returns there is nothing to drain, so a signal then cancels the start.
-	relayCtx, cancelRelay := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelRelay()
+// startRelay starts the relay on relayCtx. Until Start returns there is nothing to drain, so a signal
+// then cancels the start: startRelay returns a nil relay and no error. A nil relay with an error is a
+// failed start, already reported.
+func (d *daemon) startRelay(sigCtx, relayCtx context.Context, cancelRelay context.CancelFunc) (*outbox.Relay, error) {
 	started := make(chan struct{})
 	go func() {
 		select {
@@ -222,37 +270,43 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		case <-started:
 		}
 	}()
-	probe.SetState("connecting")
-	metrics.SetState("connecting")
-	relay, err := outbox.Start(relayCtx, pool, cfg.Schema, nil, opts...)
+	d.probe.SetState("connecting")
+	d.metrics.SetState("connecting")
+	relay, err := outbox.Start(relayCtx, d.pool, d.cfg.Schema, nil, d.relayOptions()...)
 	close(started)
 	if err != nil {
 		if sigCtx.Err() != nil {
-			log.Info("interrupted before the relay started")
-			return nil
+			d.log.Info("interrupted before the relay started")
+			return nil, nil
 		}
-		return a.fatal(log, probe, metrics, err)
+		return nil, d.a.fatal(d.log, d.probe, d.metrics, err)
 	}
+	return relay, nil
+}
 
-	var current atomic.Pointer[outbox.Relay]
-	current.Store(relay)
+// serve monitors the running relay until it fails (a fatal error) or a signal asks for a graceful
+// stop, after which a second signal exits at once.
+func (d *daemon) serve(ctx, sigCtx, relayCtx context.Context, stopSignals func(), relay *outbox.Relay) error {
 	monCtx, stopMonitor := context.WithCancel(relayCtx)
 	monitorDone := make(chan struct{})
 	go func() {
 		defer close(monitorDone)
-		monitor(monCtx, relay, pool, cfg, metrics, probe, sinks, log)
+		monitor(monCtx, relay, d.pool, d.cfg, d.metrics, d.probe, d.sinks, d.log)
 	}()
+	stopMonitoring := func() {
+		stopMonitor()
+		<-monitorDone
+	}
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- relay.Wait() }()
 
 	select {
 	case err := <-relayDone:
-		stopMonitor()
-		<-monitorDone
+		stopMonitoring()
 		if err == nil {
 			err = errors.New("relay stopped unexpectedly")
 		}
-		return a.fatal(log, probe, metrics, err)
+		return d.a.fatal(d.log, d.probe, d.metrics, err)
 	case <-sigCtx.Done():
 	}
 
@@ -266,19 +320,26 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		if !ok {
 			return
 		}
-		fmt.Fprintf(a.stderr, "pgoutbox: second signal (%s): exiting without draining; unconfirmed messages will be re-delivered\n", s)
+		fmt.Fprintf(d.a.stderr, "pgoutbox: second signal (%s): exiting without draining; unconfirmed messages will be re-delivered\n", s)
 		os.Exit(exitInterrupted)
 	}()
+	d.drain(ctx, relay, stopMonitoring)
+	return nil
+}
+
+// drain stops the relay: it waits up to drain_timeout for the messages in flight, confirms the final
+// position and logs the outcome.
+func (d *daemon) drain(ctx context.Context, relay *outbox.Relay, stopMonitoring func()) {
+	log := d.log
 	st := relay.Stats()
 	log.Info("shutting down: draining messages in flight", zap.Int("in_flight", st.InFlight),
-		zap.Duration("drain_timeout", cfg.DrainTimeout.D()))
-	probe.SetState("stopping")
-	drainCtx, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout.D())
+		zap.Duration("drain_timeout", d.cfg.DrainTimeout.D()))
+	d.probe.SetState("stopping")
+	drainCtx, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.DrainTimeout.D())
 	defer cancelDrain()
 	stopErr := relay.Stop(drainCtx)
-	stopMonitor()
-	<-monitorDone
-	metrics.SetState("stopped")
+	stopMonitoring()
+	d.metrics.SetState("stopped")
 	switch {
 	case errors.Is(stopErr, context.DeadlineExceeded):
 		log.Warn("drain timed out: unconfirmed messages will be re-delivered on the next start",
@@ -289,7 +350,6 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	st = relay.Stats()
 	log.Info("stopped", zap.Int64("delivered", st.Delivered), zap.Int64("dead_lettered", st.DeadLettered),
 		zap.String("confirmed_lsn", st.ConfirmedLSN.String()))
-	return nil
 }
 
 // fatal reports a relay failure on stderr (with the replay hint for a lost slot) and returns the error
@@ -390,7 +450,7 @@ func monitor(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, cfg c
 		p.SetLag(st.LagBytes)
 	}
 	sampleRelay := func() {
-		state := relay.State()
+		state := string(relay.State())
 		if n := relay.ReplicationStats().Reconnects; n > reconnects {
 			m.Reconnected(n - reconnects)
 			reconnects = n

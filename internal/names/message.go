@@ -18,6 +18,8 @@ const (
 	// DefaultMaxHeaderBytes bounds the headers of one message: the sum of the lengths of every name
 	// and value, trace context included.
 	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxPayloadBytes bounds the payload of one message (outbox.Enqueuer.MaxPayloadBytes 0).
+	DefaultMaxPayloadBytes = 8 << 20
 )
 
 // ValidateRoute checks a message route: at most MaxRouteLen bytes of valid UTF-8 without control

@@ -1,7 +1,7 @@
 // Package names owns the names pgoutbox derives and the limits it enforces on them, so that the
 // library, the replication stream and the daemon accept exactly the same inputs: schema, slot and
 // publication names, table names, the instance id (application_name), the per-message limits of
-// Enqueue and the SQLSTATEs the code reacts to.
+// Enqueue, the replay margin and the SQLSTATEs the code reacts to.
 //
 // Every function is pure and safe for concurrent use. Errors name the input and the limit; callers
 // wrap them with their own sentinel (outbox.ErrInvalidSchema, replication.ErrInvalidConfig, ...).
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,10 @@ const (
 	// the relay finds its own stale walsenders by that name).
 	MaxInstanceIDLen = MaxIdentifierLen - len(AppNamePrefix)
 )
+
+// DefaultReplayMargin is how far a replay by time widens its range backwards for rows without a commit
+// time (outbox.ReplayFilter.Margin 0, the default of pgoutbox replay --margin).
+const DefaultReplayMargin = time.Hour
 
 // The tables of an outbox schema.
 const (

@@ -1,4 +1,4 @@
-// Package oracle judges a relay run against the guarantees I1–I5 of the design brief. The outbox,
+// Package oracle judges a relay run against the guarantees I1–I5 (docs/design.md). The outbox,
 // sink/kafka and faults test suites share it, so the guarantees are checked by one piece of code.
 //
 // A [Ledger] records what the test committed, rolled back, or lost track of (a transaction whose

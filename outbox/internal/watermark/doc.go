@@ -19,7 +19,14 @@
 // last item T such that T and every item received before it are fully acked:
 // a fully acked transaction behind an unacked one does not count, and a
 // keepalive's WAL end is confirmed only once everything received before it is
-// acked (STYLE.md anti-pattern 1).
+// acked: confirming it while messages are in flight would lose them after a
+// crash. docs/design.md in the repository describes the watermark's place in
+// the relay.
+//
+// While an item waits (a parked key, a slow sink), the transactions acked
+// behind it cannot be popped; Flushed then compacts each run of sealed, fully
+// acked items into one keepalive-like item carrying the run's largest LSN, so
+// the queue grows by one item per run, not per transaction.
 //
 // Acks are lock-free: each [Tx] holds an atomic counter of rows routed but not
 // yet acked, so lanes never contend on a tracker-wide lock. Everything else

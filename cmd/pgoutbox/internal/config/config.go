@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgoutbox/pgoutbox/internal/names"
-	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/replication"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
@@ -241,8 +240,19 @@ func keyError(key, format string, args ...any) error {
 // ValidateRun for what `pgoutbox run` needs on top.
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+	errs = append(errs, c.validateDatabase()...)
+	errs = append(errs, c.validateReplication()...)
+	errs = append(errs, c.validateDelivery()...)
+	errs = append(errs, c.validateService()...)
+	errs = append(errs, c.validateKafka()...)
+	errs = append(errs, c.validateRoutes()...)
+	return errors.Join(errs...)
+}
 
+// validateDatabase checks the connection settings and the names: database, schema, slot, instance_id.
+func (c *Config) validateDatabase() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
 	if c.Database.URL == "" && c.Database.URLFile == "" {
 		bad("database.url", "required (or database.url_file; env PGOUTBOX_DATABASE_URL)")
 	}
@@ -252,7 +262,7 @@ func (c *Config) Validate() error {
 	if c.Database.Password != "" && c.Database.PasswordFile != "" {
 		bad("database.password_file", "set only one of database.password and database.password_file")
 	}
-	if err := outbox.ValidateSchemaName(c.Schema); err != nil {
+	if err := names.ValidateSchema(c.Schema); err != nil {
 		bad("schema", "%v", err)
 	}
 	if c.Slot != "" {
@@ -265,6 +275,13 @@ func (c *Config) Validate() error {
 			bad("instance_id", "%v", err)
 		}
 	}
+	return errs
+}
+
+// validateReplication checks the streaming and replication keys.
+func (c *Config) validateReplication() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
 	if c.Streaming.Enabled && c.Streaming.MemoryLimit <= 0 {
 		bad("streaming.memory_limit", "must be positive when streaming.enabled is true")
 	}
@@ -275,6 +292,13 @@ func (c *Config) Validate() error {
 		bad("replication.read_timeout", "%s: must be at least twice replication.status_interval (%s)",
 			c.Replication.ReadTimeout.D(), c.Replication.StatusInterval.D())
 	}
+	return errs
+}
+
+// validateDelivery checks the delivery keys.
+func (c *Config) validateDelivery() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
 	d := c.Delivery
 	if d.MaxAttempts < 1 {
 		bad("delivery.max_attempts", "%d: must be at least 1", d.MaxAttempts)
@@ -303,6 +327,13 @@ func (c *Config) Validate() error {
 	if d.HandlerTimeout <= 0 {
 		bad("delivery.handler_timeout", "%s: must be positive", d.HandlerTimeout.D())
 	}
+	return errs
+}
+
+// validateService checks how the daemon runs: retention, http, readiness, drain, slot polling, logs.
+func (c *Config) validateService() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
 	if c.Retention < 0 {
 		bad("retention", "%s: must not be negative (0 keeps rows forever)", c.Retention.D())
 	}
@@ -331,9 +362,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "%q is not json or console", c.Log.Format)
 	}
-	errs = append(errs, c.validateKafka()...)
-	errs = append(errs, c.validateRoutes()...)
-	return errors.Join(errs...)
+	return errs
 }
 
 func (c *Config) validateKafka() []error {
@@ -475,7 +504,7 @@ func (c *Config) SlotName() string {
 	if c.Slot != "" {
 		return c.Slot
 	}
-	return outbox.DefaultSlotName(c.Schema)
+	return names.Slot(c.Schema)
 }
 
 func redactURL(s string) string {

@@ -140,74 +140,89 @@ func (d decoder) decode(n *yaml.Node, v reflect.Value, key string) error {
 		if isNull {
 			return nil
 		}
-		if n.Kind != yaml.MappingNode {
-			return d.errAt(n, key, "want a mapping of keys, got %s", shape(n))
-		}
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i].Value, n.Content[i+1]
-			if seen[k] {
-				return d.errAt(n.Content[i], join(key, k), "duplicate key")
-			}
-			seen[k] = true
-			f, ok := fieldByTag(v, k)
-			if !ok {
-				return d.errAt(n.Content[i], join(key, k), "unknown key (known keys here: %s)", strings.Join(tags(v.Type()), ", "))
-			}
-			if err := d.decode(val, f, join(key, k)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return d.decodeStruct(n, v, key)
 	case v.Kind() == reflect.Map:
 		if isNull {
 			return nil
 		}
-		if n.Kind != yaml.MappingNode {
-			return d.errAt(n, key, "want a mapping, got %s", shape(n))
-		}
-		if v.IsNil() {
-			v.Set(reflect.MakeMap(v.Type()))
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i].Value
-			if v.MapIndex(reflect.ValueOf(k)).IsValid() {
-				return d.errAt(n.Content[i], join(key, k), "duplicate key")
-			}
-			elem := reflect.New(v.Type().Elem()).Elem()
-			if err := d.decode(n.Content[i+1], elem, join(key, k)); err != nil {
-				return err
-			}
-			v.SetMapIndex(reflect.ValueOf(k), elem)
-		}
-		return nil
+		return d.decodeMap(n, v, key)
 	case v.Kind() == reflect.Slice:
 		if isNull {
 			v.Set(reflect.Zero(v.Type()))
 			return nil
 		}
-		if n.Kind == yaml.ScalarNode {
-			return setScalar(v, n.Value, func(format string, args ...any) error { return d.errAt(n, key, format, args...) })
-		}
-		if n.Kind != yaml.SequenceNode {
-			return d.errAt(n, key, "want a list, got %s", shape(n))
-		}
-		out := reflect.MakeSlice(v.Type(), 0, len(n.Content))
-		for i, item := range n.Content {
-			elem := reflect.New(v.Type().Elem()).Elem()
-			if err := d.decode(item, elem, fmt.Sprintf("%s[%d]", key, i)); err != nil {
-				return err
-			}
-			out = reflect.Append(out, elem)
-		}
-		v.Set(out)
-		return nil
+		return d.decodeSlice(n, v, key)
 	default:
 		if n.Kind != yaml.ScalarNode {
 			return d.errAt(n, key, "want a single value, got %s", shape(n))
 		}
 		return setScalar(v, n.Value, func(format string, args ...any) error { return d.errAt(n, key, format, args...) })
 	}
+}
+
+// decodeStruct sets the fields of struct v from the mapping n, by their yaml tags.
+func (d decoder) decodeStruct(n *yaml.Node, v reflect.Value, key string) error {
+	if n.Kind != yaml.MappingNode {
+		return d.errAt(n, key, "want a mapping of keys, got %s", shape(n))
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i].Value, n.Content[i+1]
+		if seen[k] {
+			return d.errAt(n.Content[i], join(key, k), "duplicate key")
+		}
+		seen[k] = true
+		f, ok := fieldByTag(v, k)
+		if !ok {
+			return d.errAt(n.Content[i], join(key, k), "unknown key (known keys here: %s)", strings.Join(tags(v.Type()), ", "))
+		}
+		if err := d.decode(val, f, join(key, k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeMap adds the entries of the mapping n to map v.
+func (d decoder) decodeMap(n *yaml.Node, v reflect.Value, key string) error {
+	if n.Kind != yaml.MappingNode {
+		return d.errAt(n, key, "want a mapping, got %s", shape(n))
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(v.Type()))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i].Value
+		if v.MapIndex(reflect.ValueOf(k)).IsValid() {
+			return d.errAt(n.Content[i], join(key, k), "duplicate key")
+		}
+		elem := reflect.New(v.Type().Elem()).Elem()
+		if err := d.decode(n.Content[i+1], elem, join(key, k)); err != nil {
+			return err
+		}
+		v.SetMapIndex(reflect.ValueOf(k), elem)
+	}
+	return nil
+}
+
+// decodeSlice sets slice v from the list n, or from a scalar (a comma-separated value).
+func (d decoder) decodeSlice(n *yaml.Node, v reflect.Value, key string) error {
+	if n.Kind == yaml.ScalarNode {
+		return setScalar(v, n.Value, func(format string, args ...any) error { return d.errAt(n, key, format, args...) })
+	}
+	if n.Kind != yaml.SequenceNode {
+		return d.errAt(n, key, "want a list, got %s", shape(n))
+	}
+	out := reflect.MakeSlice(v.Type(), 0, len(n.Content))
+	for i, item := range n.Content {
+		elem := reflect.New(v.Type().Elem()).Elem()
+		if err := d.decode(item, elem, fmt.Sprintf("%s[%d]", key, i)); err != nil {
+			return err
+		}
+		out = reflect.Append(out, elem)
+	}
+	v.Set(out)
+	return nil
 }
 
 func shape(n *yaml.Node) string {
