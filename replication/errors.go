@@ -28,6 +28,9 @@ var (
 	ErrBehindConfirmed = errors.New("replication: position is behind the slot's confirmed_flush_lsn")
 	// ErrRelayTableMissing is returned when <schema>.pkg_outbox_relay does not exist.
 	ErrRelayTableMissing = errors.New("replication: relay table missing")
+	// ErrUnsupportedServer is returned when the server lacks what the Config asks for (Messages needs
+	// PostgreSQL 14 or later).
+	ErrUnsupportedServer = errors.New("replication: unsupported server")
 	// ErrClosed is returned by Run after Close, or when Run is called twice.
 	ErrClosed = errors.New("replication: stream already running or closed")
 )
@@ -77,7 +80,7 @@ func isFatal(err error) bool {
 		return false
 	case errors.Is(err, ErrSlotLost), errors.Is(err, ErrSlotMissing), errors.Is(err, ErrPublicationMissing),
 		errors.Is(err, ErrInvalidConfig), errors.Is(err, ErrSlotMismatch), errors.Is(err, ErrBehindConfirmed),
-		errors.Is(err, ErrRelayTableMissing):
+		errors.Is(err, ErrRelayTableMissing), errors.Is(err, ErrUnsupportedServer):
 		return true
 	}
 	var pgErr *pgconn.PgError

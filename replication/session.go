@@ -477,17 +477,24 @@ func (s *Stream) pluginArgs() []string {
 		"proto_version '1'",
 		"publication_names '" + strings.ReplaceAll(pub, "'", "''") + "'",
 		"binary 'true'",
-		"messages 'false'",
 	}
 	if s.cfg.Streaming {
 		args[0] = "proto_version '2'"
 		args = append(args, "streaming 'on'")
+	}
+	if s.cfg.Messages {
+		args = append(args, "messages 'true'")
 	}
 	return args
 }
 
 // startReplication starts at LSN 0, which PostgreSQL reads as the slot's confirmed position.
 func (s *Stream) startReplication(ctx context.Context, repl *pgconn.PgConn) error {
+	if s.cfg.Messages {
+		if err := checkMessagesSupported(repl.ParameterStatus("server_version")); err != nil {
+			return err
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	err := pglogrepl.StartReplication(sctx, repl, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
