@@ -40,8 +40,8 @@ const Version = 1
 // ErrMalformed is wrapped by every Decode error.
 var ErrMalformed = errors.New("envelope: malformed")
 
-// fixedLen is the size of the version, id and created_at.
-const fixedLen = 1 + 16 + 8
+// FixedLen is the size of the version, id and created_at that start every envelope.
+const FixedLen = 1 + 16 + 8
 
 // Envelope is one message.
 type Envelope struct {
@@ -57,7 +57,7 @@ type Envelope struct {
 
 // Size returns the length of e's encoding.
 func Size(e *Envelope) int {
-	n := fixedLen + lenSize(e.Destination) + lenSize(e.Route) + lenSize(e.Key) + lenSize(e.Type)
+	n := FixedLen + lenSize(e.Destination) + lenSize(e.Route) + lenSize(e.Key) + lenSize(e.Type)
 	n += uvarintLen(uint64(len(e.Headers)))
 	for k, v := range e.Headers {
 		n += lenSize(k) + lenSize(v)
@@ -123,12 +123,12 @@ func Decode(b []byte) (Envelope, error) {
 	if b[0] != Version {
 		return e, malformed(plain("version"), "is %d, this relay reads version %d", b[0], Version)
 	}
-	if len(b) < fixedLen {
-		return e, malformed(plain("id"), "truncated: the envelope is %d bytes, the fixed part alone is %d", len(b), fixedLen)
+	if len(b) < FixedLen {
+		return e, malformed(plain("id"), "truncated: the envelope is %d bytes, the fixed part alone is %d", len(b), FixedLen)
 	}
 	copy(e.ID[:], b[1:17])
 	e.CreatedAt = time.UnixMicro(int64(binary.BigEndian.Uint64(b[17:25])))
-	d.off = fixedLen
+	d.off = FixedLen
 	var err error
 	if e.Destination, err = d.text(plain("destination"), names.MaxDestinationLen); err != nil {
 		return e, err
