@@ -123,7 +123,7 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 		}
 	}
 	if e.Transport == LogicalMessage {
-		return emit(ctx, tx, st, rows)
+		return emit(ctx, tx, st, rows, len(rows) == 1 && maxValues > 0)
 	}
 	for i := range rows {
 		if rows[i].headers, err = headersJSON(rows[i].hdr); err != nil {

@@ -65,11 +65,12 @@ func logicalStatements(schema string) logical {
 	}
 }
 
-// emit writes validated rows as logical messages, in one statement.
-func emit(ctx context.Context, tx Execer, st *statements, rows []outboxRow) error {
+// emit writes validated rows as logical messages, in one statement: with one (the envelope as the
+// only parameter) when single is set, else with the array form (tests force it for one message).
+func emit(ctx context.Context, tx Execer, st *statements, rows []outboxRow, single bool) error {
 	now := time.Now()
 	var err error
-	if len(rows) == 1 {
+	if single {
 		env := rows[0].envelope(now)
 		_, err = tx.Exec(ctx, st.emitOne, envelope.Append(nil, &env))
 	} else {
