@@ -225,7 +225,7 @@ func Default() Config {
 		SlotPoll:     Duration(5 * time.Second),
 		Log:          Log{Level: "info", Format: "json"},
 		Kafka: Kafka{
-			ClientID: "pgoutbox", Acks: "all", Version: "3.0.0", Linger: Duration(10 * time.Millisecond),
+			ClientID: "pgoutbox", Acks: "all", Version: "3.0.0", Linger: 0,
 			BatchBytes: 1 << 20, MaxMessageBytes: 1_000_000, Compression: "none",
 			ProduceTimeout: Duration(10 * time.Second), Retries: 0, RetryBackoff: Duration(250 * time.Millisecond),
 			DialTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second), WriteTimeout: Duration(30 * time.Second),
