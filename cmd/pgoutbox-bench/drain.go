@@ -51,18 +51,23 @@ type DrainVariant struct {
 
 // DrainResult is one backlog read by several consumers, interleaved per repeat.
 type DrainResult struct {
-	Workload    string         `json:"workload"`
-	Title       string         `json:"title"`
-	N           int            `json:"messages"`
-	PerTx       int            `json:"messages_per_tx"`
-	Payload     int            `json:"payload_bytes"`
-	Keys        string         `json:"keys"`
-	Partitions  int            `json:"kafka_partitions,omitempty"`
-	FillSeconds float64        `json:"fill_seconds"`
-	Repeats     int            `json:"repeats"`
-	Variants    []DrainVariant `json:"variants"`
-	Quick       bool           `json:"quick"`
-	When        time.Time      `json:"when"`
+	Workload   string `json:"workload"`
+	Title      string `json:"title"`
+	N          int    `json:"messages"`
+	PerTx      int    `json:"messages_per_tx"`
+	Payload    int    `json:"payload_bytes"`
+	Keys       string `json:"keys"`
+	Partitions int    `json:"kafka_partitions,omitempty"`
+	// Transport, WAL and table bytes per message of the fill (transport.go).
+	Transport          string         `json:"transport,omitempty"`
+	WALBytesPerMsg     float64        `json:"wal_bytes_per_msg,omitempty"`
+	FillWALBytesPerMsg float64        `json:"fill_wal_bytes_per_msg,omitempty"`
+	TableBytesPerMsg   float64        `json:"table_bytes_per_msg"`
+	FillSeconds        float64        `json:"fill_seconds"`
+	Repeats            int            `json:"repeats"`
+	Variants           []DrainVariant `json:"variants"`
+	Quick              bool           `json:"quick"`
+	When               time.Time      `json:"when"`
 }
 
 func (d *DrainResult) variant(name string) *DrainVariant {
@@ -116,8 +121,15 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		}
 	}()
 	b.logf("%s: filling %d messages (%d per tx) into %s", workload, bl.N, bl.PerTx, bl.Schema)
+	start, err := currentLSN(ctx, b.pool)
+	if err != nil {
+		return nil, err
+	}
 	end, took, err := fill(ctx, b.pool, bl)
 	if err != nil {
+		return nil, err
+	}
+	if err := res.storageCost(ctx, b.pool, bl, start, end); err != nil {
 		return nil, err
 	}
 	res.FillSeconds = took.Seconds()
@@ -130,7 +142,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 	runOne := func(c consumer, slotName, profile string) (DrainRun, error) {
 		var r DrainRun
 		if c.Recv {
-			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), end, timeout)
+			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), end, timeout, recvOptions(bl)...)
 			if err != nil {
 				return r, err
 			}
@@ -141,6 +153,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 				s.DBURL = b.dbURL
 			}
 			s.Schema, s.Slot, s.N, s.Timeout, s.CPUProfile = bl.Schema, slotName, int64(bl.N), timeout, profile
+			s.LogicalMessages = bl.Transport == outbox.LogicalMessage
 			if s.Sink == "kafka" {
 				s.Brokers, s.Topic = b.brokers, topic
 			}
