@@ -121,15 +121,8 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		}
 	}()
 	b.logf("%s: filling %d messages (%d per tx) into %s", workload, bl.N, bl.PerTx, bl.Schema)
-	start, err := currentLSN(ctx, b.pool)
+	end, took, err := b.fillMeasured(ctx, bl, res)
 	if err != nil {
-		return nil, err
-	}
-	end, took, err := fill(ctx, b.pool, bl)
-	if err != nil {
-		return nil, err
-	}
-	if err := res.storageCost(ctx, b.pool, bl, start, end); err != nil {
 		return nil, err
 	}
 	res.FillSeconds = took.Seconds()

@@ -126,11 +126,16 @@ func (b *bench) wtEnqueue(ctx context.Context, res *TransportResult) error {
 	return nil
 }
 
-// currentLSN returns pg_current_wal_lsn().
-func currentLSN(ctx context.Context, pool *pgxpool.Pool) (string, error) {
-	var s string
-	err := pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s)
-	return s, err
+// fillMeasured fills bl (see fill) and records in d what its messages cost in table and WAL bytes.
+func (b *bench) fillMeasured(ctx context.Context, bl backlog, d *DrainResult) (end string, took time.Duration, err error) {
+	var start string
+	if err := b.pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&start); err != nil {
+		return "", 0, err
+	}
+	if end, took, err = fill(ctx, b.pool, bl); err != nil {
+		return "", 0, err
+	}
+	return end, took, d.storageCost(ctx, b.pool, bl, start, end)
 }
 
 // recvOptions are pg_recvlogical's extra pgoutput options for bl: the messages of the logical transport.
