@@ -49,6 +49,9 @@ type SlotLostError struct {
 	LastCommitTime time.Time
 	// Reason says what happened ("slot dropped", "wal_status lost").
 	Reason string
+	// Messages says the stream read logical decoding messages too (Config.Messages): those committed
+	// after LastCommitTime lived in the WAL alone and cannot be replayed.
+	Messages bool
 }
 
 func (e *SlotLostError) Error() string {
@@ -67,6 +70,9 @@ func (e *SlotLostError) Error() string {
 		" Replay matches commit times when track_commit_timestamp is on; otherwise it matches created_at (the" +
 		" transaction's start) widened by --margin (1h by default; raise it if transactions run longer)." +
 		" It re-delivers some messages twice with their ids: consumers dedupe on the message id")
+	if e.Messages {
+		b.WriteString(". Messages written as logical decoding messages (the LogicalMessage transport) after that time lived in the WAL alone: they are gone and no replay can find them")
+	}
 	return b.String()
 }
 

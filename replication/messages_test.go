@@ -50,3 +50,16 @@ func TestPluginArgsMessages(t *testing.T) {
 		}
 	}
 }
+
+// A lost slot of a stream that read logical messages says that those cannot be replayed.
+func TestSlotLostErrorLogicalMessages(t *testing.T) {
+	t.Parallel()
+	e := &SlotLostError{Slot: "s", Reason: "slot dropped"}
+	if strings.Contains(e.Error(), "logical decoding messages") {
+		t.Errorf("without Messages: %s", e)
+	}
+	e.Messages = true
+	if !strings.Contains(e.Error(), "no replay can find them") {
+		t.Errorf("with Messages: %s", e)
+	}
+}

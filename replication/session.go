@@ -381,7 +381,8 @@ func (s *Stream) inspect(ctx context.Context, conn *pgx.Conn) (si slotInfo, rec 
 }
 
 func (s *Stream) lostError(rec relayRecord, reason string) error {
-	e := &SlotLostError{Slot: s.cfg.Slot, Reason: reason, LastConfirmedLSN: rec.confirmedLSN, LastCommitTime: rec.commitTime}
+	e := &SlotLostError{Slot: s.cfg.Slot, Reason: reason, LastConfirmedLSN: rec.confirmedLSN, LastCommitTime: rec.commitTime,
+		Messages: s.cfg.Messages}
 	if lsn, t, _ := s.flushedPos(); lsn > e.LastConfirmedLSN && !t.IsZero() {
 		e.LastConfirmedLSN, e.LastCommitTime = lsn, t
 	}
