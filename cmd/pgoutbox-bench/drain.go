@@ -190,18 +190,27 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		res.variant(c.Name).Profile = path
 		b.logf("%s: CPU profile of %s in %s", workload, c.Name, path)
 	}
+	res.summarize()
+	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// summarize computes each variant's figures from its runs; the ratio to the baseline is per repeat.
+func (d *DrainResult) summarize() {
 	var base []DrainRun
-	for _, v := range res.Variants {
+	for _, v := range d.Variants {
 		if v.Baseline {
 			base = v.Runs
 		}
 	}
-	for i := range res.Variants {
-		v := &res.Variants[i]
+	for i := range d.Variants {
+		v := &d.Variants[i]
 		var rate, secs, cpu, ratio, allocs, bytes []float64
 		for j, r := range v.Runs {
 			rate, secs = append(rate, r.Rate), append(secs, r.Seconds)
-			cpu = append(cpu, r.CPUSeconds/float64(bl.N)*1e6)
+			cpu = append(cpu, r.CPUSeconds/float64(d.N)*1e6)
 			allocs, bytes = append(allocs, r.AllocsPerMsg), append(bytes, r.BytesPerMsg)
 			v.PeakRSSMB, v.PeakHeapMB = max(v.PeakRSSMB, r.PeakRSSMB), max(v.PeakHeapMB, r.PeakHeapMB)
 			if j < len(base) {
@@ -211,10 +220,6 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		v.Rate, v.Seconds, v.CPUPer1M, v.RatioToRecv = summarize(rate), summarize(secs), summarize(cpu), summarize(ratio)
 		v.AllocsPerMsg, v.BytesPerMsg = summarize(allocs).Median, summarize(bytes).Median
 	}
-	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
