@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,11 +47,15 @@ type TransportResult struct {
 	Quick    bool                    `json:"quick"`
 	When     time.Time               `json:"when"`
 	Accounts int                     `json:"accounts"`
+	Command  string                  `json:"command"`
+	LoadAvg  []string                `json:"loadavg_start_end"` // /proc/loadavg at the start and the end
 }
 
 func (b *bench) wt(ctx context.Context, n int) (*TransportResult, error) {
 	res := &TransportResult{Seconds: 6, Repeats: b.repeats, Payload: 256, Accounts: 100_000, Quick: b.quick,
-		When: time.Now().UTC(), Drain: map[string]*DrainResult{}}
+		When: time.Now().UTC(), Drain: map[string]*DrainResult{}, LoadAvg: []string{loadAvg()},
+		Command: "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " ")}
+	defer func() { res.LoadAvg = append(res.LoadAvg, loadAvg()) }()
 	if b.quick {
 		res.Seconds = 3
 	}
@@ -312,6 +318,7 @@ func transportGoals(r *Results) []Goal {
 // transportSection writes WT's part of BENCH.md.
 func transportSection(w func(string, ...any), x *TransportResult, drainTable func(*DrainResult, string)) {
 	w("## WT — table vs logical-message transport (issue 18)\n\n")
+	w("Run of %s (`%s`); load average (1/5/15 min) %s — the machine is shared.\n\n", x.When.Format("2006-01-02 15:04 UTC"), x.Command, strings.Join(x.LoadAvg, " at the start, ")+" at the end")
 	w("W1's transaction `BEGIN; UPDATE one account; [Enqueue n × %d B]; COMMIT`, %d repeats of %.0f s (after 1 s of warm-up) per configuration%s. "+
 		"Within a run every client takes three transactions in turn — the business transaction alone, with `outbox.Enqueuer{Transport: outbox.Table}` (one INSERT), "+
 		"with `{Transport: outbox.LogicalMessage}` (`SELECT pg_logical_emit_message(true, 'pgoutbox:b1', $1)`; 10 messages: one statement over `unnest($1::bytea[])`) — "+
