@@ -38,8 +38,12 @@ type Stream struct {
 	beforeConnect func(context.Context, *pgx.ConnConfig) error
 
 	// Owned by Run's goroutine.
-	startLSNDone bool
-	delivered    bool // a batch was sent since the last Disconnected event
+	startLSNDone    bool
+	delivered       bool          // a batch was sent since the last Disconnected event
+	received        pglogrepl.LSN // highest WALStart of the XLogData handed over, on timeline
+	systemID        string        // IDENTIFY_SYSTEM of the server streamed last
+	timeline        int32
+	warnedSyncSlots bool
 
 	mu       sync.Mutex
 	started  bool
