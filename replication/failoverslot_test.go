@@ -69,7 +69,8 @@ func TestFailoverTurnedOnForAnExistingSlot(t *testing.T) {
 // connects through a URL that lists the standby first (target_session_attrs=read-write skips it). The
 // primary is stopped with -m immediate and the standby promoted: the stream reconnects to it, streams
 // the synchronized slot again from its position — the transaction it had received but not confirmed
-// comes again — and then what commits on the new primary.
+// comes again — and then what commits on the new primary. A second stream, given only the standby's
+// address, waits (reconnecting) while it is a standby and streams once it is promoted.
 func TestStreamFollowsPromotedStandby(t *testing.T) {
 	t.Parallel()
 	primary := pgtest.NewCluster17(t)
@@ -85,7 +86,21 @@ func TestStreamFollowsPromotedStandby(t *testing.T) {
 	}
 	r := run(t, s, 16)
 	r.waitState(t, replication.Streaming, 60*time.Second)
+	sbURL, err := pgtest.WithDatabase(standby.URL, db.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	singleSlot := newSlot()
+	single := start(t, &pgtest.DB{ConnString: sbURL}, testConfig(singleSlot, "single"))
 	confirmed := waitSynced(t, r, db, standby, slot)
+	if st := single.s.State(); st == replication.Streaming || single.s.Stats().Reconnects == 0 {
+		t.Fatalf("stream on the standby alone: state %s, %d reconnects; want it reconnecting, not streaming", st, single.s.Stats().Reconnects)
+	}
+	var created int64
+	if err := onStandby(t, standby, db).QueryRow(context.Background(), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+		singleSlot).Scan(&created); err != nil || created != 0 {
+		t.Fatalf("the stream on the standby alone created %d slots there (%v): it must wait for a primary", created, err)
+	}
 
 	insert(t, db, 1, "unconfirmed") // on the standby too once the commit returns (synchronous)
 	c2 := r.nextCommit(t, 10*time.Second)
@@ -123,6 +138,7 @@ func TestStreamFollowsPromotedStandby(t *testing.T) {
 	if st := r.s.Stats(); st.Reconnects < 1 {
 		t.Fatalf("stats %+v: no reconnect counted", st)
 	}
+	single.waitState(t, replication.Streaming, 30*time.Second)
 }
 
 // PostgreSQL 17, a primary and an asynchronous standby whose WAL receiver is stopped after the slot

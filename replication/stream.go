@@ -113,7 +113,8 @@ func (s *Stream) Config() Config { return s.cfg }
 
 // Run streams the slot and sends batches of events on out until ctx is done (Run returns nil), Close
 // is called (nil), or a fatal error happens: *SlotLostError, ErrPublicationMissing, ErrSlotMissing,
-// ErrSlotMismatch, ErrBehindConfirmed, ErrRelayTableMissing, an authentication or permission error.
+// ErrSlotMismatch, ErrBehindConfirmed, ErrRelayTableMissing, ErrFailoverUnsupported, ErrDiverged, an
+// authentication or permission error. A server in recovery (a standby) is transient.
 // Transient errors (network, server restart, walsender terminated, read timeout) make it send a
 // Disconnected event and reconnect with backoff, resuming from the slot's confirmed position.
 //
