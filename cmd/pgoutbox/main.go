@@ -84,7 +84,7 @@ func exitCode(err error) int {
 		errors.Is(err, replication.ErrRelayTableMissing):
 		return exitNotMigrated
 	case errors.Is(err, replication.ErrSlotMissing), errors.Is(err, replication.ErrSlotMismatch),
-		errors.Is(err, replication.ErrBehindConfirmed):
+		errors.Is(err, replication.ErrBehindConfirmed), errors.Is(err, replication.ErrDiverged):
 		return exitSlot
 	case errors.As(err, &connErr):
 		return exitDatabase

@@ -237,6 +237,7 @@ func (d *daemon) relayOptions() []outbox.Option {
 		outbox.WithHandlerTimeout(cfg.Delivery.HandlerTimeout.D()),
 		outbox.WithRetention(cfg.Retention.D()),
 		outbox.WithStreaming(cfg.Streaming.Enabled),
+		outbox.WithFailover(cfg.Replication.Failover),
 		outbox.WithLogger(d.log),
 		outbox.WithObserver(d.metrics),
 	}

@@ -66,6 +66,9 @@ type Replication struct {
 	StatusInterval Duration `yaml:"status_interval"`
 	// ReadTimeout: a connection silent this long (not even answering a keepalive request) is re-established.
 	ReadTimeout Duration `yaml:"read_timeout"`
+	// Failover creates the slot as a PostgreSQL 17 failover slot (synchronized to a standby with
+	// sync_replication_slots = on); refused by a server older than 17.
+	Failover bool `yaml:"failover"`
 }
 
 // Delivery configures retries and concurrency of the relay.
