@@ -356,3 +356,87 @@ func TestLanePipelinesOtherKeys(t *testing.T) {
 	}
 	g.release <- struct{}{}
 }
+
+// failSink fails every record of key bad (retryable) and delivers the rest, recording them.
+type failSink struct {
+	mu        sync.Mutex
+	bad       string
+	failing   bool
+	delivered []string
+}
+
+func (f *failSink) Send(_ context.Context, batch []Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	errs := make([]error, len(batch))
+	failed := false
+	for i, r := range batch {
+		if f.failing && r.Key == f.bad {
+			errs[i], failed = errFlaky, true
+			continue
+		}
+		f.delivered = append(f.delivered, r.ID)
+	}
+	if failed {
+		return &BatchError{Errs: errs}
+	}
+	return nil
+}
+
+// TestParkedKeyBoundStopsIntake: once a parked key holds back WithMaxParkedPerKey records, its lane
+// takes no more (so the decode goroutine, and reading the WAL, stop) instead of queueing without
+// bound; when the key is released everything flows again.
+func TestParkedKeyBoundStopsIntake(t *testing.T) {
+	t.Parallel()
+	f := &failSink{bad: "bad", failing: true}
+	cfg := defaultRelayConfig()
+	cfg.lanes, cfg.batchSize, cfg.maxParkedPerKey, cfg.maxAttempts = 1, 4, 3, 1000
+	cfg.backoffMin, cfg.backoffMax = 10*time.Millisecond, 20*time.Millisecond
+	r := newLaneTestRelay(cfg, &chaos{attempts: map[string]int{}}, map[Destination]Sink{"sink": f}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.lanes[0].run(ctx)
+	fed := make(chan int, 100)
+	go func() {
+		for i := range 40 {
+			key := fmt.Sprint("ok", i)
+			if i < 5 {
+				key = "bad" // the head and 4 behind it: one over the per-key bound
+			}
+			x := r.tracker.Begin()
+			x.Add(1)
+			if err := r.batch.add(ctx, &item{tx: x, rec: Record{Message: Message{ID: fmt.Sprint("m", i), Destination: "sink", Key: key}}}); err != nil {
+				return
+			}
+			if err := r.batch.flush(ctx); err != nil {
+				return
+			}
+			r.tracker.Commit(x, pglogrepl.LSN(i+1))
+			fed <- i
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // the bad key retries meanwhile, every 10–20 ms
+	st := r.Stats().Parked
+	if st.Keys != 1 || st.Records < cfg.maxParkedPerKey {
+		t.Fatalf("parked %+v, want the bad key holding back at least %d records", st, cfg.maxParkedPerKey)
+	}
+	t.Logf("fed %d, parked %+v", len(fed), st)
+	if n := len(fed); n >= 40 {
+		t.Fatalf("all 40 records were read while the parked key was full: intake did not stop")
+	}
+	f.mu.Lock()
+	f.failing = false
+	f.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.tracker.Flushed() < 40 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not everything delivered after the key recovered: flushed %s, parked %+v", r.tracker.Flushed(), r.Stats().Parked)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.delivered) != 40 {
+		t.Errorf("%d delivered, want 40", len(f.delivered))
+	}
+}
