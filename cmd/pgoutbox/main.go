@@ -5,7 +5,8 @@
 // Exit codes (see exitCode): 0 success or clean shutdown; 1 unexpected error; 2 bad flags or
 // configuration; 3 schema, publication or relay table missing (run `pgoutbox migrate`); 4 slot lost
 // or invalidated (replay needed); 5 slot missing, unusable or position invalid; 6 database
-// unreachable or authentication failed; 130 a second signal interrupted the drain.
+// unreachable or authentication failed; 130 a second signal interrupted the drain. With several
+// outboxes, run keeps running while one runs and exits when all have stopped (see process.go).
 package main
 
 import (

@@ -42,6 +42,9 @@ waits as a standby and takes over when the active one goes away.
 SIGTERM or SIGINT stops reading the WAL, drains the messages in flight (up to drain_timeout), confirms
 the final position and exits 0; a second signal exits at once with code 130.
 
+With an outboxes list in the configuration, run runs every outbox (each its own relay, slot and sinks;
+one failing never stops the others; --outbox NAME runs one alone): see docs/daemon.md.
+
 With --dev, destinations without a route are printed to stdout as JSON lines and logs are human-readable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.run(cmd.Context(), f) },
