@@ -137,7 +137,7 @@ func TestStandbyTakeover(t *testing.T) {
 		t.Errorf("standby /readyz = %d, want 503", code)
 	}
 	b.waitHTTP("/metrics", 10*time.Second, func(_ int, body string) bool {
-		return strings.Contains(body, `pgoutbox_role{role="standby"} 1`)
+		return metric(body, `pgoutbox_role{role="standby"}`) == "1"
 	})
 	if code, _ := b.get("/healthz"); code != 200 {
 		t.Errorf("standby /healthz = %d, want 200", code)
@@ -159,7 +159,7 @@ func TestStandbyTakeover(t *testing.T) {
 	b.waitHTTP("/readyz", 60*time.Second, func(code int, _ string) bool { return code == 200 })
 	b.stdout.waitFor(t, 30*time.Second, "standby delivers after takeover", hasAll(second))
 	b.waitHTTP("/metrics", 10*time.Second, func(_ int, body string) bool {
-		return strings.Contains(body, `pgoutbox_role{role="streaming"} 1`)
+		return metric(body, `pgoutbox_role{role="streaming"}`) == "1"
 	})
 	b.signal(syscall.SIGTERM)
 	if code := b.wait(30 * time.Second); code != 0 {
