@@ -170,4 +170,19 @@ func TestSeveralOutboxesExitRule(t *testing.T) {
 	if code != 3 || !strings.Contains(stderr, "2 of 2 outboxes failed: a (exit 3), b (exit 3)") {
 		t.Errorf("every outbox not migrated: exit %d, want 3 naming both:\n%s", code, stderr)
 	}
+	// Different codes: 3 (not migrated) and 5 (slot missing with create_slot: false) exit 1.
+	file = write(head + "  - {name: a, schema: nope_a, slot: x_a}\n" +
+		fmt.Sprintf("  - {name: b, schema: app, slot: %s_none, create_slot: false}\n", db.Name))
+	code, _, stderr = cli(t, nil, "run", "--config", file)
+	if code != 1 || !strings.Contains(stderr, "2 of 2 outboxes failed: a (exit 3), b (exit 5)") {
+		t.Errorf("outboxes failing with 3 and 5: exit %d, want 1 naming both:\n%s", code, stderr)
+	}
+	code, _, stderr = cli(t, nil, "run", "--config", file, "--outbox", "c")
+	if code != 2 || !strings.Contains(stderr, `--outbox "c": no such outbox (configured: a, b)`) {
+		t.Errorf("run --outbox c: exit %d:\n%s", code, stderr)
+	}
+	code, _, stderr = cli(t, nil, "run", "--config", file, "--outbox", "b")
+	if code != 5 || strings.Contains(stderr, "outbox a") {
+		t.Errorf("run --outbox b runs b alone: exit %d, want 5 without a word of a:\n%s", code, stderr)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,6 +113,9 @@ func (p *process) exitError(failed []outcome) error {
 	if len(p.outboxes) == 1 {
 		return failed[0].err
 	}
+	slices.SortFunc(failed, func(a, b outcome) int { // in configuration order
+		return slices.Index(p.outboxes, a.d) - slices.Index(p.outboxes, b.d)
+	})
 	code := exitCode(failed[0].err)
 	var parts []string
 	for _, o := range failed {
