@@ -93,6 +93,7 @@ func TestMultiOutboxIsolation(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	before := steady.measure(8 * time.Second)
+	markerBefore := steady.markerDelivered(time.Now(), 30*time.Second)
 
 	faultAt := time.Now()
 	h.mode.Store(hook503)
@@ -132,10 +133,10 @@ func TestMultiOutboxIsolation(t *testing.T) {
 		sum.Order += v.Order
 	}
 	steady.row("3 outboxes in 2 databases, one daemon: webhook 503 and a database stopped, both 20 s", sum, max(recStopped, recBlocked),
-		fmt.Sprintf("steady (no fault) %s before, %s during the faults; its marker committed mid-fault delivered in %s; "+
+		fmt.Sprintf("steady (no fault) %s before, %s during the faults; its marker commit → delivery %s before, %s mid-fault; "+
 			"/readyz during: %q; messages steady/blocked/stopped %d/%d/%d; in-process restarts %d; recovery from lifting both (stopped %s, blocked %s); %s",
-			before, during, markerTook.Round(time.Millisecond), readyzSummary(readyz), vs[0].Committed, vs[1].Committed, vs[2].Committed, restarts,
-			dur(recStopped), dur(recBlocked), chk))
+			before, during, markerBefore.Round(time.Millisecond), markerTook.Round(time.Millisecond),
+			readyzSummary(readyz), vs[0].Committed, vs[1].Committed, vs[2].Committed, restarts, dur(recStopped), dur(recBlocked), chk))
 }
 
 // multiFaultWindow holds the faults until end while checking that steady goes on: its rate over the
