@@ -158,7 +158,8 @@ func (r Route) Kind() string {
 	return ""
 }
 
-// Kafka configures the one Kafka producer shared by every kafka route.
+// Kafka configures the Kafka producer shared by every kafka route of an outbox (each outbox of an
+// outboxes list has its own producer).
 type Kafka struct {
 	Brokers         []string  `yaml:"brokers"`
 	ClientID        string    `yaml:"client_id"`
