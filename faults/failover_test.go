@@ -41,7 +41,7 @@ func TestPostgresFailover(t *testing.T) {
 	time.Sleep(time.Second) // under load: the relay is ahead of the synchronized copy again
 	primaryConfirmed := e.confirmed()
 	at := time.Now()
-	primary.Stop(t, "immediate")
+	primary.StopServer(t, "immediate")
 	standby.Promote(t)
 	rec := e.markerDelivered(at, 120*time.Second)
 	time.Sleep(2 * time.Second) // more load on the new primary

@@ -104,7 +104,7 @@ func TestStreamFollowsPromotedStandby(t *testing.T) {
 
 	insert(t, db, 1, "unconfirmed") // on the standby too once the commit returns (synchronous)
 	c2 := r.nextCommit(t, 10*time.Second)
-	primary.Stop(t, "immediate")
+	primary.StopServer(t, "immediate")
 	standby.Promote(t)
 
 	if ev := r.next(t, 60*time.Second, func(ev replication.Event) bool { return ev.Kind != replication.Keepalive }); ev.Kind != replication.Disconnected {
@@ -179,7 +179,7 @@ func TestStreamStopsWhenPromotedStandbyLacksReceivedWAL(t *testing.T) {
 	insert(t, db, 1, "never on the standby")
 	r.nextCommit(t, 30*time.Second)
 
-	primary.Stop(t, "immediate")
+	primary.StopServer(t, "immediate")
 	standby.Promote(t)
 	err = r.wait(t, 90*time.Second)
 	if !errors.Is(err, replication.ErrDiverged) {

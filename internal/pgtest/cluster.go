@@ -92,12 +92,6 @@ func (c *Cluster) Restart(t testing.TB, mode string) {
 	c.run(t, "restart", mode)
 }
 
-// Stop stops the cluster with pg_ctl -m mode ("fast" or "immediate"); its directory stays until cleanup.
-func (c *Cluster) Stop(t testing.TB, mode string) {
-	t.Helper()
-	c.run(t, "stop", mode)
-}
-
 // Promote promotes a standby (pg_ctl promote, waiting until it accepts writes).
 func (c *Cluster) Promote(t testing.TB) {
 	t.Helper()
