@@ -43,12 +43,13 @@
 // An application that runs the relay needs [Start], [Relay], [Handler] and the [Option] values:
 // [WithSink], [WithDefaultSink], [WithMaxAttempts], [WithRetryBackoff], [WithHandlerTimeout], [WithLanes],
 // [WithBatchSize], [WithMaxInFlight], [WithMaxParkedPerKey], [WithMaxParked], [WithSlotName],
-// [WithCreateSlot], [WithInitialSnapshot], [WithInstanceID], [WithStatusInterval], [WithReadTimeout],
-// [WithRetention], [WithStreaming], [WithStreamMemoryLimit], [WithSpillDir], [WithLogicalMessages],
-// [WithLogger] and [WithObserver]. It watches the relay through [Relay.State] ([State]: [StateConnecting],
-// [StateSnapshot], [StateStreaming], [StateStandby], [StateBackoff], [StateStopped]), [Relay.Stats]
-// ([Stats], [ParkedStats], [IgnoredMessages]), [Relay.Blocked] and an [Observer]. A message whose destination has neither
-// a handler nor a sink is dead-lettered with [ErrUnknownDestination].
+// [WithCreateSlot], [WithInitialSnapshot], [WithFailover], [WithInstanceID], [WithStatusInterval],
+// [WithReadTimeout], [WithRetention], [WithStreaming], [WithStreamMemoryLimit], [WithSpillDir],
+// [WithLogicalMessages], [WithLogger] and [WithObserver]. It watches the relay through [Relay.State]
+// ([State]: [StateConnecting], [StateSnapshot], [StateStreaming], [StateStandby], [StateBackoff],
+// [StateStopped]), [Relay.Stats] ([Stats], [ParkedStats], [IgnoredMessages]), [Relay.Blocked] and an
+// [Observer]. A message whose destination has neither a handler nor a sink is dead-lettered with
+// [ErrUnknownDestination].
 //
 // A sink author implements [Sink], which receives [Record] values, and reports per-record results
 // with [BatchError], classified by [ErrUnavailable], [ErrPermanent] and [ErrNotAttempted] (wrapped with

@@ -356,3 +356,174 @@ func TestLanePipelinesOtherKeys(t *testing.T) {
 	}
 	g.release <- struct{}{}
 }
+
+// failSink fails every record of key bad (retryable) and delivers the rest, recording them.
+type failSink struct {
+	mu        sync.Mutex
+	bad       string
+	failing   bool
+	delivered []string
+}
+
+func (f *failSink) Send(_ context.Context, batch []Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	errs := make([]error, len(batch))
+	failed := false
+	for i, r := range batch {
+		if f.failing && r.Key == f.bad {
+			errs[i], failed = errFlaky, true
+			continue
+		}
+		f.delivered = append(f.delivered, r.ID)
+	}
+	if failed {
+		return &BatchError{Errs: errs}
+	}
+	return nil
+}
+
+// TestParkedKeyBoundStopsIntake: once a parked key holds back WithMaxParkedPerKey records, its lane
+// takes no more (so the decode goroutine, and reading the WAL, stop) instead of queueing without
+// bound; when the key is released everything flows again.
+func TestParkedKeyBoundStopsIntake(t *testing.T) {
+	t.Parallel()
+	f := &failSink{bad: "bad", failing: true}
+	cfg := defaultRelayConfig()
+	cfg.lanes, cfg.batchSize, cfg.maxParkedPerKey, cfg.maxAttempts = 1, 4, 3, 1000
+	cfg.backoffMin, cfg.backoffMax = 10*time.Millisecond, 20*time.Millisecond
+	r := newLaneTestRelay(cfg, &chaos{attempts: map[string]int{}}, map[Destination]Sink{"sink": f}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.lanes[0].run(ctx)
+	fed := make(chan int, 100)
+	go func() {
+		for i := range 40 {
+			key := fmt.Sprint("ok", i)
+			if i < 5 {
+				key = "bad" // the head and 4 behind it: one over the per-key bound
+			}
+			x := r.tracker.Begin()
+			x.Add(1)
+			if err := r.batch.add(ctx, &item{tx: x, rec: Record{Message: Message{ID: fmt.Sprint("m", i), Destination: "sink", Key: key}}}); err != nil {
+				return
+			}
+			if err := r.batch.flush(ctx); err != nil {
+				return
+			}
+			r.tracker.Commit(x, pglogrepl.LSN(i+1))
+			fed <- i
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // the bad key retries meanwhile, every 10–20 ms
+	st := r.Stats().Parked
+	if st.Keys != 1 || st.Records < cfg.maxParkedPerKey {
+		t.Fatalf("parked %+v, want the bad key holding back at least %d records", st, cfg.maxParkedPerKey)
+	}
+	t.Logf("fed %d, parked %+v", len(fed), st)
+	if n := len(fed); n >= 40 {
+		t.Fatalf("all 40 records were read while the parked key was full: intake did not stop")
+	}
+	f.mu.Lock()
+	f.failing = false
+	f.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.tracker.Flushed() < 40 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not everything delivered after the key recovered: flushed %s, parked %+v", r.tracker.Flushed(), r.Stats().Parked)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.delivered) != 40 {
+		t.Errorf("%d delivered, want 40", len(f.delivered))
+	}
+}
+
+// downSink is unavailable while down is set, and records what it delivered.
+type downSink struct {
+	mu        sync.Mutex
+	down      bool
+	calls     int
+	delivered []string
+}
+
+func (d *downSink) Send(_ context.Context, batch []Record) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	if d.down {
+		return Unavailable(errors.New("broker down"))
+	}
+	for _, r := range batch {
+		d.delivered = append(d.delivered, r.ID)
+	}
+	return nil
+}
+
+// TestSystemicFailureHoldsOnlyItsDestination: while one destination is unavailable, the lane keeps
+// delivering the other destinations' records (keys apart); the blocked one is retried with backoff,
+// counts no attempt, dead-letters nothing, and delivers everything in order once it is back.
+func TestSystemicFailureHoldsOnlyItsDestination(t *testing.T) {
+	t.Parallel()
+	down, up := &downSink{down: true}, &downSink{}
+	cfg := defaultRelayConfig()
+	cfg.lanes, cfg.maxAttempts = 1, 2
+	cfg.backoffMin, cfg.backoffMax = 5*time.Millisecond, 20*time.Millisecond
+	c := &chaos{attempts: map[string]int{}}
+	r := newLaneTestRelay(cfg, c, map[Destination]Sink{"down": down, "up": up}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.lanes[0].run(ctx)
+	for i := range 20 {
+		x := r.tracker.Begin()
+		x.Add(1)
+		dest := Destination("up")
+		if i%2 == 0 {
+			dest = "down"
+		}
+		if err := r.batch.add(ctx, &item{tx: x, rec: Record{Message: Message{ID: fmt.Sprint(i), Destination: dest, Key: fmt.Sprint(dest, i%3)}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.batch.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.tracker.Commit(x, pglogrepl.LSN(i+1))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		up.mu.Lock()
+		n := len(up.delivered)
+		up.mu.Unlock()
+		if n == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 10 records of the healthy destination delivered while the other was down", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // several retries of the blocked destination
+	down.mu.Lock()
+	retries := down.calls
+	down.down = false
+	down.mu.Unlock()
+	if retries < 2 {
+		t.Errorf("the unavailable destination was tried %d times in 100 ms of backoff 5–20 ms", retries)
+	}
+	for r.tracker.Flushed() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not all delivered after the destination came back: flushed %s", r.tracker.Flushed())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := r.deadLettered.Load(); n != 0 {
+		t.Errorf("%d dead letters from a systemic failure (max attempts 2)", n)
+	}
+	down.mu.Lock()
+	defer down.mu.Unlock()
+	if fmt.Sprint(down.delivered) != "[0 2 4 6 8 10 12 14 16 18]" {
+		t.Errorf("the blocked destination delivered %v, want every record in commit order", down.delivered)
+	}
+}

@@ -183,6 +183,7 @@ func (r *Relay) newStream() (*replication.Stream, error) {
 		InstanceID:     cfg.instanceID,
 		CreateSlot:     cfg.createSlot,
 		Streaming:      cfg.streaming,
+		Failover:       cfg.failover,
 		Messages:       cfg.logicalMessages,
 		StatusInterval: cfg.statusInterval,
 		ReadTimeout:    cfg.readTimeout,

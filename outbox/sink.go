@@ -8,12 +8,14 @@ import (
 )
 
 // Sink delivers records to an external system (Kafka, a webhook, stdout). The relay calls Send from
-// several goroutines at once (one per lane), so implementations must be safe for concurrent use.
+// several goroutines at once (each lane keeps a few calls in flight), so implementations must be safe
+// for concurrent use.
 //
 // Send delivers batch in order and returns only when every record in it is durable (acked) or has failed.
-// Records of one Key always arrive in the same lane, in commit order, so a sink that preserves the
-// order within a batch preserves the order per key; once a record fails (other than permanently), a
-// sink must not deliver a later record of the same Key in that Send (report it ErrNotAttempted).
+// Records of one Key arrive in commit order, and a record is never in a call while an earlier record
+// of its Key is in another call still in flight, so a sink that preserves the order within a batch
+// preserves the order per key; once a record fails (other than permanently), a sink must not deliver a
+// later record of the same Key in that Send (report it ErrNotAttempted).
 // Send returns:
 //   - nil when every record is durable;
 //   - an error wrapping ErrUnavailable when the destination cannot take anything now (broker down,

@@ -86,7 +86,7 @@ func isFatal(err error) bool {
 		return false
 	case errors.Is(err, ErrSlotLost), errors.Is(err, ErrSlotMissing), errors.Is(err, ErrPublicationMissing),
 		errors.Is(err, ErrInvalidConfig), errors.Is(err, ErrSlotMismatch), errors.Is(err, ErrBehindConfirmed),
-		errors.Is(err, ErrRelayTableMissing), errors.Is(err, ErrUnsupportedServer):
+		errors.Is(err, ErrRelayTableMissing), errors.Is(err, ErrDiverged), errors.Is(err, ErrUnsupportedServer):
 		return true
 	}
 	var pgErr *pgconn.PgError

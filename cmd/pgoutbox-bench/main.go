@@ -33,6 +33,7 @@ type bench struct {
 	adminURL, dbURL string
 	pool            *pgxpool.Pool
 	recvlogical     string
+	pgbench         string
 	brokers         []string
 	quick           bool
 	repeats         int
@@ -92,9 +93,9 @@ func run() error {
 			b.brokers = append(b.brokers, s)
 		}
 	}
-	b.recvlogical = "pg_recvlogical"
+	b.recvlogical, b.pgbench = "pg_recvlogical", "pgbench"
 	if d := os.Getenv("PGOUTBOX_PG_BIN"); d != "" {
-		b.recvlogical = filepath.Join(d, "pg_recvlogical")
+		b.recvlogical, b.pgbench = filepath.Join(d, "pg_recvlogical"), filepath.Join(d, "pgbench")
 	}
 	run := map[string]bool{}
 	for _, w := range strings.Split(*workloads, ",") {
@@ -109,6 +110,11 @@ func run() error {
 	}
 	if (run["W2"] || run["W3"] || run["W5"] || run["W6"] || run["WT"]) && len(b.brokers) == 0 {
 		return errors.New(`W2, W3, W5, W6 and WT need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	}
+	if run["W2"] {
+		if _, err := exec.LookPath(b.pgbench); err != nil {
+			return fmt.Errorf("pgbench not found (%s): set PGOUTBOX_PG_BIN: %w", b.pgbench, err)
+		}
 	}
 	if run["W3"] || run["W4"] || run["WT"] {
 		if _, err := exec.LookPath(b.recvlogical); err != nil {

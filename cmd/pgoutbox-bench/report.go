@@ -283,8 +283,8 @@ func markdown(dir string, r *Results) string {
 
 func w2Section(w func(string, ...any), x *W2Result) {
 	w("## W2 — live latency\n\n")
-	w("Open-loop producers (%d connections, %d message(s) of 200 B per transaction, fixed schedule) → relay (in the bench process, defaults) → Kafka (%d partitions, linger %.0f ms, acks=all, idempotent) → an independent sarama consumer. "+
-		"Latency = the producer's clock just before INSERT (carried in the payload) → the record arriving at the consumer. %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms.\n\n",
+	w("Open-loop load from pgbench in its own process (`-R`, %d connections, %d message of 200 B per transaction: one INSERT into the outbox, so the load generator shares nothing with the relay; Enqueue's own cost is W1) → relay (in the bench process, defaults) → Kafka (%d partitions, linger %.0f ms, acks=all, idempotent) → an independent sarama consumer. "+
+		"Latency = `clock_timestamp()` at the INSERT (carried in the payload) → the record arriving at the consumer. %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms.\n\n",
 		x.Producers, x.PerTx, x.Partitions, x.Linger, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))
 	w("| offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms (all windows) | relay ack p99 ms | slot lag max MiB | flat |\n|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
 	for _, p := range x.Points {
@@ -296,7 +296,7 @@ func w2Section(w func(string, ...any), x *W2Result) {
 			p.Ack.P99MS, p.LagMaxBytes.Median/(1<<20), flat)
 	}
 	w("\nHighest rate with a flat p99: **%d msgs/s** (%s).\n\n![latency vs rate](latency-vs-rate.svg)\n\n", x.HighestFlat, x.FlatRule)
-	w("### Where the time goes\n\nEach stage's p50 / p99 in ms over all windows. *send* = the producer's clock before INSERT; *PG commit* = the commit timestamp in the WAL; " +
+	w("### Where the time goes\n\nEach stage's p50 / p99 in ms over all windows. *send* = `clock_timestamp()` at the INSERT; *PG commit* = the commit timestamp in the WAL; " +
 		"*sink call* = the relay calls the Kafka sink's Send (after the walsender sent the transaction, the relay decoded it and a lane picked it up); *Kafka ack* = Send returned (every record of the call acked by the broker; recorded once per call); *consumer* = the record reached the consumer.\n\n")
 	w("| offered msgs/s |")
 	for _, s := range w2Stages {

@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"math/rand/v2"
+	"io"
+	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox-bench/internal/hist"
+	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -134,17 +138,7 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	}
 	defer stopConsumer()
 
-	pcfg, err := pgxpool.ParseConfig(b.dbURL)
-	if err != nil {
-		return nil, err
-	}
-	pcfg.MaxConns = int32(res.Producers)
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, err
-	}
-	defer pool.Close()
-	run := &w2Run{b: b, res: res, pool: pool, probe: probe, obs: obs, slot: slot}
+	run := &w2Run{b: b, res: res, probe: probe, obs: obs, slot: slot}
 	for _, rate := range b.w2Rates {
 		pt, err := run.rate(ctx, rate)
 		if err != nil {
@@ -176,7 +170,6 @@ func (res *W2Result) judgeFlat() {
 type w2Run struct {
 	b        *bench
 	res      *W2Result
-	pool     *pgxpool.Pool
 	probe    *w2Probe
 	obs      *counter
 	slot     string
@@ -239,46 +232,74 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 	return pt, sleepCtx(ctx, 1500*time.Millisecond)
 }
 
-// produce starts res.Producers open-loop producers offering rate msgs/s in total, res.PerTx messages
-// per transaction, each payload starting with the send time. stop ends them; wait returns the first error.
+// produce starts pgbench in its own process (so the load generator shares no Go scheduler with the
+// relay under test) offering rate transactions/s open loop (-R) from res.Producers connections, each
+// inserting one message whose payload starts with clock_timestamp() in nanoseconds (int8send is
+// big-endian, as sentAt reads it). w.produced follows pgbench's progress reports. stop ends it; wait
+// returns its error, if any.
 func (w *w2Run) produce(ctx context.Context, rate int) (stop func(), wait func() error) {
-	res := w.res
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, res.Producers)
-	interval := time.Duration(float64(time.Second) * float64(res.Producers*res.PerTx) / float64(rate))
-	t0 := time.Now()
-	for p := range res.Producers {
-		wg.Go(func() {
-			r := rand.New(rand.NewPCG(uint64(p), 7))
-			due := t0.Add(time.Duration(r.Int64N(int64(interval)))) // spread producers' phases
-			msgs := make([]outbox.Message, res.PerTx)
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(time.Until(due)):
-				}
-				due = due.Add(interval) // open loop: the schedule does not wait for slow commits
-				now := time.Now()
-				for i := range msgs {
-					body := payload(200)
-					binary.BigEndian.PutUint64(body, uint64(now.UnixNano()))
-					msgs[i] = outbox.Message{Destination: benchDest, Key: fmt.Sprintf("key-%d", r.IntN(10_000)), Type: "BenchEvent", Payload: body}
-				}
-				if err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error { return outbox.Enqueue(ctx, w2Schema, tx, msgs...) }); err != nil {
-					errs <- err
-					return
-				}
-				w.produced.Add(int64(len(msgs)))
+	script := fmt.Sprintf(`\set k random(0, 9999)
+INSERT INTO %s (id, destination, key, type, payload) VALUES (gen_random_uuid(), '%s', 'key-' || :k, 'BenchEvent',
+  int8send((extract(epoch FROM clock_timestamp()) * 1000000000)::int8) || decode(repeat('00', 192), 'hex'));
+`, names.Table(w2Schema, names.OutboxTable), benchDest)
+	f, err := os.CreateTemp("", "pgoutbox-w2-*.sql")
+	if err == nil {
+		_, err = f.WriteString(script)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		return func() {}, func() error { return err }
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(pctx, w.b.pgbench, "-n", "-c", fmt.Sprint(w.res.Producers), "-j", "2", "-R", fmt.Sprint(rate),
+		"-T", "3600", "-P", "1", "-f", f.Name(), w.b.dbURL)
+	var stderr bytes.Buffer
+	out, err := cmd.StdoutPipe()
+	if err == nil {
+		cmd.Stderr = io.MultiWriter(&stderr, progressWriter(func(tps float64) { w.produced.Add(int64(tps)) }))
+		err = cmd.Start()
+	}
+	if err != nil {
+		cancel()
+		return func() {}, func() error { return fmt.Errorf("start pgbench: %w", err) }
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	var once sync.Once
+	var runErr error
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := cmd.Wait(); err != nil && pctx.Err() == nil {
+				runErr = fmt.Errorf("pgbench: %w: %s", err, tail(stderr.String(), 500))
 			}
+			_ = os.Remove(f.Name())
 		})
 	}
-	var once sync.Once
-	stop = func() { once.Do(func() { close(done); wg.Wait(); close(errs) }) }
-	wait = func() error { stop(); return <-errs }
-	return stop, wait
+	return stop, func() error { stop(); return runErr }
 }
+
+// progressWriter calls add with the tps of each pgbench progress line ("progress: 3.0 s, 4998.9 tps, ...").
+func progressWriter(add func(tps float64)) io.Writer {
+	var line []byte
+	return writerFunc(func(p []byte) (int, error) {
+		for _, c := range p {
+			if c != '\n' {
+				line = append(line, c)
+				continue
+			}
+			var secs, tps float64
+			if n, _ := fmt.Sscanf(string(line), "progress: %f s, %f tps", &secs, &tps); n == 2 {
+				add(tps)
+			}
+			line = line[:0]
+		}
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // lagSampler polls the slot's lag every 200 ms.
 type lagSampler struct {
