@@ -1,0 +1,62 @@
+package nats
+
+import (
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pgoutbox/pgoutbox/internal/names"
+	"github.com/pgoutbox/pgoutbox/outbox"
+)
+
+// Header names the sink sets on every message, before the message's own headers. HeaderMsgID is
+// JetStream's de-duplication header: the stream drops a message whose id it stored within its
+// duplicate window (acking it as a duplicate).
+const (
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderID          = "pgoutbox-id"
+	HeaderType        = "pgoutbox-type"
+	HeaderDestination = "pgoutbox-destination"
+	HeaderKey         = "pgoutbox-key"
+)
+
+// headers builds the NATS headers of r. A message header is dropped (and counted) when its name is
+// not a token, its value has a control character (it would break the protocol's header block), its
+// name starts with "Nats-" in any case (JetStream reads those: a message could roll up, that is purge,
+// its stream, or expect sequences) or is one of the sink's own.
+func (s *Sink) headers(r *outbox.Record) nats.Header {
+	h := make(nats.Header, 4+len(r.Headers))
+	h[HeaderMsgID] = []string{r.ID}
+	h[HeaderID] = []string{r.ID}
+	if r.Type != "" {
+		h[HeaderType] = []string{r.Type}
+	}
+	h[HeaderDestination] = []string{string(r.Destination)}
+	if r.Key != "" {
+		h[HeaderKey] = []string{r.Key}
+	}
+	for k, v := range r.Headers {
+		if !allowedHeader(k, v) {
+			s.stats.droppedHeaders.Add(1)
+			continue
+		}
+		h[k] = []string{v}
+	}
+	return h
+}
+
+func allowedHeader(name, value string) bool {
+	if names.ValidateHeaderName(name) != nil || len(name) >= 5 && strings.EqualFold(name[:5], "nats-") {
+		return false
+	}
+	switch strings.ToLower(name) {
+	case HeaderID, HeaderType, HeaderDestination, HeaderKey:
+		return false
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
