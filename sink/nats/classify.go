@@ -53,7 +53,7 @@ const (
 
 var (
 	ackErrorKey = []byte(`"error"`)
-	ackDupKey   = []byte(`"duplicate":true`)
+	ackDupKey   = []byte(`"duplicate"`)
 )
 
 // parseAck turns the reply to record idx into its result: a PubAck, a PubAck with a JetStream error,
@@ -63,7 +63,7 @@ func parseAck(m *nats.Msg, idx int) result {
 		return result{idx: idx, kind: kindNoStream, err: nats.ErrNoResponders}
 	}
 	if !bytes.Contains(m.Data, ackErrorKey) {
-		if bytes.Contains(m.Data, ackDupKey) {
+		if duplicate(m.Data) {
 			return result{idx: idx, kind: kindDuplicate}
 		}
 		return result{idx: idx, kind: kindOK}
@@ -108,4 +108,18 @@ func classifyPublish(err error) kind {
 		return kindPermanent
 	}
 	return kindUnavailable
+}
+
+// duplicate reports whether a PubAck says "duplicate": true (the server writes it with and without a
+// space after the colon).
+func duplicate(ack []byte) bool {
+	i := bytes.Index(ack, ackDupKey)
+	if i < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(ack[i+len(ackDupKey):], " \t")
+	if len(rest) == 0 || rest[0] != ':' {
+		return false
+	}
+	return bytes.HasPrefix(bytes.TrimLeft(rest[1:], " \t"), []byte("true"))
 }
