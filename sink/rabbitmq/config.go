@@ -96,7 +96,9 @@ func DefaultConfig() Config {
 // Validate reports every invalid setting, naming its field.
 func (c Config) Validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("rabbitmq: config: "+format, args...)) }
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("rabbitmq: config: "+format, args...))
+	}
 	u, err := url.Parse(c.URL)
 	if c.URL == "" || err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
 		bad("URL %q is not amqp://host:port/vhost or amqps://…", redact(c.URL))
