@@ -440,3 +440,90 @@ func TestParkedKeyBoundStopsIntake(t *testing.T) {
 		t.Errorf("%d delivered, want 40", len(f.delivered))
 	}
 }
+
+// downSink is unavailable while down is set, and records what it delivered.
+type downSink struct {
+	mu        sync.Mutex
+	down      bool
+	calls     int
+	delivered []string
+}
+
+func (d *downSink) Send(_ context.Context, batch []Record) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	if d.down {
+		return Unavailable(errors.New("broker down"))
+	}
+	for _, r := range batch {
+		d.delivered = append(d.delivered, r.ID)
+	}
+	return nil
+}
+
+// TestSystemicFailureHoldsOnlyItsDestination: while one destination is unavailable, the lane keeps
+// delivering the other destinations' records (keys apart); the blocked one is retried with backoff,
+// counts no attempt, dead-letters nothing, and delivers everything in order once it is back.
+func TestSystemicFailureHoldsOnlyItsDestination(t *testing.T) {
+	t.Parallel()
+	down, up := &downSink{down: true}, &downSink{}
+	cfg := defaultRelayConfig()
+	cfg.lanes, cfg.maxAttempts = 1, 2
+	cfg.backoffMin, cfg.backoffMax = 5*time.Millisecond, 20*time.Millisecond
+	c := &chaos{attempts: map[string]int{}}
+	r := newLaneTestRelay(cfg, c, map[Destination]Sink{"down": down, "up": up}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.lanes[0].run(ctx)
+	for i := range 20 {
+		x := r.tracker.Begin()
+		x.Add(1)
+		dest := Destination("up")
+		if i%2 == 0 {
+			dest = "down"
+		}
+		if err := r.batch.add(ctx, &item{tx: x, rec: Record{Message: Message{ID: fmt.Sprint(i), Destination: dest, Key: fmt.Sprint(dest, i%3)}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.batch.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.tracker.Commit(x, pglogrepl.LSN(i+1))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		up.mu.Lock()
+		n := len(up.delivered)
+		up.mu.Unlock()
+		if n == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 10 records of the healthy destination delivered while the other was down", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // several retries of the blocked destination
+	down.mu.Lock()
+	retries := down.calls
+	down.down = false
+	down.mu.Unlock()
+	if retries < 2 {
+		t.Errorf("the unavailable destination was tried %d times in 100 ms of backoff 5–20 ms", retries)
+	}
+	for r.tracker.Flushed() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not all delivered after the destination came back: flushed %s", r.tracker.Flushed())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := r.deadLettered.Load(); n != 0 {
+		t.Errorf("%d dead letters from a systemic failure (max attempts 2)", n)
+	}
+	down.mu.Lock()
+	defer down.mu.Unlock()
+	if fmt.Sprint(down.delivered) != "[0 2 4 6 8 10 12 14 16 18]" {
+		t.Errorf("the blocked destination delivered %v, want every record in commit order", down.delivered)
+	}
+}
