@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
@@ -207,9 +208,26 @@ func (s *Sink) expire(c *call, ready []int) []int {
 		if s.unregister(c.tokens[h.idx]) {
 			c.inFlight--
 			ready = s.finish(c, h.idx, kindUnavailable, outbox.Unavailable(ackTimeoutErr(s.cfg.AckTimeout)), ready)
+			s.checkConn()
 		}
 	}
 	return ready
+}
+
+// checkConn checks, once at a time, that the connection still answers a PING after a PubAck timed
+// out; if not (a silent network cut, which PINGs notice only after several intervals), it reconnects
+// at once.
+func (s *Sink) checkConn() {
+	if !s.checking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.checking.Store(false)
+		if err := s.nc.FlushTimeout(min(2*time.Second, s.cfg.AckTimeout)); err != nil && !s.closed.Load() {
+			s.log.Warn("connection does not answer after a PubAck timeout; reconnecting", zap.Error(err))
+			_ = s.nc.ForceReconnect()
+		}
+	}()
 }
 
 // abandon stops waiting for c's records in flight: their slots are released and late PubAcks dropped.

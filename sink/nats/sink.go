@@ -40,8 +40,9 @@ type Sink struct {
 	mu      sync.Mutex
 	waiting map[uint64]waiter // reply token → the record awaiting it
 
-	closed atomic.Bool
-	once   sync.Once
+	closed   atomic.Bool
+	once     sync.Once
+	checking atomic.Bool // a connection check after a PubAck timeout runs
 
 	blockedMu sync.Mutex
 	blocked   map[string]string

@@ -58,9 +58,13 @@ func (s *Sink) expire(c *call, ready []int) []int {
 			break
 		}
 		c.sent = c.sent[1:]
-		if c.pubs[h.idx].unregister(c.tags[h.idx]) {
+		if p := c.pubs[h.idx]; p.unregister(c.tags[h.idx]) {
 			c.inFlight--
-			ready = s.finish(c, h.idx, kindUnavailable, fmt.Errorf("rabbitmq: no publisher confirm within %s (broker slow or unreachable)", s.cfg.ConfirmTimeout), ready)
+			err := fmt.Errorf("rabbitmq: no publisher confirm within %s (broker slow or unreachable)", s.cfg.ConfirmTimeout)
+			ready = s.finish(c, h.idx, kindUnavailable, err, ready)
+			// A healthy channel confirms every message: without one, the connection is presumed cut
+			// (a silent partition, which heartbeats notice only later); reconnect now.
+			p.l.die(err)
 		}
 	}
 	return ready
