@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -54,7 +53,7 @@ func (s *Sink) dial() (*link, error) {
 		u.User = url.UserPassword(c.User, c.Password)
 	}
 	ac := amqp.Config{Heartbeat: c.Heartbeat, Properties: amqp.NewConnectionProperties(),
-		Dial: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, c.DialTimeout) }}
+		Dial: amqp.DefaultDial(c.DialTimeout)} // the deadline covers the handshake too: a cut link never answers it
 	ac.Properties.SetClientConnectionName(c.Name)
 	if u.Scheme == "amqps" || c.TLS.Enable {
 		if ac.TLSClientConfig, err = c.TLS.build(u.Hostname()); err != nil {
@@ -115,10 +114,11 @@ func (l *link) die(err error) {
 	l.once.Do(func() {
 		l.err = err
 		close(l.dead)
-		_ = l.conn.Close()
 		for _, p := range l.pubs {
 			p.failAll(err)
 		}
+		// A cut connection never answers connection.close: bound the wait, off the caller's goroutine.
+		go func() { _ = l.conn.CloseDeadline(time.Now().Add(closeWait)) }()
 	})
 }
 
@@ -248,4 +248,7 @@ func (s *Sink) supervise(ctx context.Context, first *link) {
 	}
 }
 
-const maxReconnectWait = 15 * time.Second
+const (
+	maxReconnectWait = 15 * time.Second
+	closeWait        = 2 * time.Second // how long closing a dead link waits for the broker
+)
