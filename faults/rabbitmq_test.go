@@ -51,7 +51,10 @@ func (s *scriptRabbitMQ) script(args ...string) string {
 }
 
 // kill9 kills the node's Erlang VM (the pid rabbitmq.sh recorded once it booted).
-func (s *scriptRabbitMQ) kill9() { s.t.Helper(); killPidFile(s.t, filepath.Join(s.dir, "rabbitmq.pid")) }
+func (s *scriptRabbitMQ) kill9() {
+	s.t.Helper()
+	killPidFile(s.t, filepath.Join(s.dir, "rabbitmq.pid"))
+}
 
 // rabbitScenario is one RabbitMQ scenario's world: the env, a durable direct exchange with one durable
 // queue bound for "events", and a consumer recording the queue (it reconnects after a broker restart;
