@@ -143,6 +143,8 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 			s.Schema, s.Slot, s.N, s.Timeout, s.CPUProfile = bl.Schema, slotName, int64(bl.N), timeout, profile
 			if s.Sink == "kafka" {
 				s.Brokers, s.Topic = b.brokers, topic
+			} else if err := b.prepareSink(ctx, &s, bl.Schema); err != nil {
+				return r, err
 			}
 			rr, err := runRelayChild(ctx, s)
 			if err != nil {
