@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -245,15 +246,40 @@ func (d *daemon) waitStreaming(timeout time.Duration) {
 	d.waitHTTP("/readyz", timeout, func(code int, body string) bool { return code == 200 && strings.Contains(body, "streaming") })
 }
 
-// metric returns the value of the first sample of /metrics whose line starts with name.
-func (d *daemon) metric(name string) string {
+// metric returns the value of the first sample of /metrics matching series: a name, with labels or
+// not (name{a="b"}). A sample matches when it has the name and at least the labels given, so a label
+// the query leaves out (outbox="app") does not matter.
+func (d *daemon) metric(series string) string {
 	_, body := d.get("/metrics")
+	name, want := splitSeries(series)
 	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, name+" ") {
-			return strings.TrimSpace(strings.TrimPrefix(l, name))
+		sample, value, ok := strings.Cut(l, " ")
+		if !ok || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if n, labels := splitSeries(sample); n == name && containsAll(labels, want) {
+			return strings.TrimSpace(value)
 		}
 	}
 	return ""
+}
+
+// splitSeries splits name{a="x",b="y"} into the name and its label pairs (a="x", b="y").
+func splitSeries(s string) (string, []string) {
+	name, rest, ok := strings.Cut(s, "{")
+	if !ok || rest == "}" {
+		return name, nil
+	}
+	return name, strings.Split(strings.TrimSuffix(rest, "}"), ",")
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // run runs the binary to completion (a CLI command) and returns its exit code, stdout and stderr.

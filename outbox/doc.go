@@ -37,8 +37,8 @@
 // An application that runs the relay needs [Start], [Relay], [Handler] and the [Option] values:
 // [WithSink], [WithDefaultSink], [WithMaxAttempts], [WithRetryBackoff], [WithHandlerTimeout], [WithLanes],
 // [WithBatchSize], [WithMaxInFlight], [WithMaxParkedPerKey], [WithMaxParked], [WithSlotName],
-// [WithCreateSlot], [WithInitialSnapshot], [WithInstanceID], [WithStatusInterval], [WithReadTimeout],
-// [WithRetention], [WithStreaming], [WithStreamMemoryLimit], [WithSpillDir], [WithLogger] and
+// [WithCreateSlot], [WithInitialSnapshot], [WithFailover], [WithInstanceID], [WithStatusInterval],
+// [WithReadTimeout], [WithRetention], [WithStreaming], [WithStreamMemoryLimit], [WithSpillDir], [WithLogger] and
 // [WithObserver]. It watches the relay through [Relay.State] ([State]: [StateConnecting],
 // [StateSnapshot], [StateStreaming], [StateStandby], [StateBackoff], [StateStopped]), [Relay.Stats]
 // ([Stats], [ParkedStats]), [Relay.Blocked] and an [Observer]. A message whose destination has neither

@@ -25,6 +25,7 @@ type relayConfig struct {
 	maxParked       int
 	batchSize       int
 	streaming       bool
+	failover        bool
 	instanceID      string
 	statusInterval  time.Duration
 	readTimeout     time.Duration
@@ -154,6 +155,15 @@ func WithBatchSize(n int) Option { return func(c *relayConfig) { c.batchSize = n
 // commit; the relay buffers the chunks (WithStreamMemoryLimit, then WithSpillDir) until the
 // transaction commits, and drops them when it aborts.
 func WithStreaming(on bool) Option { return func(c *relayConfig) { c.streaming = on } }
+
+// WithFailover makes the slot a failover slot (default off; PostgreSQL 17+): a physical standby with
+// sync_replication_slots = on keeps a copy of it, so that after the standby's promotion the relay
+// continues there from the synchronized position (transactions after it come again, with their ids).
+// An existing slot without failover gets it. Give Start a pool on every host with
+// target_session_attrs=read-write so that the relay reconnects to whichever is the primary; after each
+// reconnect the slot is checked again (missing or invalidated: *replication.SlotLostError). On an older
+// server the relay stops with replication.ErrFailoverUnsupported. See docs/daemon.md, "Failover".
+func WithFailover(on bool) Option { return func(c *relayConfig) { c.failover = on } }
 
 // WithStreamMemoryLimit bounds the bytes of streamed, uncommitted chunks held in memory (default
 // 16 MiB); past it they spill to disk. It matters only with WithStreaming(true).

@@ -180,6 +180,7 @@ func (r *Relay) newStream() (*replication.Stream, error) {
 		InstanceID:     cfg.instanceID,
 		CreateSlot:     cfg.createSlot,
 		Streaming:      cfg.streaming,
+		Failover:       cfg.failover,
 		StatusInterval: cfg.statusInterval,
 		ReadTimeout:    cfg.readTimeout,
 	}, streamOpts...)

@@ -49,6 +49,11 @@ type Config struct {
 	// CreateSlot lets the first start create the permanent pgoutput slot and record it in
 	// pkg_outbox_relay. DefaultConfig sets it; the zero Config does not create slots (ErrSlotMissing).
 	CreateSlot bool
+	// Failover creates the slot as a failover slot (PostgreSQL 17+), which a physical standby with
+	// sync_replication_slots = on keeps in sync, so that the relay continues on the standby after a
+	// promotion; an existing slot without it gets it (ALTER_REPLICATION_SLOT). On an older server the
+	// stream stops with ErrFailoverUnsupported.
+	Failover bool
 	// Streaming asks pgoutput for protocol v2 with streaming of in-progress transactions; otherwise v1.
 	Streaming bool
 	// StatusInterval is the period of standby status updates (also sent whenever the server asks)

@@ -3,7 +3,9 @@ package replication
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,9 +32,16 @@ func newConnConfigs(base *pgx.ConnConfig, appName string, beforeConnect func(con
 	return &connConfigs{base: base, appName: appName, beforeConnect: beforeConnect, redacted: redact(&base.Config)}
 }
 
-// redact describes a connection without its password, for logs and errors.
+// redact describes a connection without its password, for logs and errors: every host of a
+// multi-host connection string, in order (the TLS fallbacks of one host name it once).
 func redact(c *pgconn.Config) string {
-	return "postgres://" + c.User + "@" + c.Host + ":" + strconv.Itoa(int(c.Port)) + "/" + c.Database
+	hosts := []string{c.Host + ":" + strconv.Itoa(int(c.Port))}
+	for _, f := range c.Fallbacks {
+		if h := f.Host + ":" + strconv.Itoa(int(f.Port)); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return "postgres://" + c.User + "@" + strings.Join(hosts, ",") + "/" + c.Database
 }
 
 // config returns a copy of the base configuration after the BeforeConnect hook, with the stream's

@@ -27,6 +27,14 @@
 //   - Failover: while another instance streams the slot, a Stream waits as a [Standby] and takes over
 //     when the slot is released. A walsender left behind by this very instance (same
 //     application_name, "pgoutbox-" + Config.InstanceID) is terminated instead of waited for.
+//   - PostgreSQL failover (17+): with Config.Failover the slot is a failover slot, which a physical
+//     standby with sync_replication_slots = on keeps a copy of. Every session checks the server first:
+//     a standby (in recovery) is refused and retried, so that a multi-host connection string with
+//     target_session_attrs=read-write finds the promoted one; the slot is checked again (missing,
+//     invalidated: [*SlotLostError]); and after a timeline change the WAL the stream received on the
+//     old timeline must lie at or before the point where the new primary left it, else [ErrDiverged]
+//     (the primary lacked synchronized_standby_slots). Before PostgreSQL 17 Failover is refused
+//     ([ErrFailoverUnsupported]).
 //   - Connections: [NewFromConfig] takes a parsed *pgx.ConnConfig (a pgxpool's ConnConfig) and every
 //     connection the stream opens — replication, the regular one for the slot record and standby
 //     election, the snapshot's — is a copy of it (TLS, password, dialer, pgconn hooks such as OnNotice,

@@ -77,7 +77,7 @@ func isFatal(err error) bool {
 		return false
 	case errors.Is(err, ErrSlotLost), errors.Is(err, ErrSlotMissing), errors.Is(err, ErrPublicationMissing),
 		errors.Is(err, ErrInvalidConfig), errors.Is(err, ErrSlotMismatch), errors.Is(err, ErrBehindConfirmed),
-		errors.Is(err, ErrRelayTableMissing):
+		errors.Is(err, ErrRelayTableMissing), errors.Is(err, ErrDiverged):
 		return true
 	}
 	var pgErr *pgconn.PgError

@@ -212,7 +212,7 @@ func (rc *receiver) copyData(ctx context.Context, data []byte) error {
 func (s *Stream) deliver(ctx context.Context, conn *pgconn.PgConn, out chan<- []Event, batch []Event, sideErr <-chan error, nextStatus *time.Time) error {
 	select {
 	case out <- batch:
-		s.delivered = true
+		s.handedOver(batch)
 		return nil
 	default:
 	}
@@ -221,7 +221,7 @@ func (s *Stream) deliver(ctx context.Context, conn *pgconn.PgConn, out chan<- []
 	for {
 		select {
 		case out <- batch:
-			s.delivered = true
+			s.handedOver(batch)
 			return nil
 		case <-t.C:
 			if err := s.sendStatus(ctx, conn, false); err != nil {
@@ -235,6 +235,13 @@ func (s *Stream) deliver(ctx context.Context, conn *pgconn.PgConn, out chan<- []
 			return ctx.Err()
 		}
 	}
+}
+
+// handedOver notes a batch the receiver now owns: what it received must exist on any server the
+// stream reconnects to (checkTimeline).
+func (s *Stream) handedOver(batch []Event) {
+	s.delivered = true
+	s.received = max(s.received, maxWALStart(batch))
 }
 
 // sendStatus confirms SetFlushed's position (write = flush = apply); never the server's WAL end.

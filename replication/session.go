@@ -150,6 +150,9 @@ func (s *Stream) waitReleased(ctx context.Context, conn *pgx.Conn, pid uint32) {
 // checks the slot and the publication, creates or adopts the slot, terminates a stale walsender of
 // our own, waits as a standby while another instance holds the slot, and applies StartLSN.
 func (s *Stream) acquire(ctx context.Context, sqlConn *pgx.Conn, repl **pgconn.PgConn, out chan<- []Event) error {
+	if err := s.checkServer(ctx, sqlConn); err != nil {
+		return err
+	}
 	a := &acquirer{s: s, sql: sqlConn, repl: repl, out: out}
 	defer func() {
 		if a.locked {
@@ -204,6 +207,9 @@ func (a *acquirer) step(ctx context.Context) (started bool, err error) {
 	}
 	if si.activePID != 0 {
 		return false, a.inUse(ctx, si)
+	}
+	if err := a.ensureFailover(ctx, si); err != nil {
+		return false, err
 	}
 	if again, err := a.position(ctx, si, rec); again || err != nil {
 		return false, err
@@ -303,6 +309,13 @@ func (a *acquirer) position(ctx context.Context, si slotInfo, rec relayRecord) (
 	if rec.confirmedLSN == si.confirmed {
 		commitTime = rec.commitTime
 	}
+	if flushed, _, _ := s.flushedPos(); si.confirmed < flushed {
+		// A synchronized slot on a promoted standby lags by up to the slot sync interval.
+		s.log.Info("the slot is behind the position this stream confirmed: the transactions in between come again "+
+			"(a relay that received them skips them, a restarted one delivers them again with the same ids)",
+			zap.String("slot_confirmed", si.confirmed.String()), zap.String("confirmed", flushed.String()),
+			zap.Bool("synced", si.synced))
+	}
 	s.raiseFlushed(si.confirmed, commitTime)
 	if s.cfg.StartLSN == 0 || s.startLSNDone {
 		return false, nil
@@ -328,6 +341,9 @@ func (a *acquirer) position(ctx context.Context, si slotInfo, rec relayRecord) (
 func (a *acquirer) start(ctx context.Context) (started bool, err error) {
 	s := a.s
 	if err := s.ensureRepl(ctx, a.repl); err != nil {
+		return false, err
+	}
+	if err := s.checkTimeline(ctx, *a.repl); err != nil {
 		return false, err
 	}
 	if s.delivered {
@@ -369,6 +385,9 @@ func (s *Stream) inspect(ctx context.Context, conn *pgx.Conn) (si slotInfo, rec 
 		return si, rec, s.lostError(rec, "slot dropped: it is recorded in "+relayTable(s.cfg.Schema)+" but missing from pg_replication_slots")
 	case si.exists && si.walStatus == "lost":
 		return si, rec, s.lostError(rec, "wal_status = 'lost': PostgreSQL removed WAL the slot needed (max_slot_wal_keep_size)")
+	case si.exists && (si.invalidation != "" || si.conflicting):
+		return si, rec, s.lostError(rec, fmt.Sprintf("invalidated (invalidation_reason = %q, conflicting = %t, synced = %t): PostgreSQL can no longer decode from it",
+			si.invalidation, si.conflicting, si.synced))
 	case si.exists:
 		if err := si.check(s.cfg.Slot); err != nil {
 			return si, rec, err
@@ -393,8 +412,7 @@ func (s *Stream) lostError(rec relayRecord, reason string) error {
 
 func (s *Stream) createSlot(ctx context.Context, sqlConn *pgx.Conn, repl *pgconn.PgConn) error {
 	s.log.Info("creating replication slot (waits for open transactions to finish)")
-	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, s.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	res, err := s.createReplicationSlot(ctx, repl, "nothing")
 	if pgCode(err) == pgerrcode.DuplicateObject { // another instance created it first
 		return nil
 	}

@@ -25,12 +25,19 @@ type slotInfo struct {
 	confirmed pglogrepl.LSN
 	activePID int32
 	activeApp string // application_name of the active walsender, if any
+	// Columns of newer servers, read through to_jsonb so that one query serves every version.
+	conflicting  bool   // PostgreSQL 16+: invalidated by a conflict with recovery
+	invalidation string // PostgreSQL 17+: invalidation_reason ("" when valid)
+	failover     bool   // PostgreSQL 17+: a failover slot
+	synced       bool   // PostgreSQL 17+: synchronized from a primary (it stays true after a promotion)
 }
 
 const slotQuery = `SELECT current_database(), s.slot_name IS NOT NULL,
 	COALESCE(s.slot_type, ''), COALESCE(s.plugin::text, ''), COALESCE(s.database::text, ''),
 	COALESCE(s.wal_status, ''), COALESCE(s.confirmed_flush_lsn::text, ''), COALESCE(s.active_pid, 0),
-	COALESCE((SELECT a.application_name FROM pg_catalog.pg_stat_activity a WHERE a.pid = s.active_pid), '')
+	COALESCE((SELECT a.application_name FROM pg_catalog.pg_stat_activity a WHERE a.pid = s.active_pid), ''),
+	COALESCE((to_jsonb(s)->>'conflicting')::bool, false), COALESCE(to_jsonb(s)->>'invalidation_reason', ''),
+	COALESCE((to_jsonb(s)->>'failover')::bool, false), COALESCE((to_jsonb(s)->>'synced')::bool, false)
 FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1`
 
 // execer runs a statement (pgx.Conn, pgx.Tx and pgxpool.Pool have it).
@@ -47,7 +54,8 @@ func lookupSlot(ctx context.Context, q querier, slot string) (slotInfo, error) {
 	var si slotInfo
 	var confirmed string
 	err := q.QueryRow(ctx, slotQuery, slot).Scan(&si.currentDB, &si.exists, &si.slotType, &si.plugin,
-		&si.database, &si.walStatus, &confirmed, &si.activePID, &si.activeApp)
+		&si.database, &si.walStatus, &confirmed, &si.activePID, &si.activeApp,
+		&si.conflicting, &si.invalidation, &si.failover, &si.synced)
 	if err != nil {
 		return si, fmt.Errorf("look up slot %q: %w", slot, err)
 	}

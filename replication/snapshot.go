@@ -137,8 +137,7 @@ func (s *Stream) createWithSnapshot(ctx context.Context, sqlConn *pgx.Conn, repl
 		return err
 	}
 	s.log.Info("creating replication slot with an initial snapshot (waits for open transactions to finish)")
-	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, s.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	res, err := s.createReplicationSlot(ctx, repl, "export")
 	if err != nil {
 		return fmt.Errorf("create replication slot %q: %w", s.cfg.Slot, err)
 	}

@@ -38,8 +38,12 @@ type Stream struct {
 	beforeConnect func(context.Context, *pgx.ConnConfig) error
 
 	// Owned by Run's goroutine.
-	startLSNDone bool
-	delivered    bool // a batch was sent since the last Disconnected event
+	startLSNDone    bool
+	delivered       bool          // a batch was sent since the last Disconnected event
+	received        pglogrepl.LSN // highest WALStart of the XLogData handed over, on timeline
+	systemID        string        // IDENTIFY_SYSTEM of the server streamed last
+	timeline        int32
+	warnedSyncSlots bool
 
 	mu       sync.Mutex
 	started  bool
@@ -109,7 +113,8 @@ func (s *Stream) Config() Config { return s.cfg }
 
 // Run streams the slot and sends batches of events on out until ctx is done (Run returns nil), Close
 // is called (nil), or a fatal error happens: *SlotLostError, ErrPublicationMissing, ErrSlotMissing,
-// ErrSlotMismatch, ErrBehindConfirmed, ErrRelayTableMissing, an authentication or permission error.
+// ErrSlotMismatch, ErrBehindConfirmed, ErrRelayTableMissing, ErrFailoverUnsupported, ErrDiverged, an
+// authentication or permission error. A server in recovery (a standby) is transient.
 // Transient errors (network, server restart, walsender terminated, read timeout) make it send a
 // Disconnected event and reconnect with backoff, resuming from the slot's confirmed position.
 //

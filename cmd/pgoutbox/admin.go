@@ -34,7 +34,7 @@ func adminCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // withPool loads the configuration, connects and runs f.
 func (a *app) withPool(ctx context.Context, f func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error) error {
-	cfg, err := a.loadConfig()
+	cfg, err := a.loadOutbox()
 	if err != nil {
 		return err
 	}
@@ -88,12 +88,12 @@ relay role. With --dry-run it prints the SQL instead (to put into your own migra
 	return cmd
 }
 
-// loadConfigNoDB loads the configuration for commands that do not connect: database.url may be missing.
+// loadConfigNoDB loads the outbox for commands that do not connect: database.url may be missing.
 func (a *app) loadConfigNoDB() (config.Config, error) {
-	cfg, err := a.loadConfig()
+	cfg, err := a.loadOutbox()
 	if err != nil && cfg.Database.URL == "" && strings.Contains(err.Error(), "database.url: required") {
 		// Re-validate with a placeholder URL so that every other key is still checked.
-		cfg, err = a.loadConfig("database.url=postgres://placeholder/placeholder")
+		cfg, err = a.loadOutbox("database.url=postgres://placeholder/placeholder")
 	}
 	return cfg, err
 }
@@ -180,7 +180,7 @@ func (a *app) statusCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out := statusOutput{Schema: cfg.Schema, Publication: names.Publication(cfg.Schema), SlotStatus: st,
+				out := statusOutput{Outbox: cfg.Name, Schema: cfg.Schema, Publication: names.Publication(cfg.Schema), SlotStatus: st,
 					Routes: describeRoutes(cfg)}
 				if asJSON {
 					enc := json.NewEncoder(a.stdout)
@@ -197,6 +197,7 @@ func (a *app) statusCmd() *cobra.Command {
 }
 
 type statusOutput struct {
+	Outbox      string `json:"outbox"`
 	Schema      string `json:"schema"`
 	Publication string `json:"publication"`
 	observe.SlotStatus
@@ -206,6 +207,7 @@ type statusOutput struct {
 func printStatus(w io.Writer, s statusOutput) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("outbox", s.Outbox)
 	row("schema", s.Schema)
 	row("publication", s.Publication)
 	row("slot", s.Slot)
@@ -527,7 +529,7 @@ The relay must be stopped. A slot cannot move backwards: replay older messages i
 			if err != nil {
 				return usageErr("skip: --to: %v", err)
 			}
-			cfg, err := a.loadConfig()
+			cfg, err := a.loadOutbox()
 			if err != nil {
 				return err
 			}

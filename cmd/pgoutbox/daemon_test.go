@@ -29,10 +29,12 @@ func TestGracefulStop(t *testing.T) {
 	_, body := d.waitHTTP("/metrics", 10*time.Second, func(_ int, b string) bool {
 		return metric(b, `pgoutbox_messages_delivered_total{destination="orders"}`) == "200" && metric(b, "pgoutbox_snapshot_pending") == "0"
 	})
-	for _, want := range []string{`pgoutbox_role{role="streaming"} 1`, `pgoutbox_role{role="standby"} 0`,
-		`pgoutbox_destination_blocked{destination="orders"} 0`, "pgoutbox_slot_lag_bytes", "pgoutbox_slot_confirmed_lsn",
-		`pgoutbox_slot_wal_status{status="reserved"} 1`, "pgoutbox_snapshot_pending 0", "pgoutbox_in_flight_messages", "pgoutbox_dead_letters 0",
-		`pgoutbox_commit_to_ack_seconds_count{destination="orders"} 200`, "pgoutbox_replication_reconnects_total 0",
+	// Every series of the relay carries the outbox label: the schema names the implicit outbox.
+	for _, want := range []string{`pgoutbox_role{outbox="app",role="streaming"} 1`, `pgoutbox_role{outbox="app",role="standby"} 0`,
+		`pgoutbox_destination_blocked{destination="orders",outbox="app"} 0`, `pgoutbox_slot_lag_bytes{outbox="app"}`,
+		`pgoutbox_slot_confirmed_lsn{outbox="app"}`, `pgoutbox_slot_wal_status{outbox="app",status="reserved"} 1`,
+		`pgoutbox_snapshot_pending{outbox="app"} 0`, `pgoutbox_in_flight_messages{outbox="app"}`, `pgoutbox_dead_letters{outbox="app"} 0`,
+		`pgoutbox_commit_to_ack_seconds_count{destination="orders",outbox="app"} 200`, `pgoutbox_replication_reconnects_total{outbox="app"} 0`,
 		`pgoutbox_build_info{version="test"} 1`, "go_goroutines"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -135,7 +137,7 @@ func TestStandbyTakeover(t *testing.T) {
 		t.Errorf("standby /readyz = %d, want 503", code)
 	}
 	b.waitHTTP("/metrics", 10*time.Second, func(_ int, body string) bool {
-		return strings.Contains(body, `pgoutbox_role{role="standby"} 1`)
+		return metric(body, `pgoutbox_role{role="standby"}`) == "1"
 	})
 	if code, _ := b.get("/healthz"); code != 200 {
 		t.Errorf("standby /healthz = %d, want 200", code)
@@ -157,7 +159,7 @@ func TestStandbyTakeover(t *testing.T) {
 	b.waitHTTP("/readyz", 60*time.Second, func(code int, _ string) bool { return code == 200 })
 	b.stdout.waitFor(t, 30*time.Second, "standby delivers after takeover", hasAll(second))
 	b.waitHTTP("/metrics", 10*time.Second, func(_ int, body string) bool {
-		return strings.Contains(body, `pgoutbox_role{role="streaming"} 1`)
+		return metric(body, `pgoutbox_role{role="streaming"}`) == "1"
 	})
 	b.signal(syscall.SIGTERM)
 	if code := b.wait(30 * time.Second); code != 0 {

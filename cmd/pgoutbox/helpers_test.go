@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -350,12 +351,45 @@ func migrate(t *testing.T, db *pgtest.DB) {
 	}
 }
 
-// metric returns the value of the sample line starting with name (including labels), or "".
-func metric(body, name string) string {
+// metric returns the value of the first sample of series (a name, with labels or not: name{a="b"}) in
+// the /metrics body, or "". A sample matches when it has the name and at least the labels given, so
+// labels the query leaves out (outbox="…") do not matter.
+func metric(body, series string) string {
+	name, want := splitSeries(series)
 	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, name+" ") {
-			return strings.TrimSpace(strings.TrimPrefix(l, name))
+		sample, value, ok := strings.Cut(l, " ")
+		if !ok || strings.HasPrefix(l, "#") {
+			continue
+		}
+		n, labels := splitSeries(sample)
+		if n != name {
+			continue
+		}
+		if hasLabels(labels, want) {
+			return strings.TrimSpace(value)
 		}
 	}
 	return ""
+}
+
+// splitSeries splits name{a="x",b="y"} into the name and its label pairs (a="x", b="y").
+func splitSeries(s string) (string, []string) {
+	name, rest, ok := strings.Cut(s, "{")
+	if !ok {
+		return s, nil
+	}
+	rest = strings.TrimSuffix(rest, "}")
+	if rest == "" {
+		return name, nil
+	}
+	return name, strings.Split(rest, ",")
+}
+
+func hasLabels(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }

@@ -57,7 +57,7 @@ func TestRunToKafka(t *testing.T) {
 	})
 	t.Logf("readyz while blocked:\n%s", body)
 	d.waitHTTP("/metrics", 10*time.Second, func(_ int, body string) bool {
-		return strings.Contains(body, `pgoutbox_destination_blocked{destination="lost"} 1`)
+		return metric(body, `pgoutbox_destination_blocked{destination="lost"}`) == "1"
 	})
 	if n := db.QueryInt(t, "SELECT count(*) FROM app.pkg_outbox_dead_letter"); n != 0 {
 		t.Errorf("%d dead letters while the topic is missing, want 0", n)

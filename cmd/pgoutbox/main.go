@@ -5,7 +5,8 @@
 // Exit codes (see exitCode): 0 success or clean shutdown; 1 unexpected error; 2 bad flags or
 // configuration; 3 schema, publication or relay table missing (run `pgoutbox migrate`); 4 slot lost
 // or invalidated (replay needed); 5 slot missing, unusable or position invalid; 6 database
-// unreachable or authentication failed; 130 a second signal interrupted the drain.
+// unreachable or authentication failed; 130 a second signal interrupted the drain. With several
+// outboxes, run keeps running while one runs and exits when all have stopped (see process.go).
 package main
 
 import (
@@ -84,7 +85,7 @@ func exitCode(err error) int {
 		errors.Is(err, replication.ErrRelayTableMissing):
 		return exitNotMigrated
 	case errors.Is(err, replication.ErrSlotMissing), errors.Is(err, replication.ErrSlotMismatch),
-		errors.Is(err, replication.ErrBehindConfirmed):
+		errors.Is(err, replication.ErrBehindConfirmed), errors.Is(err, replication.ErrDiverged):
 		return exitSlot
 	case errors.As(err, &connErr):
 		return exitDatabase
@@ -105,6 +106,8 @@ type app struct {
 	set        []string
 	// shortcuts for common keys, applied after --set
 	databaseURL, schema, slot, logLevel, logFormat string
+	// outbox names the outbox a command works on (required when the configuration has several)
+	outbox string
 }
 
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) int {
@@ -154,6 +157,7 @@ flags win over the environment, which wins over the file. Every key is listed in
 	pf.StringVar(&a.slot, "slot", "", "replication slot name (key slot)")
 	pf.StringVar(&a.logLevel, "log-level", "", "debug, info, warn or error (key log.level)")
 	pf.StringVar(&a.logFormat, "log-format", "", "json or console (key log.format)")
+	pf.StringVar(&a.outbox, "outbox", "", "the outbox (a name from the outboxes list) to work on; required when the configuration has several; run: run only this one")
 
 	root.AddCommand(a.runCmd(), a.migrateCmd(), a.rolesCmd(), a.statusCmd(), a.replayCmd(), a.dlqCmd(), a.skipCmd(), a.versionCmd(), a.probeCmd())
 	return root
@@ -182,6 +186,15 @@ func (a *app) loadConfig(extra ...string) (config.Config, error) {
 	}
 	set = append(set, extra...)
 	return config.Load(config.Source{File: a.configFile, Env: a.env, Set: set})
+}
+
+// loadOutbox loads the configuration and returns the outbox --outbox names (or the only one).
+func (a *app) loadOutbox(extra ...string) (config.Config, error) {
+	cfg, err := a.loadConfig(extra...)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg.Outbox(a.outbox)
 }
 
 // newLogger builds the process logger: JSON to stderr, or colourless console output in dev mode.

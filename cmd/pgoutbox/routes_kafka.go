@@ -11,7 +11,7 @@ import (
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
 )
 
-// newKafkaSink builds the one Kafka producer shared by every kafka route.
+// newKafkaSink builds the one Kafka producer shared by every kafka route of an outbox.
 var newKafkaSink = func(k config.Kafka, routes map[string]config.KafkaRoute, log *zap.Logger) (kafkaSink, error) {
 	kc := kafka.DefaultConfig()
 	kc.Brokers = k.Brokers

@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -43,6 +41,9 @@ waits as a standby and takes over when the active one goes away.
 
 SIGTERM or SIGINT stops reading the WAL, drains the messages in flight (up to drain_timeout), confirms
 the final position and exits 0; a second signal exits at once with code 130.
+
+With an outboxes list in the configuration, run runs every outbox (each its own relay, slot and sinks;
+one failing never stops the others; --outbox NAME runs one alone): see docs/daemon.md.
 
 With --dev, destinations without a route are printed to stdout as JSON lines and logs are human-readable.`,
 		Args: cobra.NoArgs,
@@ -102,11 +103,14 @@ func cutColon(s string) (before, after string, found bool) {
 	return s, "", false
 }
 
-// daemon is one `pgoutbox run`: its configuration and what it opened.
+// daemon runs one outbox of a `pgoutbox run`: its configuration and what it opened (its own pool,
+// slot, relay and sinks). process.go runs every outbox of the configuration.
 type daemon struct {
 	a       *app
 	cfg     config.Config
 	dev     bool
+	multi   bool // one of several outboxes: see run
+	out     io.Writer
 	log     *zap.Logger
 	metrics *observe.Metrics
 	probe   *observe.Probe
@@ -124,25 +128,76 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	dsn, err := cfg.DSN()
-	if err != nil {
-		return err
-	}
-
 	// The first signal starts a graceful stop; a second one exits at once.
 	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
+	p := newProcess(a, cfg, f.dev, log)
 	// Metrics and health come up first, so that a slow start is visible.
-	d := &daemon{a: a, cfg: cfg, dev: f.dev, log: log}
-	stopHTTP, err := d.serveHTTP(ctx)
+	stopHTTP, err := p.serveHTTP(ctx)
 	if err != nil {
 		return err
 	}
 	defer stopHTTP()
+	return p.runAll(ctx, sigCtx, stopSignals)
+}
 
+// relayFailure is the failure of a started (or starting) relay, as opposed to one of what comes
+// before it (the pool, start_lsn, the sinks).
+type relayFailure struct{ err error }
+
+func (f relayFailure) Error() string { return f.err.Error() }
+func (f relayFailure) Unwrap() error { return f.err }
+
+// run runs the outbox until a signal drains it (nil) or it fails (the error, reported). One of several
+// outboxes that fails with an unexpected error or cannot reach its database is started again after a
+// backoff, as a supervisor would restart a daemon of its own, without stopping the others; a failure
+// that needs an operator (exit codes 2 to 5) stops it for good.
+func (d *daemon) run(ctx, sigCtx context.Context) error {
+	defer func() {
+		if d.sinks != nil {
+			d.sinks.close(d.log)
+		}
+	}()
+	wait := time.Second
+	for {
+		err := d.runOnce(ctx, sigCtx)
+		var rf relayFailure
+		isRelay := errors.As(err, &rf)
+		switch code := exitCode(err); {
+		case err == nil:
+			return nil
+		case sigCtx.Err() != nil && !isRelay:
+			return nil // interrupted while starting: nothing to drain
+		case d.multi && (code == exitError || code == exitDatabase):
+			d.log.Warn("outbox stopped: starting it again", zap.Duration("wait", wait), zap.Int("exit_code", code), zap.Error(err))
+			d.probe.SetRetrying(err.Error())
+			d.metrics.SetState("backoff")
+			select {
+			case <-sigCtx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+		case isRelay || d.multi:
+			return d.a.fatal(d, rf.err, err)
+		default:
+			return err
+		}
+	}
+}
+
+// runOnce opens the pool, builds the sinks (the first time), starts the relay and serves it until a
+// signal drains it or it fails.
+func (d *daemon) runOnce(ctx, sigCtx context.Context) error {
+	cfg, log := d.cfg, d.log
+	dsn, err := cfg.DSN()
+	if err != nil {
+		return err
+	}
 	log.Info("connecting to PostgreSQL", zap.String("database", config.RedactDSN(dsn)), zap.String("schema", cfg.Schema),
 		zap.String("slot", cfg.SlotName()))
+	d.probe.SetState("connecting")
 	if d.pool, err = openPool(sigCtx, dsn); err != nil {
 		return err
 	}
@@ -153,13 +208,13 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 			return err
 		}
 	}
-
-	if d.sinks, err = buildSinks(sigCtx, d.pool, cfg, f.dev, a.stdout, log, d.probe); err != nil {
-		return err
+	if d.sinks == nil {
+		if d.sinks, err = buildSinks(sigCtx, d.pool, cfg, d.dev, d.out, log, d.probe); err != nil {
+			return err
+		}
+		d.metrics.InitDestinations(d.sinks.destinations())
+		d.sinks.exportWebhookStats(d.metrics)
 	}
-	defer d.sinks.close(log)
-	d.metrics.InitDestinations(d.sinks.destinations())
-	d.sinks.exportWebhookStats(d.metrics)
 
 	// The relay outlives the signal context: a signal must drain it through Stop, not cut it off.
 	relayCtx, cancelRelay := context.WithCancel(context.WithoutCancel(ctx))
@@ -168,7 +223,7 @@ func (a *app) run(ctx context.Context, f runFlags) error {
 	if relay == nil {
 		return err
 	}
-	return d.serve(ctx, sigCtx, relayCtx, stopSignals, relay)
+	return d.serve(ctx, sigCtx, relayCtx, relay)
 }
 
 // runConfig loads the configuration with run's flags over it and checks what run needs.
@@ -187,30 +242,39 @@ func (a *app) runConfig(f runFlags) (config.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	return cfg, cfg.ValidateRun(f.dev)
+	if a.outbox != "" { // run only this one
+		o, err := cfg.Outbox(a.outbox)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Outboxes = []config.Config{o}
+	}
+	var errs []error
+	for _, o := range cfg.Outboxes {
+		if err := o.ValidateRun(f.dev); err != nil && len(cfg.Outboxes) > 1 {
+			errs = append(errs, fmt.Errorf("outbox %s: %w", o.Name, err))
+		} else if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return cfg, errors.Join(errs...)
 }
 
-// serveHTTP sets up the metrics and the health probe and serves them on http.listen; stop shuts the
-// server down.
-func (d *daemon) serveHTTP(ctx context.Context) (stop func(), err error) {
-	cfg := d.cfg
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	d.metrics = observe.NewMetrics(reg, version)
-	d.probe = &observe.Probe{MaxLagBytes: int64(cfg.Readiness.MaxLagBytes), StandbyReady: cfg.Readiness.StandbyReady,
-		MaxParkedAge: cfg.Readiness.MaxParkedAge.D()}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+// serveHTTP sets up the registry and serves the metrics and the outboxes' health on http.listen; stop
+// shuts the server down.
+func (p *process) serveHTTP(ctx context.Context) (stop func(), err error) {
+	ln, err := net.Listen("tcp", p.cfg.HTTP.Listen)
 	if err != nil {
-		return nil, usageErr("http.listen %q: %v", cfg.HTTP.Listen, err)
+		return nil, usageErr("http.listen %q: %v", p.cfg.HTTP.Listen, err)
 	}
-	srv := &http.Server{Handler: observe.Handler(reg, d.probe), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: observe.Handler(p.reg, &p.health), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http server failed", zap.Error(err))
+			p.log.Error("http server failed", zap.Error(err))
 		}
 	}()
-	d.log.Info("http server listening", zap.String("addr", ln.Addr().String()),
-		zap.Strings("paths", []string{"/metrics", "/healthz", "/readyz"}))
+	p.log.Info("http server listening", zap.String("addr", ln.Addr().String()),
+		zap.Strings("paths", []string{"/metrics", "/healthz", "/readyz"}), zap.Strings("outboxes", config.Names(p.cfg.Outboxes)))
 	return func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
@@ -237,6 +301,7 @@ func (d *daemon) relayOptions() []outbox.Option {
 		outbox.WithHandlerTimeout(cfg.Delivery.HandlerTimeout.D()),
 		outbox.WithRetention(cfg.Retention.D()),
 		outbox.WithStreaming(cfg.Streaming.Enabled),
+		outbox.WithFailover(cfg.Replication.Failover),
 		outbox.WithLogger(d.log),
 		outbox.WithObserver(d.metrics),
 	}
@@ -279,14 +344,14 @@ func (d *daemon) startRelay(sigCtx, relayCtx context.Context, cancelRelay contex
 			d.log.Info("interrupted before the relay started")
 			return nil, nil
 		}
-		return nil, d.a.fatal(d.log, d.probe, d.metrics, err)
+		return nil, relayFailure{err}
 	}
 	return relay, nil
 }
 
-// serve monitors the running relay until it fails (a fatal error) or a signal asks for a graceful
-// stop, after which a second signal exits at once.
-func (d *daemon) serve(ctx, sigCtx, relayCtx context.Context, stopSignals func(), relay *outbox.Relay) error {
+// serve monitors the running relay until it fails (a relayFailure) or a signal asks for a graceful
+// stop (the process handles a second signal).
+func (d *daemon) serve(ctx, sigCtx, relayCtx context.Context, relay *outbox.Relay) error {
 	monCtx, stopMonitor := context.WithCancel(relayCtx)
 	monitorDone := make(chan struct{})
 	go func() {
@@ -306,23 +371,9 @@ func (d *daemon) serve(ctx, sigCtx, relayCtx context.Context, stopSignals func()
 		if err == nil {
 			err = errors.New("relay stopped unexpectedly")
 		}
-		return d.a.fatal(d.log, d.probe, d.metrics, err)
+		return relayFailure{err}
 	case <-sigCtx.Done():
 	}
-
-	// Graceful stop. From here a second signal exits at once.
-	second := make(chan os.Signal, 1)
-	signal.Notify(second, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(second)
-	stopSignals()
-	go func() {
-		s, ok := <-second
-		if !ok {
-			return
-		}
-		fmt.Fprintf(d.a.stderr, "pgoutbox: second signal (%s): exiting without draining; unconfirmed messages will be re-delivered\n", s)
-		os.Exit(exitInterrupted)
-	}()
 	d.drain(ctx, relay, stopMonitoring)
 	return nil
 }
@@ -352,26 +403,42 @@ func (d *daemon) drain(ctx context.Context, relay *outbox.Relay, stopMonitoring 
 		zap.String("confirmed_lsn", st.ConfirmedLSN.String()))
 }
 
-// fatal reports a relay failure on stderr (with the replay hint for a lost slot) and returns the error
-// with its exit code.
-func (a *app) fatal(log *zap.Logger, probe *observe.Probe, metrics *observe.Metrics, err error) error {
-	probe.SetFailed(err.Error())
-	metrics.SetState("failed")
-	log.Error("relay failed", zap.Error(err))
+// fatal reports the failure of outbox d on stderr (with the replay hint for a lost slot), marks it
+// failed and returns the error with its exit code. relayErr is the relay's error, nil when the outbox
+// failed before its relay started; err is the whole error.
+func (a *app) fatal(d *daemon, relayErr, err error) error {
+	if relayErr != nil {
+		err = relayErr
+	}
+	d.probe.SetFailed(err.Error())
+	d.metrics.SetState("failed")
+	d.log.Error("relay failed", zap.Error(err))
 	code := exitCode(err)
+	prefix := "pgoutbox: "
+	if d.multi {
+		prefix = "pgoutbox: outbox " + d.cfg.Name + ": "
+	}
 	var lost *replication.SlotLostError
 	switch {
 	case errors.As(err, &lost):
-		fmt.Fprintf(a.stderr, "pgoutbox: FATAL: %v\n", err)
-		fmt.Fprintf(a.stderr, "pgoutbox: messages committed after the last confirmed commit time were not delivered; "+
-			"inspect with `pgoutbox status`, replay them with `pgoutbox replay --since <time>` (add --dry-run first) "+
-			"once a new slot streams, and see docs/daemon.md#slot-lost.\n")
+		fmt.Fprintf(a.stderr, "%sFATAL: %v\n", prefix, err)
+		fmt.Fprintf(a.stderr, "%smessages committed after the last confirmed commit time were not delivered; "+
+			"inspect with `pgoutbox status%s`, replay them with `pgoutbox replay%s --since <time>` (add --dry-run first) "+
+			"once a new slot streams, and see docs/daemon.md#slot-lost.\n", prefix, d.outboxFlag(), d.outboxFlag())
 	case code == exitNotMigrated:
-		fmt.Fprintf(a.stderr, "pgoutbox: FATAL: %v\npgoutbox: run `pgoutbox migrate` as the schema owner first.\n", err)
+		fmt.Fprintf(a.stderr, "%sFATAL: %v\n%srun `pgoutbox migrate%s` as the schema owner first.\n", prefix, err, prefix, d.outboxFlag())
 	default:
-		fmt.Fprintf(a.stderr, "pgoutbox: FATAL: %v\n", err)
+		fmt.Fprintf(a.stderr, "%sFATAL: %v\n", prefix, err)
 	}
 	return withCode(code, fmt.Errorf("%w: %w", errReported, err))
+}
+
+// outboxFlag is the --outbox flag that points a command at this outbox ("" with one outbox).
+func (d *daemon) outboxFlag() string {
+	if !d.multi {
+		return ""
+	}
+	return " --outbox " + d.cfg.Name
 }
 
 func openPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {

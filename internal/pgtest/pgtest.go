@@ -116,6 +116,13 @@ func (c *Cluster) NewDB(t testing.TB) *DB {
 	return newOn(t, c.URL)
 }
 
+// NewFailoverDB creates a fresh database on primary, reached through a multi-host URL listing primary
+// and its standbys (MultiHostURL): its ConnString, Pool and cleanup follow whichever is the primary.
+func NewFailoverDB(t testing.TB, primary *Cluster, standbys ...*Cluster) *DB {
+	t.Helper()
+	return newOn(t, MultiHostURL("postgres", append([]*Cluster{primary}, standbys...)...))
+}
+
 func newOn(t testing.TB, server string) *DB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -45,6 +45,13 @@ type Config struct {
 	Kafka        Kafka            `yaml:"kafka"`
 	NATS         NATS             `yaml:"nats"`
 	RabbitMQ     RabbitMQ         `yaml:"rabbitmq"`
+	// Name names the outbox in metrics (the outbox label), logs, /readyz and --outbox; default: the
+	// schema. Required in each entry of `outboxes`.
+	Name string `yaml:"name"`
+	// Outboxes is every outbox the daemon runs, each a whole configuration: the entries of the
+	// `outboxes` list decoded over the top level, or the top level alone (see outboxes.go). It has no
+	// key of its own: Load fills it.
+	Outboxes []Config
 }
 
 // Database says how to reach PostgreSQL.
@@ -68,6 +75,9 @@ type Replication struct {
 	StatusInterval Duration `yaml:"status_interval"`
 	// ReadTimeout: a connection silent this long (not even answering a keepalive request) is re-established.
 	ReadTimeout Duration `yaml:"read_timeout"`
+	// Failover creates the slot as a PostgreSQL 17 failover slot (synchronized to a standby with
+	// sync_replication_slots = on); refused by a server older than 17.
+	Failover bool `yaml:"failover"`
 }
 
 // Delivery configures retries and concurrency of the relay.
@@ -160,7 +170,8 @@ func (r Route) Kind() string {
 	return ""
 }
 
-// Kafka configures the one Kafka producer shared by every kafka route.
+// Kafka configures the Kafka producer shared by every kafka route of an outbox (each outbox of an
+// outboxes list has its own producer).
 type Kafka struct {
 	Brokers         []string  `yaml:"brokers"`
 	ClientID        string    `yaml:"client_id"`

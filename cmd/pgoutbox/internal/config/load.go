@@ -31,15 +31,19 @@ type Source struct {
 	Set []string
 }
 
-// Load reads the sources in order, resolves the secret files, and validates the result.
+// Load reads the sources in order, resolves the secret files, and validates the result. With an
+// `outboxes:` list, every entry is decoded over the top level (file, environment and flags), so that a
+// key set at the top level applies to every outbox that does not set it; Outboxes lists the result (one
+// implicit outbox without the list).
 func Load(src Source) (Config, error) {
 	c := Default()
+	var entries *yaml.Node
 	if src.File != "" {
 		f, err := os.Open(src.File)
 		if err != nil {
 			return c, fmt.Errorf("%w: read config file: %w", ErrInvalid, err)
 		}
-		err = decodeYAML(f, src.File, &c)
+		entries, err = decodeYAML(f, src.File, &c)
 		_ = f.Close()
 		if err != nil {
 			return c, err
@@ -48,63 +52,74 @@ func Load(src Source) (Config, error) {
 	if err := applyEnv(&c, src.Env); err != nil {
 		return c, err
 	}
+	var perOutbox []string
 	for _, kv := range src.Set {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
 			return c, fmt.Errorf("%w: setting %q: want key=value", ErrInvalid, kv)
 		}
+		if strings.HasPrefix(strings.TrimSpace(k), "outboxes.") {
+			perOutbox = append(perOutbox, strings.TrimSpace(k)+"="+v)
+			continue
+		}
 		if err := Set(&c, strings.TrimSpace(k), v, "flag"); err != nil {
 			return c, err
 		}
 	}
-	if err := c.resolveSecrets(); err != nil {
-		return c, err
-	}
-	if err := c.resolveWebhookSecrets(src.Env); err != nil {
-		return c, err
-	}
-	if err := c.Validate(); err != nil {
-		return c, err
-	}
-	return c, nil
+	return c.resolveOutboxes(outboxSource{file: src.File, entries: entries, set: perOutbox, env: src.Env})
 }
 
 // Parse decodes YAML from r (name is used in errors) over the defaults, without PGOUTBOX_* variables or
 // flags (a webhook route's signing_secret_env is read from the process environment), and validates.
 func Parse(r io.Reader, name string) (Config, error) {
 	c := Default()
-	if err := decodeYAML(r, name, &c); err != nil {
+	entries, err := decodeYAML(r, name, &c)
+	if err != nil {
 		return c, err
 	}
-	if err := c.resolveSecrets(); err != nil {
-		return c, err
-	}
-	if err := c.resolveWebhookSecrets(os.Environ()); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	return c.resolveOutboxes(outboxSource{file: name, entries: entries, env: os.Environ()})
 }
 
-func decodeYAML(r io.Reader, name string, c *Config) error {
+// resolve reads the secret files and the webhook secrets, then validates: what every outbox's
+// configuration goes through once its sources are merged.
+func (c *Config) resolve(environ []string) error {
+	if err := c.resolveSecrets(); err != nil {
+		return err
+	}
+	if err := c.resolveWebhookSecrets(environ); err != nil {
+		return err
+	}
+	return c.Validate()
+}
+
+// decodeYAML decodes the document in r into c. The top-level `outboxes` list is taken out of the
+// document and returned undecoded: its entries are decoded over the finished top level.
+func decodeYAML(r io.Reader, name string, c *Config) (outboxes *yaml.Node, err error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return fmt.Errorf("%w: read %s: %w", ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: read %s: %w", ErrInvalid, name, err)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil
+		return nil, nil
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("%w: parse %s: %w", ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: parse %s: %w", ErrInvalid, name, err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil
+		return nil, nil
 	}
+	top := doc.Content[0]
+	outboxes = takeKey(top, "outboxes")
 	d := decoder{file: name}
-	return d.decode(doc.Content[0], reflect.ValueOf(c).Elem(), "")
+	return outboxes, d.decode(top, reflect.ValueOf(c).Elem(), "")
 }
 
-type decoder struct{ file string }
+type decoder struct {
+	file string
+	// merge lets a mapping replace the entries a map already holds (an outbox over the top level).
+	merge bool
+}
 
 func (d decoder) errAt(n *yaml.Node, key, format string, args ...any) error {
 	if key == "" {
@@ -193,7 +208,7 @@ func (d decoder) decodeMap(n *yaml.Node, v reflect.Value, key string) error {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i].Value
-		if v.MapIndex(reflect.ValueOf(k)).IsValid() {
+		if v.MapIndex(reflect.ValueOf(k)).IsValid() && !d.merge {
 			return d.errAt(n.Content[i], join(key, k), "duplicate key")
 		}
 		elem := reflect.New(v.Type().Elem()).Elem()
@@ -369,6 +384,7 @@ func Keys() []string {
 			ft := t.Field(i).Type
 			key := join(prefix, name)
 			switch {
+			case name == "": // no key (Outboxes, resolved secrets)
 			case ft.Kind() == reflect.Map:
 			case ft.Kind() == reflect.Struct:
 				walk(ft, key)

@@ -94,3 +94,45 @@ func TestNATSAndRabbitMQErrorsNameTheKey(t *testing.T) {
 		})
 	}
 }
+
+// An outbox entry that changes a nats or rabbitmq route changes its own copy: the top level's route and
+// the other outboxes' stay as they were.
+func TestOutboxesDoNotShareNATSAndRabbitMQRoutes(t *testing.T) {
+	t.Parallel()
+	y := base + `nats: {urls: ["nats://n:4222"]}
+rabbitmq: {url: "amqp://mq:5672/"}
+routes:
+  orders: {nats: {subject: orders.created}}
+  billing: {rabbitmq: {exchange: billing, routing_key: invoice}}
+outboxes:
+  - {name: a, schema: a}
+  - {name: c, schema: c}
+  - name: b
+    schema: b
+    routes:
+      orders: {nats: {subject: b.orders}}
+      billing: {rabbitmq: {exchange: billing, routing_key: b.invoice}}
+`
+	p := filepath.Join(t.TempDir(), "multi.yaml")
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// --set on one outbox's inherited route must not reach the others.
+	c, err := config.Load(config.Source{File: p, Set: []string{"outboxes.c.routes.billing.rabbitmq.exchange=c.billing"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Outboxes) != 3 || c.Outboxes[1].Routes["billing"].RabbitMQ.Exchange != "c.billing" {
+		t.Fatalf("outboxes %+v", c.Outboxes)
+	}
+	a, b := c.Outboxes[0], c.Outboxes[2]
+	if a.Routes["billing"].RabbitMQ.Exchange != "billing" {
+		t.Errorf("outbox c's --set leaked into a: %+v", a.Routes["billing"].RabbitMQ)
+	}
+	if a.Routes["orders"].NATS.Subject != "orders.created" || a.Routes["billing"].RabbitMQ.RoutingKey != "invoice" {
+		t.Errorf("outbox b's routes leaked into a: %+v %+v", a.Routes["orders"].NATS, a.Routes["billing"].RabbitMQ)
+	}
+	if b.Routes["orders"].NATS.Subject != "b.orders" || b.Routes["billing"].RabbitMQ.RoutingKey != "b.invoice" {
+		t.Errorf("outbox b: %+v %+v", b.Routes["orders"].NATS, b.Routes["billing"].RabbitMQ)
+	}
+}

@@ -19,7 +19,11 @@ var States = []string{"starting", "connecting", "snapshot", "streaming", "standb
 // WALStatuses are the values of pgoutbox_slot_wal_status's status label (pg_replication_slots.wal_status).
 var WALStatuses = []string{"reserved", "extended", "unreserved", "lost", "missing"}
 
-// Metrics are the daemon's metrics. It implements outbox.Observer; all methods are safe for concurrent use.
+// OutboxLabel names the outbox a relay's series belong to: every series of a Metrics carries it.
+const OutboxLabel = "outbox"
+
+// Metrics are the metrics of one outbox's relay, each series labelled outbox="<name>". It implements
+// outbox.Observer; all methods are safe for concurrent use.
 type Metrics struct {
 	delivered    *prometheus.CounterVec
 	failed       *prometheus.CounterVec
@@ -43,8 +47,10 @@ type Metrics struct {
 
 var _ outbox.Observer = (*Metrics)(nil)
 
-// NewMetrics creates the metrics and registers them on reg.
-func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
+// NewMetrics creates the metrics of the outbox named outbox and registers them on reg, labelled
+// outbox="<outbox>"; the metrics of several outboxes share one registry.
+func NewMetrics(reg prometheus.Registerer, outbox string) *Metrics {
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{OutboxLabel: outbox}, reg)
 	dest := []string{"destination"}
 	m := &Metrics{
 		reg: reg,
@@ -93,14 +99,20 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		gauge("pgoutbox_parked_oldest_age_seconds", "How long the longest-parked key has been parked (0 when none is)."),
 		gauge("pgoutbox_parked_wal_bytes", "WAL the server retains because of parked keys: the server's WAL end minus the lowest commit LSN among the parked messages (the slot cannot be confirmed past it)."),
 	}
-	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_build_info", Help: "Always 1; labels carry the version.",
-		ConstLabels: prometheus.Labels{"version": version}})
-	info.Set(1)
 	reg.MustRegister(m.delivered, m.failed, m.deadLettered, m.latency, m.blocked, m.inFlight, m.role, m.reconnects,
-		m.lag, m.retained, m.confirmed, m.slotActive, m.snapshot, m.walStatus, m.deadLetters, m.pollErrors, info,
+		m.lag, m.retained, m.confirmed, m.slotActive, m.snapshot, m.walStatus, m.deadLetters, m.pollErrors,
 		m.parked[0], m.parked[1], m.parked[2], m.parked[3])
 	m.SetState("starting")
 	return m
+}
+
+// RegisterBuildInfo registers pgoutbox_build_info{version}, the one series of the process rather than
+// of an outbox.
+func RegisterBuildInfo(reg prometheus.Registerer, version string) {
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pgoutbox_build_info", Help: "Always 1; labels carry the version.",
+		ConstLabels: prometheus.Labels{"version": version}})
+	info.Set(1)
+	reg.MustRegister(info)
 }
 
 // Delivered implements outbox.Observer.
