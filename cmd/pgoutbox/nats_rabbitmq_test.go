@@ -79,8 +79,8 @@ func TestRunToNATSAndRabbitMQ(t *testing.T) {
 	})
 	t.Logf("readyz while blocked:\n%s", body)
 	d.waitHTTP("/metrics", 10*time.Second, func(_ int, body string) bool {
-		return strings.Contains(body, `pgoutbox_destination_blocked{destination="lost"} 1`) &&
-			strings.Contains(body, `pgoutbox_destination_blocked{destination="gone"} 1`)
+		return metric(body, `pgoutbox_destination_blocked{destination="lost"}`) == "1" &&
+			metric(body, `pgoutbox_destination_blocked{destination="gone"}`) == "1"
 	})
 	if code, out, _ := cli(t, env, "--set", "routes.orders.nats.subject="+subj, "--set", "routes.billing.rabbitmq.exchange="+ex, "status"); code != 0 ||
 		!strings.Contains(out, "nats subject "+subj) || !strings.Contains(out, "rabbitmq exchange") {

@@ -66,7 +66,8 @@ func TestTLS(t *testing.T) {
 	srv := natstest.Start(t, func(o *server.Options) {
 		o.TLS, o.TLSConfig = true, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	})
-	url := "tls://" + strings.TrimPrefix(srv.URL(), "nats://")
+	_, port, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(srv.URL(), "nats://"), "tls://"), ":")
+	url := "tls://127.0.0.1:" + port
 	_, err = natssink.New(func() natssink.Config {
 		c := natssink.DefaultConfig()
 		c.URLs, c.Subjects = []string{url}, map[string]string{"sinktest": "tls.one"}
