@@ -320,3 +320,25 @@ func TestRouteRules(t *testing.T) {
 		t.Fatalf("stream holds %v (%v), want fixed.one and orders.eu", subjects, err)
 	}
 }
+
+// A key, type or destination with CR LF neither adds a header (a Nats-Rollup would purge the stream)
+// nor arrives altered: the sink's header values are percent-encoded when they hold control characters
+// (nats.go alone turned CR LF into spaces).
+func TestHeaderValuesCannotInjectHeaders(t *testing.T) {
+	srv := natstest.Start(t, nil)
+	stream := natstest.CreateStream(t, srv.URL(), jetstream.StreamConfig{AllowRollup: true}, "inj.one")
+	s := newLocal(t, srv.URL(), func(c *natssink.Config) { c.Subjects = map[string]string{"sinktest": "inj.one"} })
+	first, r := sinktest.Record("a", 0), sinktest.Record("b", 0)
+	r.Key, r.Type = "k\r\nNats-Rollup: all", "t\r\nNats-Rollup: sub"
+	if err := s.Send(ctx(t), []outbox.Record{first, r}); err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.Connect(t, srv.URL())
+	msgs, err := natstest.ReadAll(ctx(t), js, stream)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("stream holds %d messages (%v), want 2: a key must not roll the stream up", len(msgs), err)
+	}
+	if h := msgs[1].Headers(); h.Get(natssink.HeaderKey) != "k%0D%0ANats-Rollup: all" || h.Get("Nats-Rollup") != "" {
+		t.Errorf("headers %v", h)
+	}
+}

@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -26,14 +27,14 @@ const (
 // its stream, or expect sequences) or is one of the sink's own.
 func (s *Sink) headers(r *outbox.Record) nats.Header {
 	h := make(nats.Header, 4+len(r.Headers))
-	h[HeaderMsgID] = []string{r.ID}
-	h[HeaderID] = []string{r.ID}
+	h[HeaderMsgID] = []string{headerValue(r.ID)}
+	h[HeaderID] = []string{headerValue(r.ID)}
 	if r.Type != "" {
-		h[HeaderType] = []string{r.Type}
+		h[HeaderType] = []string{headerValue(r.Type)}
 	}
-	h[HeaderDestination] = []string{string(r.Destination)}
+	h[HeaderDestination] = []string{headerValue(string(r.Destination))}
 	if r.Key != "" {
-		h[HeaderKey] = []string{r.Key}
+		h[HeaderKey] = []string{headerValue(r.Key)}
 	}
 	for k, v := range r.Headers {
 		if !allowedHeader(k, v) {
@@ -59,4 +60,23 @@ func allowedHeader(name, value string) bool {
 		}
 	}
 	return true
+}
+
+// headerValue returns v as a header value: unchanged unless it holds a control character (a key, type
+// or destination may hold CR and LF, which cannot be in a header: nats.go turns them into spaces, so
+// the value would arrive altered beyond recovery), in which case control characters and '%' are
+// percent-encoded (%0D%0A).
+func headerValue(v string) string {
+	if !strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
 }
