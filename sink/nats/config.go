@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 	"github.com/pgoutbox/pgoutbox/sink/nats/subject"
 )
 
@@ -33,6 +34,10 @@ type Config struct {
 	// with the list in the error). A destination with neither takes any Route that is a valid subject.
 	// Setting both a subject and an allow-list for one destination is an error.
 	AllowedSubjects map[string][]string
+	// Formats sets, per Destination, how records are laid out: raw (the default: the payload as the
+	// data, pgoutbox headers) or as CloudEvents 1.0 in binary mode (ce-… headers, content-type) or
+	// structured mode (a JSON envelope as the data), per the NATS protocol binding.
+	Formats map[string]cloudevents.Options
 	// MaxInFlight bounds the records published and awaiting their PubAck, over all Sends (default 4096).
 	MaxInFlight int
 	// AckTimeout is how long a record's PubAck is awaited before the server counts as unavailable
@@ -93,6 +98,11 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateSubjects()...)
+	for _, dest := range slices.Sorted(maps.Keys(c.Formats)) {
+		if err := c.Formats[dest].Validate(); err != nil {
+			bad("Formats[%q]: %v", dest, err)
+		}
+	}
 	if c.MaxInFlight < 1 {
 		bad("MaxInFlight is %d; it must be at least 1", c.MaxInFlight)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/internal/names"
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 )
 
 // Header names the sink sets on every message, before the message's own headers. HeaderMsgID is
@@ -21,11 +22,37 @@ const (
 	HeaderKey         = "pgoutbox-key"
 )
 
-// headers builds the NATS headers of r. A message header is dropped (and counted) when its name is
+// message builds the NATS message of r for subject, in its destination's format.
+func (s *Sink) message(r *outbox.Record, subject string) *nats.Msg {
+	m := &nats.Msg{Subject: subject, Data: r.Payload}
+	o := s.cfg.Formats[string(r.Destination)]
+	m.Header = s.headers(r, o.Enabled())
+	if !o.Enabled() {
+		return m
+	}
+	ev := cloudevents.New(r, o, "")
+	if o.Format == cloudevents.Structured {
+		m.Header[HeaderContentType] = []string{cloudevents.StructuredContentType}
+		m.Data = ev.Envelope()
+		return m
+	}
+	for _, a := range ev.Attributes() {
+		m.Header["ce-"+a[0]] = []string{headerValue(a[1])}
+	}
+	m.Header[HeaderContentType] = []string{headerValue(ev.DataContentType)}
+	return m
+}
+
+// HeaderContentType carries a CloudEvent's datacontenttype (binary mode) or the envelope's content
+// type (structured mode), as the CloudEvents NATS binding reads it.
+const HeaderContentType = "content-type"
+
+// headers builds the NATS headers of r (with ce, for a CloudEvents format: a message cannot set the
+// ce-… attributes or the content-type). A message header is dropped (and counted) when its name is
 // not a token, its value has a control character (it would break the protocol's header block), its
 // name starts with "Nats-" in any case (JetStream reads those: a message could roll up, that is purge,
 // its stream, or expect sequences) or is one of the sink's own.
-func (s *Sink) headers(r *outbox.Record) nats.Header {
+func (s *Sink) headers(r *outbox.Record, ce bool) nats.Header {
 	h := make(nats.Header, 4+len(r.Headers))
 	h[HeaderMsgID] = []string{headerValue(r.ID)}
 	h[HeaderID] = []string{headerValue(r.ID)}
@@ -37,7 +64,7 @@ func (s *Sink) headers(r *outbox.Record) nats.Header {
 		h[HeaderKey] = []string{headerValue(r.Key)}
 	}
 	for k, v := range r.Headers {
-		if !allowedHeader(k, v) {
+		if !allowedHeader(k, v) || ce && (strings.HasPrefix(strings.ToLower(k), "ce-") || strings.EqualFold(k, HeaderContentType)) {
 			s.stats.droppedHeaders.Add(1)
 			continue
 		}

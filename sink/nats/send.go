@@ -145,7 +145,7 @@ func (s *Sink) run(ctx context.Context, c *call, ready []int) error {
 // finished at once and its slot released.
 func (s *Sink) publish(c *call, i int, ready []int) []int {
 	r := &c.batch[i]
-	m := &nats.Msg{Subject: c.subjects[i], Header: s.headers(r), Data: r.Payload}
+	m := s.message(r, c.subjects[i])
 	if limit := s.nc.MaxPayload(); limit > 0 {
 		if size := msgSize(m); size > limit {
 			<-s.slots
