@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 	"github.com/pgoutbox/pgoutbox/sink/rabbitmq/routingkey"
 )
 
@@ -69,6 +70,10 @@ type Destination struct {
 	Exchange           string
 	RoutingKey         string
 	AllowedRoutingKeys []string
+	// CloudEvents sets how records are laid out: raw (the default: the payload as the body, pgoutbox
+	// headers) or as CloudEvents 1.0 in binary mode (cloudEvents_… headers, the content_type property)
+	// or structured mode (a JSON envelope as the body), per the AMQP protocol binding.
+	CloudEvents cloudevents.Options
 }
 
 // TLSConfig configures TLS to the broker (used with an amqps:// URL or Enable).
@@ -159,6 +164,9 @@ func validateDestination(dest string, d Destination) []error {
 		if _, err := routingkey.NewAllowList(d.AllowedRoutingKeys); err != nil {
 			bad("AllowedRoutingKeys%v", err)
 		}
+	}
+	if err := d.CloudEvents.Validate(); err != nil {
+		bad("CloudEvents: %v", err)
 	}
 	return errs
 }

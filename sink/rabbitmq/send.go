@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
@@ -115,9 +113,6 @@ func (s *Sink) newCall(batch []outbox.Record) (*call, []int) {
 	for i := range batch {
 		c.next[i] = -1
 		ex, key, err := s.routeFor(&batch[i])
-		if err == nil && len(batch[i].Payload) > s.cfg.MaxMessageBytes {
-			err = outbox.Permanent(fmt.Errorf("rabbitmq: message %s is %d bytes, over MaxMessageBytes %d", batch[i].ID, len(batch[i].Payload), s.cfg.MaxMessageBytes))
-		}
 		if err != nil {
 			c.errs[i], c.kinds[i], c.state[i] = err, kindPermanent, stateDone
 			continue
@@ -196,10 +191,14 @@ func (s *Sink) publish(ctx context.Context, c *call, i int, ready []int) []int {
 		<-s.slots
 		return s.finish(c, i, kindUnavailable, s.notConnected(), ready)
 	}
-	p := l.pubs[s.rr.Add(1)%uint64(len(l.pubs))]
 	r := &c.batch[i]
-	msg := amqp.Publishing{Headers: s.headers(r), DeliveryMode: amqp.Persistent, MessageId: r.ID, Type: r.Type,
-		Timestamp: r.CreatedAt, AppId: "pgoutbox", Body: r.Payload}
+	msg := s.publishing(r)
+	if len(msg.Body) > s.cfg.MaxMessageBytes {
+		<-s.slots
+		return s.finish(c, i, kindPermanent, outbox.Permanent(fmt.Errorf("rabbitmq: message %s is %d bytes as a body, over MaxMessageBytes %d",
+			r.ID, len(msg.Body), s.cfg.MaxMessageBytes)), ready)
+	}
+	p := l.pubs[s.rr.Add(1)%uint64(len(l.pubs))]
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
