@@ -171,17 +171,21 @@ func writeString(b *bytes.Buffer, s string) {
 	b.Write(q)
 }
 
-// PercentEncode encodes a header value the way the HTTP binding asks: bytes outside printable ASCII,
-// '"' and '%' as %XX of their UTF-8 bytes.
-func PercentEncode(v string) string {
+// HeaderValue makes v safe as an HTTP header value: control characters, which no header may carry, are
+// percent-encoded (%0A); everything else, non-ASCII and '%' included, is sent as it is, which is what
+// the CloudEvents Go SDK's HTTP binding writes and reads (the HTTP binding's full percent-encoding of
+// non-ASCII would arrive there undecoded).
+func HeaderValue(v string) string {
+	if !strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return v
+	}
 	var b strings.Builder
 	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < 0x20 || c > 0x7e || c == '"' || c == '%' {
+		if c := v[i]; c < 0x20 || c == 0x7f {
 			fmt.Fprintf(&b, "%%%02X", c)
 			continue
 		}
-		b.WriteByte(c)
+		b.WriteByte(v[i])
 	}
 	return b.String()
 }

@@ -70,7 +70,7 @@ func TestDefaultsAndOptions(t *testing.T) {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
-	if got := cloudevents.PercentEncode("a\"%é\n"); got != "a%22%25%C3%A9%0A" {
-		t.Errorf("PercentEncode = %q", got)
+	if got := cloudevents.HeaderValue("a\"%é\r\n"); got != "a\"%é%0D%0A" {
+		t.Errorf("HeaderValue = %q", got)
 	}
 }

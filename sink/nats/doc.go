@@ -15,6 +15,11 @@
 // [HeaderDestination], [HeaderKey] and then the message's own headers (never Nats-* ones). The payload
 // is the message data, byte-exact.
 //
+// Formats ([Config.Formats], per destination): raw (above), or CloudEvents 1.0 per the NATS binding —
+// cloudevents-binary (ce-… headers and content-type, the payload as the data) or cloudevents-structured
+// (the JSON envelope as the data, content-type application/cloudevents+json); Nats-Msg-Id stays the
+// message id. See package [github.com/pgoutbox/pgoutbox/sink/cloudevents].
+//
 // Duplicates: after a relay crash, messages acked by the stream but not yet confirmed to PostgreSQL
 // are published again with the same Nats-Msg-Id. The stream drops them if its duplicate window
 // (the stream's duplicate_window, default 2 minutes) still holds the id: set it longer than the

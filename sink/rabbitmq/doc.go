@@ -18,6 +18,10 @@
 // [HeaderDestination], [HeaderKey] and the message's own (never CC or BCC). The body is the payload,
 // byte-exact.
 //
+// Formats ([Destination.CloudEvents]): raw (above), or CloudEvents 1.0 per the AMQP binding —
+// cloudevents-binary ([CloudEventsPrefix] headers, the content_type property, the payload as the body)
+// or cloudevents-structured (the JSON envelope as the body); message_id stays the message id.
+//
 // Failures: a message the exchange routes to no queue comes back (basic.return) and is dead-lettered
 // at once, or blocks the destination with [Config.Unroutable] "unavailable"; a missing exchange, a lost
 // connection or channel, a nack or a confirm timeout block the destination ([outbox.ErrUnavailable])
