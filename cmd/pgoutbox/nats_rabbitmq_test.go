@@ -31,7 +31,8 @@ func TestRunToNATSAndRabbitMQ(t *testing.T) {
 		"PGOUTBOX_RABBITMQ_USER=guest", "PGOUTBOX_RABBITMQ_PASSWORD=guest")
 	d := start(t, "nats-rabbitmq", env, "--instance-id", "natsrmq",
 		"--set", "routes.orders.nats.subject="+subj, "--set", "routes.billing.rabbitmq.exchange="+ex,
-		"--set", "routes.billing.rabbitmq.routing_key=billing.created",
+		"--set", "routes.billing.rabbitmq.routing_key=billing.created", "--set", "routes.billing.rabbitmq.format=cloudevents-structured",
+		"--set", "routes.orders.nats.format=cloudevents-binary", "--set", "routes.orders.nats.cloudevents_source=urn:shop",
 		"--set", "routes.lost.nats.subject="+subj+".nostream", "--set", "routes.gone.rabbitmq.exchange="+ex+".missing",
 		"--set", "routes.gone.rabbitmq.routing_key=x")
 	d.waitHTTP("/readyz", 60*time.Second, func(code int, _ string) bool { return code == 200 })
@@ -51,9 +52,15 @@ func TestRunToNATSAndRabbitMQ(t *testing.T) {
 		got := map[string]bool{}
 		for _, m := range msgs {
 			got[m.Headers().Get("Nats-Msg-Id")] = true
+			if h := m.Headers(); h.Get("ce-specversion") != "1.0" || h.Get("ce-source") != "urn:shop" || h.Get("ce-id") != h.Get("Nats-Msg-Id") {
+				t.Fatalf("nats message without its CloudEvents headers (format cloudevents-binary): %v", h)
+			}
 		}
 		for _, m := range q.Drain() {
 			got[m.MessageId] = true
+			if !strings.HasPrefix(m.ContentType, "application/cloudevents+json") || !strings.Contains(string(m.Body), `"id":"`+m.MessageId+`"`) {
+				t.Fatalf("rabbitmq message not a structured CloudEvent: %s %s", m.ContentType, m.Body)
+			}
 		}
 		all := true
 		for _, id := range append(append([]string(nil), orders...), billing...) {

@@ -11,6 +11,7 @@ import (
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/config"
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/observe"
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 	natssink "github.com/pgoutbox/pgoutbox/sink/nats"
 )
 
@@ -23,8 +24,9 @@ func natsConfig(n config.NATS, routes map[string]config.NATSRoute) natssink.Conf
 		ServerName: n.TLS.ServerName, InsecureSkipVerify: n.TLS.InsecureSkipVerify}
 	nc.MaxInFlight, nc.AckTimeout = n.MaxInFlight, n.AckTimeout.D()
 	nc.ConnectTimeout, nc.ReconnectWait = n.ConnectTimeout.D(), n.ReconnectWait.D()
-	nc.Subjects, nc.AllowedSubjects = map[string]string{}, map[string][]string{}
+	nc.Subjects, nc.AllowedSubjects, nc.Formats = map[string]string{}, map[string][]string{}, map[string]cloudevents.Options{}
 	for dest, r := range routes {
+		nc.Formats[dest] = config.RecordFormat(r.Format, r.CloudEventsSource, r.CloudEventsType)
 		if r.Subject != "" {
 			nc.Subjects[dest] = r.Subject // always wins over the message's Route
 		} else if r.AllowedSubjects != nil {

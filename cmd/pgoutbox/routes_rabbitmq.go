@@ -23,7 +23,8 @@ func rabbitmqConfig(r config.RabbitMQ, routes map[string]config.RabbitMQRoute) r
 	rc.DialTimeout, rc.Heartbeat, rc.ReconnectWait = r.DialTimeout.D(), r.Heartbeat.D(), r.ReconnectWait.D()
 	rc.Destinations = map[string]rabbitmq.Destination{}
 	for dest, rt := range routes {
-		rc.Destinations[dest] = rabbitmq.Destination{Exchange: rt.Exchange, RoutingKey: rt.RoutingKey, AllowedRoutingKeys: rt.AllowedRoutingKeys}
+		rc.Destinations[dest] = rabbitmq.Destination{Exchange: rt.Exchange, RoutingKey: rt.RoutingKey, AllowedRoutingKeys: rt.AllowedRoutingKeys,
+			CloudEvents: config.RecordFormat(rt.Format, rt.CloudEventsSource, rt.CloudEventsType)}
 	}
 	return rc
 }

@@ -148,6 +148,10 @@ type WebhookRoute struct {
 	// SigningSecret is read at load from SigningSecretFile or the variable SigningSecretEnv names;
 	// it has no key of its own, so it is never written in a configuration file.
 	SigningSecret string
+	// Format, CloudEventsSource and CloudEventsType: see RecordFormat (nats.go).
+	Format            string `yaml:"format"`
+	CloudEventsSource string `yaml:"cloudevents_source"`
+	CloudEventsType   string `yaml:"cloudevents_type"`
 }
 
 // StdoutRoute writes JSON lines to standard output.
@@ -474,6 +478,7 @@ func (c *Config) validateRoutes() []error {
 			}
 		case r.Webhook != nil:
 			errs = append(errs, validateWebhook(key+".webhook", r.Webhook, c.Delivery.HandlerTimeout)...)
+			errs = append(errs, validateFormat(key+".webhook", r.Webhook.Format, r.Webhook.CloudEventsSource)...)
 		case r.NATS != nil:
 			errs = append(errs, c.validateNATSRoute(key+".nats", r.NATS)...)
 		case r.RabbitMQ != nil:

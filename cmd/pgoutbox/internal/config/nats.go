@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 	"github.com/pgoutbox/pgoutbox/sink/nats/subject"
 )
 
@@ -15,6 +16,10 @@ import (
 type NATSRoute struct {
 	Subject         string   `yaml:"subject"`
 	AllowedSubjects []string `yaml:"allowed_subjects"`
+	// Format, CloudEventsSource and CloudEventsType: see RecordFormat.
+	Format            string `yaml:"format"`
+	CloudEventsSource string `yaml:"cloudevents_source"`
+	CloudEventsType   string `yaml:"cloudevents_type"`
 }
 
 // NATS configures the one NATS connection shared by every nats route. Credentials: at most one of
@@ -110,6 +115,7 @@ func (c *Config) validateNATSRoute(key string, r *NATSRoute) []error {
 	if len(c.NATS.URLs) == 0 {
 		bad("nats.urls", "required by route %s (env PGOUTBOX_NATS_URLS, comma-separated)", key)
 	}
+	errs = append(errs, validateFormat(key, r.Format, r.CloudEventsSource)...)
 	if r.Subject != "" {
 		if err := subject.Validate(r.Subject); err != nil {
 			bad(key+".subject", "%v", err)
@@ -147,4 +153,24 @@ func (c *Config) resolveNATSSecrets() error {
 		c.NATS.TokenFile = ""
 	}
 	return nil
+}
+
+// RecordFormat returns the CloudEvents options of a route's format keys: format is raw (default),
+// cloudevents-binary or cloudevents-structured; source (default "/pgoutbox/<destination>") and type
+// (the event type of a message without one, default "pgoutbox.message") apply to the CloudEvents ones.
+func RecordFormat(format, source, typ string) cloudevents.Options {
+	f, _ := cloudevents.ParseFormat(format) // validated at load
+	return cloudevents.Options{Format: f, Source: source, Type: typ}
+}
+
+// validateFormat checks a route's format and cloudevents_source (key is "routes.<dest>.<kind>").
+func validateFormat(key, format, source string) []error {
+	var errs []error
+	if _, err := cloudevents.ParseFormat(format); err != nil {
+		errs = append(errs, keyError(key+".format", "%v", err))
+	}
+	if err := (cloudevents.Options{Source: source}).Validate(); err != nil {
+		errs = append(errs, keyError(key+".cloudevents_source", "%v", err))
+	}
+	return errs
 }

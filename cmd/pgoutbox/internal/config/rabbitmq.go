@@ -18,6 +18,10 @@ type RabbitMQRoute struct {
 	Exchange           string   `yaml:"exchange"`
 	RoutingKey         string   `yaml:"routing_key"`
 	AllowedRoutingKeys []string `yaml:"allowed_routing_keys"`
+	// Format, CloudEventsSource and CloudEventsType: see RecordFormat.
+	Format            string `yaml:"format"`
+	CloudEventsSource string `yaml:"cloudevents_source"`
+	CloudEventsType   string `yaml:"cloudevents_type"`
 }
 
 // RabbitMQ configures the one RabbitMQ connection shared by every rabbitmq route. The password comes
@@ -98,6 +102,7 @@ func (c *Config) validateRabbitMQRoute(key string, r *RabbitMQRoute) []error {
 	if c.RabbitMQ.URL == "" && c.RabbitMQ.URLFile == "" {
 		bad("rabbitmq.url", "required by route %s (or rabbitmq.url_file; env PGOUTBOX_RABBITMQ_URL)", key)
 	}
+	errs = append(errs, validateFormat(key, r.Format, r.CloudEventsSource)...)
 	if len(r.Exchange) > routingkey.MaxLen {
 		bad(key+".exchange", "%d bytes: AMQP's limit is %d", len(r.Exchange), routingkey.MaxLen)
 	}
