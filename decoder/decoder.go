@@ -85,10 +85,10 @@ func (d *Decoder) Decode(data []byte, h Handler) error {
 		case stateTx:
 			return d.change(t, data[1:], h)
 		case stateStream:
-			return d.streamChange(t, data[1:])
+			return d.streamChange(t, data[1:], h)
 		default:
 			if t == 'M' { // a non-transactional logical decoding message
-				return validateLogicalMessage(data[1:])
+				return d.idleMessage(data[1:], h)
 			}
 			return protocolError("%s message outside a transaction", msgName(t))
 		}
@@ -202,7 +202,7 @@ func (d *Decoder) change(t byte, body []byte, h Handler) error {
 	case 'Y':
 		return validateType(body)
 	case 'M':
-		return validateLogicalMessage(body)
+		return d.message(body, h, false)
 	default:
 		return malformed("message", "unknown change type %q", t)
 	}

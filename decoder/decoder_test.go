@@ -81,7 +81,7 @@ func TestDecode(t *testing.T) {
 		{
 			name: "update delete truncate type origin message are ignored",
 			msgs: [][]byte{
-				encMessage("p", "non-transactional"),
+				encMessageAt(false, 98, "p", "non-transactional"),
 				encBegin(0x100, 7), encOrigin("node1"), encType(9999, "public", "mytype"), rel,
 				encUpdate(16384, []val{txt("1"), null(), null()}, txt("1"), txt("x"), null()),
 				encUpdate(16384, nil, txt("1"), txt("x"), null()),

@@ -10,8 +10,16 @@
 //
 // Relation messages are cached by OID and replaced when re-sent, so a column added with
 // ALTER TABLE mid-stream is picked up; callers should look columns up by name with
-// [Relation.Index]. Update, Delete, Truncate, Type, Origin and logical decoding
-// Message records are validated and ignored: the outbox only inserts.
+// [Relation.Index]. Update, Delete, Truncate, Type and Origin records are validated and
+// ignored: the outbox only inserts.
+//
+// Logical decoding messages (pg_logical_emit_message, sent when START_REPLICATION asks for
+// messages 'true') go to a Handler that also implements [MessageHandler]: transactional ones
+// between their transaction's Begin and Commit, in WAL order with its rows (buffered and replayed
+// at Stream Commit for a streamed transaction), non-transactional ones as they come. A streamed
+// message that may belong to a rolled-back subtransaction is marked
+// ([LogicalMessage.MaybeRolledBack]): pgoutput tags it with the top-level xid only. Other Handlers
+// never see messages.
 //
 // Every message is parsed by hand from bytes with bounds checks; malformed input yields
 // an error wrapping [ErrMalformed] (or [ErrProtocol] for messages out of order), never a

@@ -118,8 +118,15 @@ func encType(oid uint32, ns, name string) []byte {
 
 func encOrigin(name string) []byte { return cstr(be64([]byte{'O'}, 42), name) }
 
-func encMessage(prefix string, content string) []byte {
-	b := be64([]byte{'M', 1}, 99)
+// encMessage encodes a transactional logical decoding message at LSN 99.
+func encMessage(prefix string, content string) []byte { return encMessageAt(true, 99, prefix, content) }
+
+func encMessageAt(transactional bool, at uint64, prefix string, content string) []byte {
+	b := []byte{'M', 0}
+	if transactional {
+		b[1] = 1
+	}
+	b = be64(b, at)
 	b = cstr(b, prefix)
 	b = be32(b, uint32(len(content)))
 	return append(b, content...)

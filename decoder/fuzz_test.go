@@ -1,9 +1,14 @@
 package decoder
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/pgoutbox/pgoutbox/internal/envelope"
 )
 
 // frame encodes a fuzz input: a flags byte (bit 0: Config.Streaming, bit 1: a tiny
@@ -17,12 +22,55 @@ func frame(flags byte, msgs ...[]byte) []byte {
 	return b
 }
 
-// checker is a Handler that checks the Row invariants.
-type checker struct{ t *testing.T }
+// checker is a Handler that checks the Row and LogicalMessage invariants.
+type checker struct {
+	t    *testing.T
+	inTx bool
+}
 
-func (c checker) Begin(TxInfo) error      { return nil }
-func (c checker) Commit(CommitInfo) error { return nil }
-func (c checker) Insert(row Row) error {
+func (c *checker) Begin(TxInfo) error {
+	if c.inTx {
+		c.t.Fatal("Begin inside a transaction")
+	}
+	c.inTx = true
+	return nil
+}
+
+func (c *checker) Commit(CommitInfo) error {
+	if !c.inTx {
+		c.t.Fatal("Commit outside a transaction")
+	}
+	c.inTx = false
+	return nil
+}
+
+// Message: transactional messages only inside a transaction; only they may be marked as maybe
+// rolled back.
+func (c *checker) Message(m LogicalMessage) error {
+	if m.Transactional && !c.inTx {
+		c.t.Fatal("transactional message outside a transaction")
+	}
+	if m.MaybeRolledBack && !m.Transactional {
+		c.t.Fatal("a non-transactional message marked maybe rolled back")
+	}
+	// The relay decodes the content of its own prefix as an envelope: never a panic, and what is
+	// accepted is canonical.
+	if strings.HasPrefix(m.Prefix, "pgoutbox:") {
+		e, err := envelope.Decode(m.Content)
+		if err != nil && !errors.Is(err, envelope.ErrMalformed) {
+			c.t.Fatalf("envelope error %v does not wrap ErrMalformed", err)
+		}
+		if err == nil && !bytes.Equal(envelope.Append(nil, &e), m.Content) {
+			c.t.Fatal("envelope accepted but not canonical")
+		}
+	}
+	return nil
+}
+
+func (c *checker) Insert(row Row) error {
+	if !c.inTx {
+		c.t.Fatal("Insert outside a transaction")
+	}
 	if row.Relation == nil || len(row.Values) != len(row.Relation.Columns) || len(row.Kinds) != len(row.Values) {
 		c.t.Fatalf("inconsistent row: %+v", row)
 	}
@@ -61,6 +109,16 @@ func FuzzDecode(f *testing.F) {
 			encStreamStart(8, true), streamed(8, rel), streamed(8, ins), encStreamStop(),
 			encStreamCommit(5, 0x500, 0x508),
 			encStreamAbort(8, 8)))
+		// Logical messages: in a transaction, outside one, streamed, in a rolled-back subtransaction.
+		env := envelope.Append(nil, &envelope.Envelope{Destination: "d", Key: "k", Headers: map[string]string{"h": "v"}, Payload: []byte("p")})
+		msg := encMessageAt(true, 0x10, "pgoutbox:app", string(env))
+		f.Add(frame(flags,
+			encMessageAt(false, 0x01, "other", "x"),
+			encBegin(1, 2), msg, rel, ins, msg, encCommit(1, 2),
+			encStreamStart(5, true), streamed(5, msg), streamed(6, rel), streamed(6, ins), streamed(5, encMessageAt(false, 2, "p", "")), encStreamStop(),
+			encStreamAbort(5, 6),
+			encStreamStart(5, false), streamed(5, msg), streamed(5, ins), encStreamStop(),
+			encStreamCommit(5, 0x500, 0x508)))
 	}
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -75,7 +133,7 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := checker{t}
+		h := &checker{t: t}
 		for rest := in[1:]; len(rest) >= 2; {
 			n := int(binary.BigEndian.Uint16(rest))
 			rest = rest[2:]
@@ -85,6 +143,7 @@ func FuzzDecode(f *testing.F) {
 			if err := d.Decode(msg, h); err != nil {
 				// What a caller does after an error.
 				d.Reset()
+				h.inTx = false
 			}
 		}
 		if err := d.Close(); err != nil {

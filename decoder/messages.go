@@ -213,26 +213,3 @@ func validateOrigin(body []byte) error {
 	}
 	return nil
 }
-
-// validateLogicalMessage checks a Message body: Int8 flags, Int64 LSN, String prefix,
-// Int32 length, content.
-func validateLogicalMessage(body []byte) error {
-	r := reader{b: body}
-	if _, ok := r.u8(); !ok {
-		return malformed("Message", "truncated before flags")
-	}
-	if _, ok := r.u64(); !ok {
-		return malformed("Message", "truncated before LSN")
-	}
-	if _, ok := r.cstring(); !ok {
-		return malformed("Message", "prefix is not NUL-terminated")
-	}
-	n, ok := r.u32()
-	if !ok {
-		return malformed("Message", "truncated before content length")
-	}
-	if uint64(n) != uint64(r.remaining()) {
-		return malformed("Message", "content length %d, but %d bytes remain", n, r.remaining())
-	}
-	return nil
-}

@@ -28,6 +28,13 @@ type streamTxn struct {
 	file    *os.File // spill file, nil until the first spill
 	spilled int64    // bytes written to file
 	aborted map[uint32]struct{}
+
+	// Logical messages (see LogicalMessage.MaybeRolledBack): how many were buffered, the runs of
+	// other changes by xid (each with the message count at its last change), and the ranges of
+	// message indexes that may belong to a rolled-back subtransaction.
+	messages int
+	runs     []xidRun
+	maybe    [][2]int
 }
 
 // Stats describes the decoder's buffered streamed transactions.
@@ -91,8 +98,8 @@ func (d *Decoder) streamStop(body []byte) error {
 }
 
 // streamChange validates a change inside a stream block (body starts with the
-// (sub)transaction xid) and buffers Relation and Insert messages for replay.
-func (d *Decoder) streamChange(t byte, body []byte) error {
+// (sub)transaction xid) and buffers Relation, Insert and transactional Message messages for replay.
+func (d *Decoder) streamChange(t byte, body []byte, h Handler) error {
 	if len(body) < 4 {
 		return malformed(msgName(t), "truncated before streamed xid")
 	}
@@ -107,11 +114,21 @@ func (d *Decoder) streamChange(t byte, body []byte) error {
 		if _, _, err := d.parseInsert(msg); err != nil {
 			return err
 		}
+	case 'M':
+		return d.streamMessage(subxid, msg, h)
 	default:
 		// Ignored at replay: validate now, do not buffer.
-		return d.change(t, msg, nil)
+		if err := d.change(t, msg, nil); err != nil {
+			return err
+		}
+		d.streams[d.streamXid].noteChange(subxid)
+		return nil
 	}
-	return d.buffer(subxid, t, msg)
+	if err := d.buffer(subxid, t, msg); err != nil {
+		return err
+	}
+	d.streams[d.streamXid].noteChange(subxid)
+	return nil
 }
 
 // buffer appends a record to the open stream's transaction and spills past the limit.
@@ -182,6 +199,7 @@ func (d *Decoder) streamAbort(body []byte) error {
 	if subxid == xid {
 		return d.dropStream(tx)
 	}
+	tx.subAborted(subxid)
 	// Drop the subtransaction's records from memory...
 	buf, w := tx.buf, 0
 	for r := 0; r < len(buf); {
@@ -194,13 +212,6 @@ func (d *Decoder) streamAbort(body []byte) error {
 	}
 	d.memUsed -= len(buf) - w
 	tx.buf = buf[:w]
-	// ...and skip its spilled ones at replay.
-	if tx.file != nil {
-		if tx.aborted == nil {
-			tx.aborted = make(map[uint32]struct{})
-		}
-		tx.aborted[subxid] = struct{}{}
-	}
 	return nil
 }
 
@@ -259,7 +270,7 @@ func (d *Decoder) replay(tx *streamTxn, buf []byte, h Handler) error {
 		if _, skip := tx.aborted[sub]; skip {
 			continue
 		}
-		if err := d.change(msg[0], msg[1:], h); err != nil {
+		if err := d.replayChange(tx, msg, h); err != nil {
 			return err
 		}
 	}
@@ -301,11 +312,19 @@ func (d *Decoder) replayFile(tx *streamTxn, h Handler) error {
 		if _, err := io.ReadFull(br, msg); err != nil {
 			return fmt.Errorf("decoder: read spill file %s: %w", name, err)
 		}
-		if err := d.change(msg[0], msg[1:], h); err != nil {
+		if err := d.replayChange(tx, msg, h); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// replayChange replays one buffered record of tx: type byte, then the body.
+func (d *Decoder) replayChange(tx *streamTxn, msg []byte, h Handler) error {
+	if msg[0] == 'M' {
+		return d.replayMessage(tx, msg[1:], h)
+	}
+	return d.change(msg[0], msg[1:], h)
 }
 
 // dropStream forgets tx and removes its spill file.

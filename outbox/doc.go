@@ -15,6 +15,11 @@
 //
 // The message commits or rolls back with the transaction; nothing is sent from the application.
 //
+// An [Enqueuer] with Transport [LogicalMessage] writes the same messages into the WAL alone
+// (pg_logical_emit_message): no table row, index entries, vacuum or pruning, at the price of no replay
+// and no initial snapshot for them; the relay delivers them with [WithLogicalMessages]. [Table] is the
+// default. docs/daemon.md in the repository says when to choose which, with measurements.
+//
 // # Delivering messages
 //
 // [Start] runs a [Relay]: it streams the outbox table's INSERTs from a pgoutput replication slot,
@@ -30,7 +35,8 @@
 // # The API by audience
 //
 // An application that writes messages needs [Message], [Destination] (with the example [EventBus]),
-// [Enqueue] or an [Enqueuer] (its limits), [Execer] and [SQLExecer] (database/sql), and for its
+// [Enqueue] or an [Enqueuer] (its limits and [Transport]: [Table] or [LogicalMessage]), [Execer] and
+// [SQLExecer] (database/sql), and for its
 // migrations [GetSchemaSQL], [GetTeardownSQL] or [Migrate]. Enqueue and Migrate fail with
 // [ErrInvalidSchema], [ErrInvalidMessage], [ErrPayloadTooLarge] or [ErrNotMigrated].
 //
@@ -38,11 +44,12 @@
 // [WithSink], [WithDefaultSink], [WithMaxAttempts], [WithRetryBackoff], [WithHandlerTimeout], [WithLanes],
 // [WithBatchSize], [WithMaxInFlight], [WithMaxParkedPerKey], [WithMaxParked], [WithSlotName],
 // [WithCreateSlot], [WithInitialSnapshot], [WithFailover], [WithInstanceID], [WithStatusInterval],
-// [WithReadTimeout], [WithRetention], [WithStreaming], [WithStreamMemoryLimit], [WithSpillDir], [WithLogger] and
-// [WithObserver]. It watches the relay through [Relay.State] ([State]: [StateConnecting],
-// [StateSnapshot], [StateStreaming], [StateStandby], [StateBackoff], [StateStopped]), [Relay.Stats]
-// ([Stats], [ParkedStats]), [Relay.Blocked] and an [Observer]. A message whose destination has neither
-// a handler nor a sink is dead-lettered with [ErrUnknownDestination].
+// [WithReadTimeout], [WithRetention], [WithStreaming], [WithStreamMemoryLimit], [WithSpillDir],
+// [WithLogicalMessages], [WithLogger] and [WithObserver]. It watches the relay through [Relay.State]
+// ([State]: [StateConnecting], [StateSnapshot], [StateStreaming], [StateStandby], [StateBackoff],
+// [StateStopped]), [Relay.Stats] ([Stats], [ParkedStats], [IgnoredMessages]), [Relay.Blocked] and an
+// [Observer]. A message whose destination has neither a handler nor a sink is dead-lettered with
+// [ErrUnknownDestination].
 //
 // A sink author implements [Sink], which receives [Record] values, and reports per-record results
 // with [BatchError], classified by [ErrUnavailable], [ErrPermanent] and [ErrNotAttempted] (wrapped with

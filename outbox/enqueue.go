@@ -82,6 +82,9 @@ type Enqueuer struct {
 	// MaxHeaderBytes bounds the headers of each message: the sum of the lengths of every name and
 	// value, trace context included.
 	MaxHeaderBytes int
+	// Transport is how the messages are written: Table (the zero value, rows of pkg_outbox) or
+	// LogicalMessage (the WAL alone; see Transport). The validation and limits are the same.
+	Transport Transport
 }
 
 // Enqueue is the package-level Enqueue with e's settings.
@@ -99,6 +102,9 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 	if tx == nil {
 		return fmt.Errorf("%w: nil transaction", ErrInvalidMessage)
 	}
+	if err := e.Transport.validate(); err != nil {
+		return err
+	}
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -114,6 +120,14 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 	for i := range msgs {
 		if err := rows[i].set(i, &msgs[i], trace, lim); err != nil {
 			return err
+		}
+	}
+	if e.Transport == LogicalMessage {
+		return emit(ctx, tx, st, rows, len(rows) == 1 && maxValues > 0)
+	}
+	for i := range rows {
+		if rows[i].headers, err = headersJSON(rows[i].hdr); err != nil {
+			return fmt.Errorf("%w: msgs[%d].Headers: %w (message id %s)", ErrInvalidMessage, i, err, rows[i].id)
 		}
 	}
 	if len(rows) <= maxValues && len(rows) <= maxValuesRows {
@@ -141,9 +155,11 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 // outboxRow is one validated message as Enqueue writes it.
 type outboxRow struct {
 	id, destination string
+	uid             uuid.UUID
 	route, key, typ string // "" is written as NULL
 	payload         []byte // never nil: the column is NOT NULL
-	headers         *string
+	hdr             map[string]string
+	headers         *string // hdr as JSON (Table transport)
 }
 
 // limits are the configurable limits of one Enqueue call.
@@ -156,12 +172,13 @@ func (r *outboxRow) set(i int, m *Message, trace map[string]string, lim limits) 
 		if err != nil {
 			return fmt.Errorf("outbox: generate id: %w", err)
 		}
-		r.id = id.String()
+		r.uid, r.id = id, id.String()
 	} else {
-		if _, err := uuid.Parse(m.ID); err != nil {
+		id, err := uuid.Parse(m.ID)
+		if err != nil {
 			return fmt.Errorf("%w: msgs[%d].ID %q is not a UUID", ErrInvalidMessage, i, truncate(m.ID, 64))
 		}
-		r.id = m.ID
+		r.uid, r.id = id, m.ID
 	}
 	bad := func(sentinel error, field string, err error) error {
 		return fmt.Errorf("%w: msgs[%d].%s %w (message id %s)", sentinel, i, field, err, r.id)
@@ -194,11 +211,11 @@ func (r *outboxRow) set(i int, m *Message, trace map[string]string, lim limits) 
 	if r.payload == nil {
 		r.payload = []byte{}
 	}
-	h, err := encodeHeaders(m.Headers, trace, lim.headers)
+	h, err := mergeHeaders(m.Headers, trace, lim.headers)
 	if err != nil {
 		return bad(ErrInvalidMessage, "Headers", err)
 	}
-	r.headers = h
+	r.hdr = h
 	return nil
 }
 
@@ -239,6 +256,7 @@ type statements struct {
 	table  string
 	rows   [maxValuesRows + 1]atomic.Pointer[string] // rows[n]: the n-row INSERT … VALUES, built on first use
 	unnest string
+	logical
 }
 
 const valuesColumns = 7
@@ -284,7 +302,7 @@ func statementsFor(schema string) (*statements, error) {
 	s := &statements{table: table, unnest: "INSERT INTO " + table + ` (id, destination, route, key, type, payload, headers)
 SELECT u.id, u.destination, u.route, u.key, u.type, u.payload, u.headers::jsonb
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
-  AS u(id, destination, route, key, type, payload, headers)`}
+  AS u(id, destination, route, key, type, payload, headers)`, logical: logicalStatements(schema)}
 	stmtCacheMu.Lock()
 	defer stmtCacheMu.Unlock()
 	if cached, ok := stmtCache.Load(schema); ok {
@@ -312,9 +330,9 @@ func traceHeaders(ctx context.Context) map[string]string {
 	return h
 }
 
-// encodeHeaders merges the caller's headers over the trace context, checks them (names are HTTP
-// tokens, names and values valid text, at most maxBytes in all) and returns them as JSON, or nil.
-func encodeHeaders(h, trace map[string]string, maxBytes int) (*string, error) {
+// mergeHeaders merges the caller's headers over the trace context and checks them (names are HTTP
+// tokens, names and values valid text, at most maxBytes in all). The result may be h itself.
+func mergeHeaders(h, trace map[string]string, maxBytes int) (map[string]string, error) {
 	if len(h) == 0 && len(trace) == 0 {
 		return nil, nil
 	}
@@ -341,7 +359,15 @@ func encodeHeaders(h, trace map[string]string, maxBytes int) (*string, error) {
 	if size > maxBytes {
 		return nil, fmt.Errorf("are %d bytes (names and values), the limit is %d", size, maxBytes)
 	}
-	b, err := json.Marshal(merged)
+	return merged, nil
+}
+
+// headersJSON returns checked headers as JSON, or nil for none.
+func headersJSON(h map[string]string) (*string, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(h)
 	if err != nil {
 		return nil, err
 	}

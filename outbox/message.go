@@ -34,9 +34,13 @@ type Message struct {
 // A Record is read-only for sinks; its Payload and Headers must not be modified.
 type Record struct {
 	Message
-	// Seq is the outbox row's sequence number (pkg_outbox.seq).
+	// Seq is the outbox row's sequence number (pkg_outbox.seq) for a message of the Table transport,
+	// and the position (LSN) of its WAL record for one of the LogicalMessage transport. Either way it is
+	// unique per message of its transport and grows in the order a transaction wrote its messages, but
+	// the two do not compare with each other; CommitLSN orders transactions across both.
 	Seq int64
-	// CreatedAt is the row's created_at.
+	// CreatedAt is the row's created_at (the start of its transaction, by the database's clock), or for a
+	// LogicalMessage the time Enqueue ran, by the application's clock (microseconds).
 	CreatedAt time.Time
 	// CommitLSN and CommitTime identify the transaction that committed the message.
 	CommitLSN  pglogrepl.LSN

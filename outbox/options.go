@@ -38,6 +38,7 @@ type relayConfig struct {
 	streamMemory    int
 	maxPayloadBytes int
 	observer        Observer
+	logicalMessages bool
 }
 
 func defaultRelayConfig() relayConfig {

@@ -46,6 +46,7 @@ type Relay struct {
 	skipping      bool
 	lastCommitLSN pglogrepl.LSN
 	batch         *batcher
+	msgPrefix     string // the prefix of this schema's logical messages
 
 	stopDecode  context.CancelFunc // stops reading the WAL at once
 	stopReading chan struct{}      // closed by Stop: stop reading at the next transaction boundary
@@ -60,6 +61,7 @@ type Relay struct {
 	blocked   map[Destination]string
 
 	delivered, deadLettered, failures atomic.Int64
+	ignoredPrefix, ignoredNonTx       atomic.Int64 // logical messages not ours
 	parkedRecords                     atomic.Int64 // records held back by parked keys, in all lanes
 	parkedReport                      parkedReport // status goroutine only
 	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
@@ -145,6 +147,7 @@ func newRelay(pool *pgxpool.Pool, schema string, handlers map[Destination]Handle
 		seed:    maphash.MakeSeed(), gate: gate{max: cfg.maxInFlight},
 		cols: map[*decoder.Relation]*columnIndex{}, done: make(chan struct{}), blocked: map[Destination]string{},
 		stopReading: make(chan struct{}), decodeDone: make(chan struct{}),
+		msgPrefix: names.MessagePrefix(schema),
 	}
 	stream, err := r.newStream()
 	if err != nil {
@@ -181,6 +184,7 @@ func (r *Relay) newStream() (*replication.Stream, error) {
 		CreateSlot:     cfg.createSlot,
 		Streaming:      cfg.streaming,
 		Failover:       cfg.failover,
+		Messages:       cfg.logicalMessages,
 		StatusInterval: cfg.statusInterval,
 		ReadTimeout:    cfg.readTimeout,
 	}, streamOpts...)

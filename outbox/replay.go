@@ -131,6 +131,9 @@ func (f ReplayFilter) selection(table string, byCommit bool) (string, []any) {
 // Rows older than the retention may have been pruned and are not found; a row committed after the
 // relay's confirmed position is never pruned (see WithRetention), so replaying from the last confirmed commit
 // time of a lost slot (SlotLostError) finds every message the slot did not deliver.
+//
+// Only the Table transport's rows can be replayed: a message written with the LogicalMessage transport
+// lives in the WAL alone and is gone once the slot confirmed it (or lost it), so Replay never finds it.
 func Replay(ctx context.Context, conn Querier, schema string, f ReplayFilter, dryRun bool) (ReplayResult, error) {
 	var res ReplayResult
 	if err := validateSchema(schema); err != nil {

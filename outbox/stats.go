@@ -56,12 +56,15 @@ type Stats struct {
 	ConfirmedLSN pglogrepl.LSN
 	// Parked describes the keys held back by a record that failed and waits for its next attempt.
 	Parked ParkedStats
+	// IgnoredMessages counts the logical decoding messages that are not the relay's (WithLogicalMessages).
+	IgnoredMessages IgnoredMessages
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
 	s := Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
-		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed()}
+		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed(),
+		IgnoredMessages: IgnoredMessages{OtherPrefix: r.ignoredPrefix.Load(), NonTransactional: r.ignoredNonTx.Load()}}
 	for _, l := range r.lanes {
 		l.park.stats(&s.Parked)
 	}

@@ -56,6 +56,10 @@ type Config struct {
 	Failover bool
 	// Streaming asks pgoutput for protocol v2 with streaming of in-progress transactions; otherwise v1.
 	Streaming bool
+	// Messages asks pgoutput for logical decoding messages (pg_logical_emit_message) besides the
+	// publication's rows: START_REPLICATION gets messages 'true'. It needs PostgreSQL 14 or later;
+	// an older server is ErrUnsupportedServer when the stream starts.
+	Messages bool
 	// StatusInterval is the period of standby status updates (also sent whenever the server asks)
 	// and of persisting the confirmed position to pkg_outbox_relay.
 	StatusInterval time.Duration

@@ -28,6 +28,9 @@ var (
 	ErrBehindConfirmed = errors.New("replication: position is behind the slot's confirmed_flush_lsn")
 	// ErrRelayTableMissing is returned when <schema>.pkg_outbox_relay does not exist.
 	ErrRelayTableMissing = errors.New("replication: relay table missing")
+	// ErrUnsupportedServer is returned when the server lacks what the Config asks for (Messages needs
+	// PostgreSQL 14 or later).
+	ErrUnsupportedServer = errors.New("replication: unsupported server")
 	// ErrClosed is returned by Run after Close, or when Run is called twice.
 	ErrClosed = errors.New("replication: stream already running or closed")
 )
@@ -46,6 +49,9 @@ type SlotLostError struct {
 	LastCommitTime time.Time
 	// Reason says what happened ("slot dropped", "wal_status lost").
 	Reason string
+	// Messages says the stream read logical decoding messages too (Config.Messages): those committed
+	// after LastCommitTime lived in the WAL alone and cannot be replayed.
+	Messages bool
 }
 
 func (e *SlotLostError) Error() string {
@@ -64,6 +70,9 @@ func (e *SlotLostError) Error() string {
 		" Replay matches commit times when track_commit_timestamp is on; otherwise it matches created_at (the" +
 		" transaction's start) widened by --margin (1h by default; raise it if transactions run longer)." +
 		" It re-delivers some messages twice with their ids: consumers dedupe on the message id")
+	if e.Messages {
+		b.WriteString(". Messages written as logical decoding messages (the LogicalMessage transport) after that time lived in the WAL alone: they are gone and no replay can find them")
+	}
 	return b.String()
 }
 
@@ -77,7 +86,7 @@ func isFatal(err error) bool {
 		return false
 	case errors.Is(err, ErrSlotLost), errors.Is(err, ErrSlotMissing), errors.Is(err, ErrPublicationMissing),
 		errors.Is(err, ErrInvalidConfig), errors.Is(err, ErrSlotMismatch), errors.Is(err, ErrBehindConfirmed),
-		errors.Is(err, ErrRelayTableMissing), errors.Is(err, ErrDiverged):
+		errors.Is(err, ErrRelayTableMissing), errors.Is(err, ErrDiverged), errors.Is(err, ErrUnsupportedServer):
 		return true
 	}
 	var pgErr *pgconn.PgError

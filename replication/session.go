@@ -400,7 +400,8 @@ func (s *Stream) inspect(ctx context.Context, conn *pgx.Conn) (si slotInfo, rec 
 }
 
 func (s *Stream) lostError(rec relayRecord, reason string) error {
-	e := &SlotLostError{Slot: s.cfg.Slot, Reason: reason, LastConfirmedLSN: rec.confirmedLSN, LastCommitTime: rec.commitTime}
+	e := &SlotLostError{Slot: s.cfg.Slot, Reason: reason, LastConfirmedLSN: rec.confirmedLSN, LastCommitTime: rec.commitTime,
+		Messages: s.cfg.Messages}
 	if lsn, t, _ := s.flushedPos(); lsn > e.LastConfirmedLSN && !t.IsZero() {
 		e.LastConfirmedLSN, e.LastCommitTime = lsn, t
 	}
@@ -495,17 +496,24 @@ func (s *Stream) pluginArgs() []string {
 		"proto_version '1'",
 		"publication_names '" + strings.ReplaceAll(pub, "'", "''") + "'",
 		"binary 'true'",
-		"messages 'false'",
 	}
 	if s.cfg.Streaming {
 		args[0] = "proto_version '2'"
 		args = append(args, "streaming 'on'")
+	}
+	if s.cfg.Messages {
+		args = append(args, "messages 'true'")
 	}
 	return args
 }
 
 // startReplication starts at LSN 0, which PostgreSQL reads as the slot's confirmed position.
 func (s *Stream) startReplication(ctx context.Context, repl *pgconn.PgConn) error {
+	if s.cfg.Messages {
+		if err := checkMessagesSupported(repl.ParameterStatus("server_version")); err != nil {
+			return err
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	err := pglogrepl.StartReplication(sctx, repl, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{

@@ -25,6 +25,8 @@ type backlog struct {
 	Payload int                // bytes
 	Key     func(i int) string // ordering key of message i
 	Conns   int                // parallel writers
+	// Transport writes the messages (the relays then read them WithLogicalMessages).
+	Transport outbox.Transport
 }
 
 func payload(n int) []byte {
@@ -65,7 +67,7 @@ func fill(ctx context.Context, pool *pgxpool.Pool, b backlog) (end string, took 
 						for i := lo; i < min(lo+cap(msgs), last); i++ {
 							msgs = append(msgs, outbox.Message{Destination: benchDest, Key: b.Key(i), Type: "BenchEvent", Payload: body})
 						}
-						if err := outbox.Enqueue(ctx, b.Schema, tx, msgs...); err != nil {
+						if err := (outbox.Enqueuer{Schema: b.Schema, Transport: b.Transport}).Enqueue(ctx, tx, msgs...); err != nil {
 							return err
 						}
 					}

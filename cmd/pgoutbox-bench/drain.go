@@ -51,18 +51,23 @@ type DrainVariant struct {
 
 // DrainResult is one backlog read by several consumers, interleaved per repeat.
 type DrainResult struct {
-	Workload    string         `json:"workload"`
-	Title       string         `json:"title"`
-	N           int            `json:"messages"`
-	PerTx       int            `json:"messages_per_tx"`
-	Payload     int            `json:"payload_bytes"`
-	Keys        string         `json:"keys"`
-	Partitions  int            `json:"kafka_partitions,omitempty"`
-	FillSeconds float64        `json:"fill_seconds"`
-	Repeats     int            `json:"repeats"`
-	Variants    []DrainVariant `json:"variants"`
-	Quick       bool           `json:"quick"`
-	When        time.Time      `json:"when"`
+	Workload   string `json:"workload"`
+	Title      string `json:"title"`
+	N          int    `json:"messages"`
+	PerTx      int    `json:"messages_per_tx"`
+	Payload    int    `json:"payload_bytes"`
+	Keys       string `json:"keys"`
+	Partitions int    `json:"kafka_partitions,omitempty"`
+	// Transport, WAL and table bytes per message of the fill (transport.go).
+	Transport          string         `json:"transport,omitempty"`
+	WALBytesPerMsg     float64        `json:"wal_bytes_per_msg,omitempty"`
+	FillWALBytesPerMsg float64        `json:"fill_wal_bytes_per_msg,omitempty"`
+	TableBytesPerMsg   float64        `json:"table_bytes_per_msg"`
+	FillSeconds        float64        `json:"fill_seconds"`
+	Repeats            int            `json:"repeats"`
+	Variants           []DrainVariant `json:"variants"`
+	Quick              bool           `json:"quick"`
+	When               time.Time      `json:"when"`
 }
 
 func (d *DrainResult) variant(name string) *DrainVariant {
@@ -116,7 +121,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		}
 	}()
 	b.logf("%s: filling %d messages (%d per tx) into %s", workload, bl.N, bl.PerTx, bl.Schema)
-	end, took, err := fill(ctx, b.pool, bl)
+	end, took, err := b.fillMeasured(ctx, bl, res)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +135,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 	runOne := func(c consumer, slotName, profile string) (DrainRun, error) {
 		var r DrainRun
 		if c.Recv {
-			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), end, timeout)
+			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), end, timeout, recvOptions(bl)...)
 			if err != nil {
 				return r, err
 			}
@@ -141,6 +146,7 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 				s.DBURL = b.dbURL
 			}
 			s.Schema, s.Slot, s.N, s.Timeout, s.CPUProfile = bl.Schema, slotName, int64(bl.N), timeout, profile
+			s.LogicalMessages = bl.Transport == outbox.LogicalMessage
 			if s.Sink == "kafka" {
 				s.Brokers, s.Topic = b.brokers, topic
 			} else if err := b.prepareSink(ctx, &s, bl.Schema); err != nil {
@@ -186,18 +192,27 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		res.variant(c.Name).Profile = path
 		b.logf("%s: CPU profile of %s in %s", workload, c.Name, path)
 	}
+	res.summarize()
+	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// summarize computes each variant's figures from its runs; the ratio to the baseline is per repeat.
+func (d *DrainResult) summarize() {
 	var base []DrainRun
-	for _, v := range res.Variants {
+	for _, v := range d.Variants {
 		if v.Baseline {
 			base = v.Runs
 		}
 	}
-	for i := range res.Variants {
-		v := &res.Variants[i]
+	for i := range d.Variants {
+		v := &d.Variants[i]
 		var rate, secs, cpu, ratio, allocs, bytes []float64
 		for j, r := range v.Runs {
 			rate, secs = append(rate, r.Rate), append(secs, r.Seconds)
-			cpu = append(cpu, r.CPUSeconds/float64(bl.N)*1e6)
+			cpu = append(cpu, r.CPUSeconds/float64(d.N)*1e6)
 			allocs, bytes = append(allocs, r.AllocsPerMsg), append(bytes, r.BytesPerMsg)
 			v.PeakRSSMB, v.PeakHeapMB = max(v.PeakRSSMB, r.PeakRSSMB), max(v.PeakHeapMB, r.PeakHeapMB)
 			if j < len(base) {
@@ -207,10 +222,6 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 		v.Rate, v.Seconds, v.CPUPer1M, v.RatioToRecv = summarize(rate), summarize(secs), summarize(cpu), summarize(ratio)
 		v.AllocsPerMsg, v.BytesPerMsg = summarize(allocs).Median, summarize(bytes).Median
 	}
-	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }

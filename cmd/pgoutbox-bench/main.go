@@ -1,7 +1,8 @@
 // Command pgoutbox-bench measures pgoutbox against the physical limits of the machine it runs on:
 // the cost Enqueue adds to a transaction (W1), commit→Kafka-ack latency under open-loop load (W2),
 // backlog drain against pg_recvlogical (W3), one huge transaction with streaming off and on (W4),
-// uniform vs hot keys (W5) and live load with one poison key (W6). It writes BENCH.md, results.json and SVG charts into -out.
+// uniform vs hot keys (W5), live load with one poison key (W6), and W1 and W3 with each Enqueue transport
+// (WT: table vs logical messages). It writes BENCH.md, results.json and SVG charts into -out.
 //
 //	eval "$(make -s services-up)"
 //	go run ./cmd/pgoutbox-bench -out bench/ [-quick] [-workloads W1,W3]
@@ -63,7 +64,8 @@ func run() error {
 	var (
 		out       = flag.String("out", "bench", "directory for BENCH.md, results.json and the charts")
 		quick     = flag.Bool("quick", false, "smaller backlogs and shorter runs")
-		workloads = flag.String("workloads", "W1,W2,W3,W4,W5,W6", "comma-separated workloads to run")
+		dbFlag    = flag.String("db", "pgoutbox_bench", "the database the bench creates (dropping one of that name) and drops afterwards")
+		workloads = flag.String("workloads", "W1,W2,W3,W4,W5,W6,WT", "comma-separated workloads to run")
 		repeats   = flag.Int("repeats", 3, "repeats per measurement (median and spread are reported)")
 		parts     = flag.Int("partitions", 8, "partitions of the Kafka topics")
 		profile   = flag.Bool("profile", false, "also run each relay drain variant once more under the CPU profiler (written to <out>/profiles)")
@@ -99,22 +101,22 @@ func run() error {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "W3", "W4", "W5", "W6", "W3S":
+		case "W1", "W2", "W3", "W4", "W5", "W6", "WT", "W3S":
 			run[w] = true
 		case "":
 		default:
-			return fmt.Errorf("-workloads: unknown workload %q (W1..W6)", w)
+			return fmt.Errorf("-workloads: unknown workload %q (W1..W6, WT)", w)
 		}
 	}
-	if (run["W2"] || run["W3"] || run["W5"] || run["W6"]) && len(b.brokers) == 0 {
-		return errors.New(`W2, W3, W5 and W6 need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	if (run["W2"] || run["W3"] || run["W5"] || run["W6"] || run["WT"]) && len(b.brokers) == 0 {
+		return errors.New(`W2, W3, W5, W6 and WT need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
 	}
 	if run["W2"] {
 		if _, err := exec.LookPath(b.pgbench); err != nil {
 			return fmt.Errorf("pgbench not found (%s): set PGOUTBOX_PG_BIN: %w", b.pgbench, err)
 		}
 	}
-	if run["W3"] || run["W4"] {
+	if run["W3"] || run["W4"] || run["WT"] {
 		if _, err := exec.LookPath(b.recvlogical); err != nil {
 			return fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
 		}
@@ -171,7 +173,7 @@ func run() error {
 	res.Command = "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " ")
 	res.When = time.Now().UTC()
 
-	dbName := "pgoutbox_bench"
+	dbName := *dbFlag
 	if *peers {
 		dbName = peersDBName
 	}
@@ -246,6 +248,14 @@ func run() error {
 	}
 	if run["W2"] {
 		if res.W2, err = b.w2(ctx); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["WT"] {
+		if res.WT, err = b.wt(ctx, n3); err != nil {
 			return err
 		}
 		if err := save(); err != nil {

@@ -45,10 +45,12 @@ type relaySpec struct {
 	BatchSize   int           `json:"batch_size,omitempty"`
 	MaxInFlight int           `json:"max_in_flight,omitempty"`
 	Streaming   bool          `json:"streaming,omitempty"`
-	StreamMem   int           `json:"stream_mem,omitempty"`
-	SpillDir    string        `json:"spill_dir,omitempty"`
-	CPUProfile  string        `json:"cpu_profile,omitempty"`
-	Timeout     time.Duration `json:"timeout"`
+	// LogicalMessages starts the relay WithLogicalMessages.
+	LogicalMessages bool          `json:"logical_messages,omitempty"`
+	StreamMem       int           `json:"stream_mem,omitempty"`
+	SpillDir        string        `json:"spill_dir,omitempty"`
+	CPUProfile      string        `json:"cpu_profile,omitempty"`
+	Timeout         time.Duration `json:"timeout"`
 	// PoisonType makes the sink fail every record of this type (W6).
 	PoisonType string `json:"poison_type,omitempty"`
 	// AckSeries reports acks per second and the commit→ack latency (W6).
@@ -143,6 +145,9 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 	}
 	if s.MaxInFlight > 0 {
 		opts = append(opts, outbox.WithMaxInFlight(s.MaxInFlight))
+	}
+	if s.LogicalMessages {
+		opts = append(opts, outbox.WithLogicalMessages())
 	}
 	if s.Streaming {
 		opts = append(opts, outbox.WithStreaming(true))
@@ -377,12 +382,17 @@ type recvResult struct {
 	PeakRSSBytes int64
 }
 
-// runRecvLogical streams slot to /dev/null with pg_recvlogical until endLSN and times it.
-func runRecvLogical(ctx context.Context, pgBin, dbURL, slot, publication, endLSN string, timeout time.Duration) (recvResult, error) {
+// runRecvLogical streams slot to /dev/null with pg_recvlogical until endLSN and times it; options are
+// more pgoutput options (name=value).
+func runRecvLogical(ctx context.Context, pgBin, dbURL, slot, publication, endLSN string, timeout time.Duration, options ...string) (recvResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, pgBin, "-d", dbURL, "--slot="+slot, "--start", "--no-loop", "--endpos="+endLSN,
-		"-o", "proto_version=1", "-o", "publication_names="+publication, "-f", "/dev/null")
+	args := []string{"-d", dbURL, "--slot=" + slot, "--start", "--no-loop", "--endpos=" + endLSN,
+		"-o", "proto_version=1", "-o", "publication_names=" + publication, "-f", "/dev/null"}
+	for _, o := range options {
+		args = append(args, "-o", o)
+	}
+	cmd := exec.CommandContext(ctx, pgBin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()

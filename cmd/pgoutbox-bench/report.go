@@ -13,16 +13,17 @@ import (
 
 // Results is everything results.json holds. Workloads not run keep their previous results.
 type Results struct {
-	Command string       `json:"command"`
-	When    time.Time    `json:"when"`
-	Machine Machine      `json:"machine"`
-	W1      *W1Result    `json:"w1_enqueue_cost,omitempty"`
-	W2      *W2Result    `json:"w2_live_latency,omitempty"`
-	W3      *DrainResult `json:"w3_backlog_drain,omitempty"`
-	W4      *DrainResult `json:"w4_huge_transaction,omitempty"`
-	W5      *W5Result    `json:"w5_keys,omitempty"`
-	W6      *W6Result    `json:"w6_poison_key,omitempty"`
-	Goals   []Goal       `json:"goals"`
+	Command string           `json:"command"`
+	When    time.Time        `json:"when"`
+	Machine Machine          `json:"machine"`
+	W1      *W1Result        `json:"w1_enqueue_cost,omitempty"`
+	W2      *W2Result        `json:"w2_live_latency,omitempty"`
+	W3      *DrainResult     `json:"w3_backlog_drain,omitempty"`
+	W4      *DrainResult     `json:"w4_huge_transaction,omitempty"`
+	W5      *W5Result        `json:"w5_keys,omitempty"`
+	W6      *W6Result        `json:"w6_poison_key,omitempty"`
+	WT      *TransportResult `json:"wt_transports,omitempty"`
+	Goals   []Goal           `json:"goals"`
 }
 
 // Goal is one target of issue 6 with its verdict.
@@ -103,6 +104,7 @@ func goals(r *Results) []Goal {
 			Goal{"W6: peak RSS ≤ 150 MB with one key parked", fmt.Sprintf("%.0f MB (without: %.0f MB)", x.Poison.PeakRSSMB, x.Baseline.PeakRSSMB), verdict(x.Poison.PeakRSSMB <= 150)},
 			Goal{"W6: the slot reaches the end once the poison is dead-lettered", fmt.Sprintf("%v (poison tried %d×)", x.Poison.SlotAtEnd, x.Poison.PoisonAttempts), verdict(x.Poison.SlotAtEnd)})
 	}
+	g = append(g, transportGoals(r)...)
 	if r.W1 != nil {
 		for _, row := range r.W1.Rows {
 			if row.Msgs == 1 {
@@ -263,6 +265,9 @@ func markdown(dir string, r *Results) string {
 	}
 	if r.W6 != nil {
 		w6Section(w, r.W6)
+	}
+	if r.WT != nil {
+		transportSection(w, r.WT, drainTable)
 	}
 	if micro, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
 		w("## Micro-benchmarks\n\n`go test -run '^$' -bench 'DecodeInsert|Tracker|KafkaSend' -benchmem ./decoder ./outbox/internal/watermark ./sink/kafka` (one b.N unit = one message):\n\n```\n%s```\n\n", micro)

@@ -45,18 +45,8 @@ func (b *bench) w1(ctx context.Context) (*W1Result, error) {
 	if b.quick {
 		res.Seconds = 2
 	}
-	if err := outbox.Migrate(ctx, b.pool, w1Schema); err != nil {
+	if err := b.w1Setup(ctx, accounts); err != nil {
 		return nil, err
-	}
-	for _, q := range []string{
-		"CREATE TABLE IF NOT EXISTS b1.accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0)",
-		"TRUNCATE b1.accounts",
-		fmt.Sprintf("INSERT INTO b1.accounts (id) SELECT generate_series(1, %d)", accounts),
-		"VACUUM ANALYZE b1.accounts",
-	} {
-		if _, err := b.pool.Exec(ctx, q); err != nil {
-			return nil, fmt.Errorf("W1 setup: %s: %w", q, err)
-		}
 	}
 	clients, msgs := []int{1, 8}, []int{0, 1, 10}
 	type key struct{ c, m int }
@@ -66,7 +56,7 @@ func (b *bench) w1(ctx context.Context) (*W1Result, error) {
 	for rep := range b.repeats {
 		for _, c := range clients {
 			for _, m := range msgs {
-				tps, s, err := b.w1Run(ctx, c, m, body, accounts, time.Duration(res.Warmup*float64(time.Second)), time.Duration(res.Seconds*float64(time.Second)))
+				tps, s, err := b.w1Run(ctx, outbox.Table, c, m, body, accounts, time.Duration(res.Warmup*float64(time.Second)), time.Duration(res.Seconds*float64(time.Second)))
 				if err != nil {
 					return nil, err
 				}
@@ -89,8 +79,27 @@ func (b *bench) w1(ctx context.Context) (*W1Result, error) {
 	return res, nil
 }
 
-// w1Run runs `BEGIN; UPDATE one account; [Enqueue msgs]; COMMIT` on clients connections in a closed loop.
-func (b *bench) w1Run(ctx context.Context, clients, msgs int, body []byte, accounts int, warmup, dur time.Duration) (float64, hist.Summary, error) {
+// w1Setup migrates W1's schema and fills its accounts table.
+func (b *bench) w1Setup(ctx context.Context, accounts int) error {
+	if err := outbox.Migrate(ctx, b.pool, w1Schema); err != nil {
+		return err
+	}
+	for _, q := range []string{
+		"CREATE TABLE IF NOT EXISTS b1.accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0)",
+		"TRUNCATE b1.accounts",
+		fmt.Sprintf("INSERT INTO b1.accounts (id) SELECT generate_series(1, %d)", accounts),
+		"VACUUM ANALYZE b1.accounts",
+	} {
+		if _, err := b.pool.Exec(ctx, q); err != nil {
+			return fmt.Errorf("W1 setup: %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// w1Run runs `BEGIN; UPDATE one account; [Enqueue msgs with transport tr]; COMMIT` on clients connections
+// in a closed loop.
+func (b *bench) w1Run(ctx context.Context, tr outbox.Transport, clients, msgs int, body []byte, accounts int, warmup, dur time.Duration) (float64, hist.Summary, error) {
 	conns := make([]*pgx.Conn, clients)
 	for i := range conns {
 		c, err := pgx.Connect(ctx, b.dbURL)
@@ -123,7 +132,7 @@ func (b *bench) w1Run(ctx context.Context, clients, msgs int, body []byte, accou
 						return err
 					}
 					if msgs > 0 {
-						return outbox.Enqueue(ctx, w1Schema, tx, batch...)
+						return outbox.Enqueuer{Schema: w1Schema, Transport: tr}.Enqueue(ctx, tx, batch...)
 					}
 					return nil
 				})

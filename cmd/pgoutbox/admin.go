@@ -288,7 +288,8 @@ minus --margin (default 1h, 0 for none) up to --until: a transaction that began 
 committed after it is replayed if it ran shorter than the margin, one that began before --until is
 included even if it committed later. Both runs print how many rows the margin added.
 Rows older than the retention may have been pruned; rows committed after the relay's confirmed position
-never are. --dry-run only counts.`,
+never are. Messages written with the LogicalMessage transport (logical_messages: true) are not retained
+anywhere and cannot be replayed. --dry-run only counts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := outbox.ReplayFilter{IDs: ids, Destination: outbox.Destination(dest), Margin: margin}
@@ -320,6 +321,9 @@ never are. --dry-run only counts.`,
 					fmt.Fprintf(a.stdout, "dry run: %d message(s) would be replayed%s\n", res.Rows, replayNote(f, res, margin))
 				} else {
 					fmt.Fprintf(a.stdout, "replayed %d message(s)%s: the relay delivers them again with their ids\n", res.Rows, replayNote(f, res, margin))
+				}
+				if cfg.LogicalMessages {
+					fmt.Fprintln(a.stdout, logicalReplayNote)
 				}
 				return nil
 			})

@@ -77,7 +77,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.Is(err, config.ErrInvalid), errors.Is(err, replication.ErrInvalidConfig), errors.Is(err, outbox.ErrInvalidSchema):
+	case errors.Is(err, config.ErrInvalid), errors.Is(err, replication.ErrInvalidConfig), errors.Is(err, outbox.ErrInvalidSchema),
+		errors.Is(err, replication.ErrUnsupportedServer):
 		return exitUsage
 	case errors.Is(err, replication.ErrSlotLost):
 		return exitSlotLost

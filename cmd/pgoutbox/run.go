@@ -308,6 +308,9 @@ func (d *daemon) relayOptions() []outbox.Option {
 	if cfg.Streaming.MemoryLimit > 0 {
 		opts = append(opts, outbox.WithStreamMemoryLimit(int(cfg.Streaming.MemoryLimit)))
 	}
+	if cfg.LogicalMessages {
+		opts = append(opts, outbox.WithLogicalMessages())
+	}
 	if cfg.Streaming.SpillDir != "" {
 		opts = append(opts, outbox.WithSpillDir(cfg.Streaming.SpillDir))
 	}
@@ -533,6 +536,9 @@ func monitor(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, cfg c
 		st := relay.Stats()
 		m.SetInFlight(st.InFlight)
 		m.SetParked(st.Parked, relay.ReplicationStats().LastServerWALEnd)
+		if cfg.LogicalMessages {
+			m.SetIgnoredMessages(st.IgnoredMessages)
+		}
 		p.SetParked(st.Parked)
 		blocked := map[string]string{}
 		for d, why := range relay.Blocked() {

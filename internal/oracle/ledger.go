@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -58,6 +59,23 @@ type Ledger struct {
 	next       map[string]int // per key: the position of its next committed message
 	failedTx   int
 	lastErr    error
+
+	transports []outbox.Transport // UseTransports; set before any Commit
+	turn       atomic.Uint64
+}
+
+// UseTransports makes Commit write with these transports in turn, one per Enqueue call (a transaction
+// writes its first half, its savepoint and its second half with three calls), so that one transaction
+// may mix them. Call it before the first Commit. Default: the Table transport only.
+func (l *Ledger) UseTransports(ts ...outbox.Transport) { l.transports = ts }
+
+// enqueue writes msgs with the next transport in turn.
+func (l *Ledger) enqueue(ctx context.Context, tx outbox.Execer, msgs ...outbox.Message) error {
+	e := outbox.Enqueuer{Schema: l.schema}
+	if n := uint64(len(l.transports)); n > 0 {
+		e.Transport = l.transports[l.turn.Add(1)%n]
+	}
+	return e.Enqueue(ctx, tx, msgs...)
 }
 
 // New returns an empty ledger for the outbox in schema of db. db may be nil for a ledger that is only
@@ -149,7 +167,7 @@ var errRollback = errors.New("oracle: rollback on purpose")
 // without them or does not commit at all. Any other failure leaves msgs indeterminate.
 func (l *Ledger) Commit(ctx context.Context, msgs, sp []outbox.Message, rollback bool) error {
 	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) error {
-		if err := outbox.Enqueue(ctx, l.schema, tx, msgs[:len(msgs)/2]...); err != nil {
+		if err := l.enqueue(ctx, tx, msgs[:len(msgs)/2]...); err != nil {
 			return err
 		}
 		if len(sp) > 0 {
@@ -157,14 +175,14 @@ func (l *Ledger) Commit(ctx context.Context, msgs, sp []outbox.Message, rollback
 			if err != nil {
 				return err
 			}
-			if err := outbox.Enqueue(ctx, l.schema, s, sp...); err != nil {
+			if err := l.enqueue(ctx, s, sp...); err != nil {
 				return err
 			}
 			if err := s.Rollback(ctx); err != nil {
 				return err
 			}
 		}
-		if err := outbox.Enqueue(ctx, l.schema, tx, msgs[len(msgs)/2:]...); err != nil {
+		if err := l.enqueue(ctx, tx, msgs[len(msgs)/2:]...); err != nil {
 			return err
 		}
 		if rollback {

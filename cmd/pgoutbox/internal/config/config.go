@@ -25,26 +25,28 @@ var ErrInvalid = errors.New("config")
 // Config is the daemon's whole configuration. The yaml tags are the key names; the environment
 // variable of a key is PGOUTBOX_ followed by the key upper-cased with dots as underscores.
 type Config struct {
-	Database     Database         `yaml:"database"`
-	Schema       string           `yaml:"schema"`
-	Slot         string           `yaml:"slot"`
-	InstanceID   string           `yaml:"instance_id"`
-	CreateSlot   bool             `yaml:"create_slot"`
-	StartLSN     LSN              `yaml:"start_lsn"`
-	Snapshot     bool             `yaml:"initial_snapshot"`
-	Replication  Replication      `yaml:"replication"`
-	Streaming    Streaming        `yaml:"streaming"`
-	Delivery     Delivery         `yaml:"delivery"`
-	Retention    Duration         `yaml:"retention"`
-	HTTP         HTTP             `yaml:"http"`
-	Readiness    Readiness        `yaml:"readiness"`
-	DrainTimeout Duration         `yaml:"drain_timeout"`
-	SlotPoll     Duration         `yaml:"slot_poll_interval"`
-	Log          Log              `yaml:"log"`
-	Routes       map[string]Route `yaml:"routes"`
-	Kafka        Kafka            `yaml:"kafka"`
-	NATS         NATS             `yaml:"nats"`
-	RabbitMQ     RabbitMQ         `yaml:"rabbitmq"`
+	Database   Database `yaml:"database"`
+	Schema     string   `yaml:"schema"`
+	Slot       string   `yaml:"slot"`
+	InstanceID string   `yaml:"instance_id"`
+	CreateSlot bool     `yaml:"create_slot"`
+	StartLSN   LSN      `yaml:"start_lsn"`
+	Snapshot   bool     `yaml:"initial_snapshot"`
+	// LogicalMessages delivers the messages of Enqueue's LogicalMessage transport too (PostgreSQL 14+).
+	LogicalMessages bool             `yaml:"logical_messages"`
+	Replication     Replication      `yaml:"replication"`
+	Streaming       Streaming        `yaml:"streaming"`
+	Delivery        Delivery         `yaml:"delivery"`
+	Retention       Duration         `yaml:"retention"`
+	HTTP            HTTP             `yaml:"http"`
+	Readiness       Readiness        `yaml:"readiness"`
+	DrainTimeout    Duration         `yaml:"drain_timeout"`
+	SlotPoll        Duration         `yaml:"slot_poll_interval"`
+	Log             Log              `yaml:"log"`
+	Routes          map[string]Route `yaml:"routes"`
+	Kafka           Kafka            `yaml:"kafka"`
+	NATS            NATS             `yaml:"nats"`
+	RabbitMQ        RabbitMQ         `yaml:"rabbitmq"`
 	// Name names the outbox in metrics (the outbox label), logs, /readyz and --outbox; default: the
 	// schema. Required in each entry of `outboxes`.
 	Name string `yaml:"name"`

@@ -43,6 +43,7 @@ type Metrics struct {
 	pollErrors   prometheus.Counter
 	parked       [4]prometheus.Gauge   // keys, messages, oldest age, WAL pinned
 	reg          prometheus.Registerer // for metrics added after NewMetrics (webhook.go)
+	ignored      ignoredMessages       // logical.go
 }
 
 var _ outbox.Observer = (*Metrics)(nil)
