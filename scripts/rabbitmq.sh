@@ -9,6 +9,8 @@
 #   scripts/rabbitmq.sh down    stop the node this state dir started, and its epmd; its data is kept, so
 #                               a later `up` restarts it on the same ports with the same queues
 #   scripts/rabbitmq.sh clean   down, then delete the state dir
+#   scripts/rabbitmq.sh ctl ARGS  run rabbitmqctl ARGS against this state dir's node (e.g. list_queues,
+#                               set_vm_memory_high_watermark 0.0001 to raise a memory alarm in a test)
 #
 # Typical use:  svc=$(scripts/rabbitmq.sh up) && eval "$svc" && go test ./sink/rabbitmq/
 #
@@ -243,14 +245,21 @@ cmd_clean() {
 	rm -rf "$state"
 }
 
+cmd_ctl() {
+	running || die "not running (start it with scripts/rabbitmq.sh up)"
+	node_env
+	"$sbin/rabbitmqctl" -q -n "$node" "$@"
+}
+
 case "${1:-}" in
 up) cmd_up ;;
+ctl) shift; cmd_ctl "$@" ;;
 down) cmd_down ;;
 env) cmd_env ;;
 status) cmd_status ;;
 clean) cmd_clean ;;
 *)
-	echo "usage: $0 up|down|env|status|clean" >&2
+	echo "usage: $0 up|down|env|status|clean|ctl ARGS" >&2
 	exit 2
 	;;
 esac

@@ -103,6 +103,27 @@ func prepareQueue(url, name string) error {
 	return err
 }
 
+// removeSinkTargets deletes the stream and the exchange and queue prepareSink made for schema.
+func removeSinkTargets(ctx context.Context, schema string) {
+	if url := os.Getenv(envNATSURL); url != "" {
+		if nc, err := nats.Connect(url); err == nil {
+			if js, err := jetstream.New(nc); err == nil {
+				_ = js.DeleteStream(ctx, "PGOUTBOX_BENCH_"+strings.ToUpper(schema))
+			}
+			nc.Close()
+		}
+	}
+	if url := os.Getenv(envRabbitMQURL); url != "" {
+		if conn, err := amqp.Dial(url); err == nil {
+			if ch, err := conn.Channel(); err == nil {
+				_, _ = ch.QueueDelete("pgoutbox.bench."+schema, false, false, false)
+				_ = ch.ExchangeDelete("pgoutbox.bench."+schema, false, false)
+			}
+			_ = conn.Close()
+		}
+	}
+}
+
 // SinksResult is what W3S writes to sinks.json.
 type SinksResult struct {
 	Drain   *DrainResult `json:"drain"`
@@ -127,6 +148,7 @@ func (b *bench) w3Sinks(ctx context.Context, n int, out string) error {
 	var err error
 	res.Drain, err = b.drain(ctx, "W3S", "Backlog drain into NATS and RabbitMQ",
 		backlog{Schema: "b3s", N: n, PerTx: 100, Payload: 200, Key: uniformKeys(10_000), Conns: 4}, "10,000 distinct", cs)
+	removeSinkTargets(context.WithoutCancel(ctx), "b3s") // the last run's messages: up to n in each server
 	if err != nil {
 		return err
 	}

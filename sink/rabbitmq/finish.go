@@ -60,6 +60,11 @@ func (s *Sink) expire(c *call, ready []int) []int {
 		c.sent = c.sent[1:]
 		if p := c.pubs[h.idx]; p.unregister(c.tags[h.idx]) {
 			c.inFlight--
+			if why := p.l.blocked.Load(); why != nil { // the broker holds it: the link is fine
+				ready = s.finish(c, h.idx, kindUnavailable, fmt.Errorf("rabbitmq: no publisher confirm within %s: the broker blocks publishing: %s",
+					s.cfg.ConfirmTimeout, *why), ready)
+				continue
+			}
 			err := fmt.Errorf("rabbitmq: no publisher confirm within %s (broker slow or unreachable)", s.cfg.ConfirmTimeout)
 			ready = s.finish(c, h.idx, kindUnavailable, err, ready)
 			// A healthy channel confirms every message: without one, the connection is presumed cut

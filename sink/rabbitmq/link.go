@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -21,6 +22,9 @@ type link struct {
 	dead chan struct{}
 	once sync.Once
 	err  error // why it died; read after dead is closed
+	// blocked holds the broker's reason while it blocks publishing on this connection (a memory or
+	// disk alarm: connection.blocked); nil otherwise.
+	blocked atomic.Pointer[string]
 }
 
 // publisher is one channel in confirm mode with the records awaiting its confirms.
@@ -69,6 +73,7 @@ func (s *Sink) dial() (*link, error) {
 	}
 	l := &link{conn: conn, dead: make(chan struct{})}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	go s.watchBlocked(l, conn.NotifyBlocked(make(chan amqp.Blocking, 4)))
 	for range c.Channels {
 		p, err := s.openPublisher(l)
 		if err != nil {
@@ -107,6 +112,22 @@ func (s *Sink) openPublisher(l *link) (*publisher, error) {
 		}
 	}()
 	return p, nil
+}
+
+// watchBlocked follows the broker's connection.blocked and connection.unblocked: while blocked, records
+// are not published (they fail as unavailable at once) instead of stalling on a connection the broker
+// no longer reads.
+func (s *Sink) watchBlocked(l *link, blocks <-chan amqp.Blocking) {
+	for b := range blocks {
+		if b.Active {
+			reason := b.Reason
+			l.blocked.Store(&reason)
+			s.log.Warn("broker blocks publishing (resource alarm); records fail as unavailable until it lifts", zap.String("reason", reason))
+			continue
+		}
+		l.blocked.Store(nil)
+		s.log.Info("broker publishes again (alarm cleared)")
+	}
 }
 
 // die marks the link dead with err (the first reason wins), closes it and fails what awaits a confirm.

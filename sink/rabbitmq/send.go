@@ -191,6 +191,10 @@ func (s *Sink) publish(ctx context.Context, c *call, i int, ready []int) []int {
 		<-s.slots
 		return s.finish(c, i, kindUnavailable, s.notConnected(), ready)
 	}
+	if why := l.blocked.Load(); why != nil {
+		<-s.slots
+		return s.finish(c, i, kindUnavailable, fmt.Errorf("rabbitmq: the broker blocks publishing: %s", *why), ready)
+	}
 	r := &c.batch[i]
 	msg := s.publishing(r)
 	if len(msg.Body) > s.cfg.MaxMessageBytes {
