@@ -24,6 +24,6 @@
 //
 // Failures: a message the exchange routes to no queue comes back (basic.return) and is dead-lettered
 // at once, or blocks the destination with [Config.Unroutable] "unavailable"; a missing exchange, a lost
-// connection or channel, a nack or a confirm timeout block the destination ([outbox.ErrUnavailable])
-// while the sink reconnects; a body over [Config.MaxMessageBytes] is dead-lettered at once.
+// connection or channel, a nack, a confirm timeout or a resource alarm (the broker blocks publishing)
+// block the destination ([outbox.ErrUnavailable]) while the sink reconnects or the alarm lasts; a body over [Config.MaxMessageBytes] is dead-lettered at once.
 package rabbitmq
