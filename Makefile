@@ -35,13 +35,17 @@ lint:
 fmt:
 	gofmt -w .
 
-## services-up: start PostgreSQL (and Kafka) for tests and print their env; use it as
+## services-up: start PostgreSQL, Kafka, NATS and RabbitMQ for tests and print their env; use it as
 ##   svc=$$(make -s services-up) && eval "$$svc"   (a failure stops the chain; eval "$$(…)" would hide it)
 services-up:
 	@scripts/postgres.sh up
 	@if [ -x scripts/kafka.sh ]; then scripts/kafka.sh up; fi
+	@scripts/nats.sh up
+	@scripts/rabbitmq.sh up
 
 services-down:
+	@scripts/rabbitmq.sh down
+	@scripts/nats.sh down
 	@if [ -x scripts/kafka.sh ]; then scripts/kafka.sh down; fi
 	@scripts/postgres.sh down
 

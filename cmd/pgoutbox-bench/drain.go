@@ -149,6 +149,8 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 			s.LogicalMessages = bl.Transport == outbox.LogicalMessage
 			if s.Sink == "kafka" {
 				s.Brokers, s.Topic = b.brokers, topic
+			} else if err := b.prepareSink(ctx, &s, bl.Schema); err != nil {
+				return r, err
 			}
 			rr, err := runRelayChild(ctx, s)
 			if err != nil {

@@ -101,7 +101,7 @@ func run() error {
 	for _, w := range strings.Split(*workloads, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "W3", "W4", "W5", "W6", "WT":
+		case "W1", "W2", "W3", "W4", "W5", "W6", "WT", "W3S":
 			run[w] = true
 		case "":
 		default:
@@ -214,6 +214,11 @@ func run() error {
 			return err
 		}
 		if err := save(); err != nil {
+			return err
+		}
+	}
+	if run["W3S"] { // W3 into NATS JetStream and RabbitMQ: SINKS.md and sinks.json (sinks.go)
+		if err := b.w3Sinks(ctx, n3, *out); err != nil {
 			return err
 		}
 	}

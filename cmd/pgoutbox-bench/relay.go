@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime/metrics"
@@ -58,6 +59,10 @@ type relaySpec struct {
 	wrap func(outbox.Sink) outbox.Sink
 	// LingerSet: Linger is set even when 0 (a zero Linger otherwise means the sink's default).
 	LingerSet bool `json:"linger_set,omitempty"`
+	// SinkURL and Target are the server and the subject or exchange of the "nats" and "rabbitmq"
+	// sinks (sinks.go).
+	SinkURL string `json:"sink_url,omitempty"`
+	Target  string `json:"target,omitempty"`
 }
 
 // relayResult is what a child run reports.
@@ -110,12 +115,16 @@ type runningRelay struct {
 	sink   *kafka.Sink
 	poison *poisonSink
 	linger time.Duration // the Kafka sink's
+	closer io.Closer     // another sink (sinks.go)
 }
 
 func (r *runningRelay) stop(ctx context.Context) error {
 	err := r.relay.Stop(ctx)
 	if r.sink != nil {
 		err = errors.Join(err, r.sink.Close())
+	}
+	if r.closer != nil {
+		err = errors.Join(err, r.closer.Close())
 	}
 	r.pool.Close()
 	return err
@@ -179,8 +188,13 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		}
 		opts = append(opts, outbox.WithSink(benchDest, sink))
 	default:
-		pool.Close()
-		return nil, fmt.Errorf("unknown sink %q", s.Sink)
+		sink, closer, err := newOtherSink(s)
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		rr.closer = closer
+		opts = append(opts, outbox.WithSink(benchDest, sink))
 	}
 	rr.relay, err = outbox.Start(ctx, pool, s.Schema, handlers, opts...)
 	if err != nil {

@@ -34,6 +34,25 @@ type sinkSet struct {
 	kafka    kafkaSink
 	webhooks map[string]*webhook.Sink
 	closers  []interface{ Close() error }
+	// blockers are the other sinks that report what they hold blocked (NATS subjects, RabbitMQ exchanges).
+	blockers []blocker
+}
+
+// blocker is a sink's Blocked method with the label of what it lists.
+type blocker struct {
+	label   string
+	blocked func() map[string]string
+}
+
+// blockedOther returns what the NATS and RabbitMQ sinks hold blocked, labelled ("nats subject x").
+func (s *sinkSet) blockedOther() map[string]string {
+	out := map[string]string{}
+	for _, b := range s.blockers {
+		for k, why := range b.blocked() {
+			out[b.label+k] = why
+		}
+	}
+	return out
 }
 
 func (s *sinkSet) destinations() []string {
@@ -73,6 +92,7 @@ func buildSinks(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, dev 
 		return std
 	}
 	kafkaRoutes := map[string]config.KafkaRoute{}
+	natsRoutes, rabbitRoutes := map[string]config.NATSRoute{}, map[string]config.RabbitMQRoute{}
 	for _, dest := range cfg.Destinations() {
 		r := cfg.Routes[dest]
 		switch {
@@ -87,7 +107,19 @@ func buildSinks(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, dev 
 			set.addWebhook(dest, ws)
 		case r.Kafka != nil:
 			kafkaRoutes[dest] = *r.Kafka
+		case r.NATS != nil:
+			natsRoutes[dest] = *r.NATS
+		case r.RabbitMQ != nil:
+			rabbitRoutes[dest] = *r.RabbitMQ
 		}
+	}
+	if err := set.addNATS(ctx, cfg.NATS, natsRoutes, log, probe); err != nil {
+		set.close(log)
+		return nil, err
+	}
+	if err := set.addRabbitMQ(ctx, cfg.RabbitMQ, rabbitRoutes, log, probe); err != nil {
+		set.close(log)
+		return nil, err
 	}
 	if len(kafkaRoutes) > 0 {
 		ks, err := connectKafka(ctx, cfg.Kafka, kafkaRoutes, log, probe)
@@ -153,7 +185,16 @@ type routeInfo struct {
 	TopicFrom     string   `json:"topic_from,omitempty"`
 	AllowedTopics []string `json:"allowed_topics,omitempty"`
 	URL           string   `json:"url,omitempty"` // webhook URL without credentials or query values
-	Rule          string   `json:"rule"`          // all of the above in words
+	// Subject, SubjectFrom and AllowedSubjects are a nats route's, like Topic… for kafka.
+	Subject         string   `json:"subject,omitempty"`
+	SubjectFrom     string   `json:"subject_from,omitempty"`
+	AllowedSubjects []string `json:"allowed_subjects,omitempty"`
+	// Exchange, RoutingKey, RoutingKeyFrom and AllowedRoutingKeys are a rabbitmq route's.
+	Exchange           string   `json:"exchange,omitempty"`
+	RoutingKey         string   `json:"routing_key,omitempty"`
+	RoutingKeyFrom     string   `json:"routing_key_from,omitempty"`
+	AllowedRoutingKeys []string `json:"allowed_routing_keys,omitempty"`
+	Rule               string   `json:"rule"` // all of the above in words
 }
 
 // describeRoutes describes every configured destination, sorted.
@@ -181,6 +222,10 @@ func describeRoute(cfg config.Config, dest string) routeInfo {
 	case r.Kafka != nil:
 		ri.Sink, ri.TopicFrom = "kafka", "route"
 		ri.Rule = "kafka topic from each message's Route (any topic: no allowed_topics)"
+	case r.NATS != nil:
+		describeNATSRoute(&ri, r.NATS)
+	case r.RabbitMQ != nil:
+		describeRabbitMQRoute(&ri, r.RabbitMQ)
 	case r.Webhook != nil:
 		ri.Sink, ri.URL = "webhook", safeURL(r.Webhook.URL)
 		ri.Rule = "webhook " + ri.URL + " (configured URL; the message's Route is ignored)"

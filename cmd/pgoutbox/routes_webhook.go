@@ -25,6 +25,7 @@ func newWebhookSink(dest string, r config.WebhookRoute, log *zap.Logger) (*webho
 	}
 	wc.Headers = r.Headers
 	wc.SigningSecret = r.SigningSecret
+	wc.CloudEvents = config.RecordFormat(r.Format, r.CloudEventsSource, r.CloudEventsType)
 	ws, err := webhook.New(wc, webhook.WithLogger(log))
 	if err != nil {
 		return nil, withCode(exitUsage, fmt.Errorf("%w: routes.%s.webhook: %w", config.ErrInvalid, dest, err))

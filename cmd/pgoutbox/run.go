@@ -547,6 +547,9 @@ func monitor(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, cfg c
 		for t, why := range sinks.blockedTopics() {
 			blocked["kafka topic "+t] = why
 		}
+		for k, why := range sinks.blockedOther() {
+			blocked[k] = why
+		}
 		p.SetBlocked(blocked)
 	}
 	sampleRelay()

@@ -24,6 +24,12 @@
 //     ([Sink.Stats]) and logged once per destination and header name, never with their value;
 //   - Content-Type: configured, else the message's, else application/octet-stream.
 //
+// With Config.CloudEvents (sink/cloudevents) the request is a CloudEvents 1.0 event per the HTTP
+// binding: in binary mode the attributes travel as ce-id, ce-source, ce-type, ce-specversion, ce-time
+// and ce-subject headers and the Content-Type is the datacontenttype (a message's ce-… headers are
+// dropped); in structured mode the body is the application/cloudevents+json envelope, and the
+// signature covers that body.
+//
 // # How answers are classified
 //
 //   - 2xx: delivered.

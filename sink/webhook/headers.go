@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 )
 
 // Headers the sink sets on every request. A message header of one of these names is dropped.
@@ -88,8 +89,10 @@ func ValidateHeader(name, value string) error {
 }
 
 // setHeaders writes the request headers: the configured ones, the message's own (minus those it may
-// not set, which are dropped and counted), the Content-Type, the sink's headers and the signature.
-func (s *Sink) setHeaders(h http.Header, r *outbox.Record) {
+// not set, which are dropped and counted), the Content-Type, the CloudEvents attributes in binary mode,
+// the sink's headers and the signature. It returns the body to send: the payload, or the CloudEvents
+// envelope in structured mode.
+func (s *Sink) setHeaders(h http.Header, r *outbox.Record) []byte {
 	for k, v := range s.headers {
 		h[k] = []string{v}
 	}
@@ -105,9 +108,14 @@ func (s *Sink) setHeaders(h http.Header, r *outbox.Record) {
 				s.drop(r, name, why)
 				continue
 			}
+			if s.cfg.CloudEvents.Enabled() && len(name) > 3 && strings.EqualFold(name[:3], "ce-") {
+				s.drop(r, name, "set by the sink (CloudEvents attributes)")
+				continue
+			}
 			h.Set(name, v)
 		}
 	}
+	body := s.cloudEvent(h, r)
 	if len(h["Content-Type"]) == 0 {
 		h["Content-Type"] = []string{"application/octet-stream"}
 	}
@@ -119,8 +127,30 @@ func (s *Sink) setHeaders(h http.Header, r *outbox.Record) {
 		ts := strconv.FormatInt(s.now().Unix(), 10)
 		h[HeaderWebhookID] = []string{r.ID}
 		h[HeaderWebhookTimestamp] = []string{ts}
-		h[HeaderWebhookSignature] = []string{sign(s.key, r.ID, ts, r.Payload)}
+		h[HeaderWebhookSignature] = []string{sign(s.key, r.ID, ts, body)}
 	}
+	return body
+}
+
+// cloudEvent lays r out as a CloudEvent when the sink is configured for one: binary mode writes the
+// attributes as ce-… headers (see cloudevents.HeaderValue) and the datacontenttype as the Content-Type (the
+// configured or message one when set); structured mode returns the envelope as the body with the
+// application/cloudevents+json Content-Type. It returns the body to send.
+func (s *Sink) cloudEvent(h http.Header, r *outbox.Record) []byte {
+	o := s.cfg.CloudEvents
+	if !o.Enabled() {
+		return r.Payload
+	}
+	ev := cloudevents.New(r, o, h.Get("Content-Type"))
+	if o.Format == cloudevents.Structured {
+		h.Set("Content-Type", cloudevents.StructuredContentType)
+		return ev.Envelope()
+	}
+	for _, a := range ev.Attributes() {
+		h.Set("ce-"+a[0], cloudevents.HeaderValue(a[1]))
+	}
+	h.Set("Content-Type", ev.DataContentType)
+	return r.Payload
 }
 
 // drop counts a message header that is not sent and logs it once per destination and header name

@@ -156,11 +156,13 @@ func (s *Sink) post(ctx context.Context, r *outbox.Record) error {
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, target, bytes.NewReader(r.Payload))
+	h := http.Header{}
+	body := s.setHeaders(h, r)
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return outbox.Permanent(fmt.Errorf("webhook: message %s: build request: %w", r.ID, err))
 	}
-	s.setHeaders(req.Header, r)
+	req.Header = h
 	started := time.Since(s.epoch)
 	resp, err := s.client.Do(req)
 	if err != nil {

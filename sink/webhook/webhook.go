@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
 )
 
 // Config holds the webhook sink's settings. Start from [DefaultConfig].
@@ -38,6 +40,11 @@ type Config struct {
 	// (default 16): the relay keeps several Sends in flight per lane, and this bounds what the
 	// endpoint sees whatever their number.
 	Concurrency int
+	// CloudEvents lays every request out as a CloudEvents 1.0 event per the HTTP binding: binary mode
+	// (ce-… headers, Content-Type = datacontenttype) or structured mode (an
+	// application/cloudevents+json envelope as the body, which the signature then covers). The
+	// default, raw, posts the payload as the body.
+	CloudEvents cloudevents.Options
 }
 
 // DefaultConfig returns a Config with the defaults and no URL.
@@ -67,6 +74,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, fmt.Errorf("webhook: config: Concurrency is %d; it must be positive", c.Concurrency))
+	}
+	if err := c.CloudEvents.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("webhook: config: CloudEvents: %w", err))
 	}
 	seen := map[string]string{}
 	for name, v := range c.Headers {

@@ -45,6 +45,8 @@ type Config struct {
 	Log             Log              `yaml:"log"`
 	Routes          map[string]Route `yaml:"routes"`
 	Kafka           Kafka            `yaml:"kafka"`
+	NATS            NATS             `yaml:"nats"`
+	RabbitMQ        RabbitMQ         `yaml:"rabbitmq"`
 	// Name names the outbox in metrics (the outbox label), logs, /readyz and --outbox; default: the
 	// schema. Required in each entry of `outboxes`.
 	Name string `yaml:"name"`
@@ -117,11 +119,14 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Route says where the messages of one destination go: exactly one of Kafka, Webhook, Stdout.
+// Route says where the messages of one destination go: exactly one of Kafka, Webhook, NATS, RabbitMQ,
+// Stdout.
 type Route struct {
-	Kafka   *KafkaRoute   `yaml:"kafka"`
-	Webhook *WebhookRoute `yaml:"webhook"`
-	Stdout  *StdoutRoute  `yaml:"stdout"`
+	Kafka    *KafkaRoute    `yaml:"kafka"`
+	Webhook  *WebhookRoute  `yaml:"webhook"`
+	Stdout   *StdoutRoute   `yaml:"stdout"`
+	NATS     *NATSRoute     `yaml:"nats"`
+	RabbitMQ *RabbitMQRoute `yaml:"rabbitmq"`
 }
 
 // KafkaRoute sends to a topic. A configured Topic always wins over the message's Route; without one,
@@ -145,14 +150,22 @@ type WebhookRoute struct {
 	// SigningSecret is read at load from SigningSecretFile or the variable SigningSecretEnv names;
 	// it has no key of its own, so it is never written in a configuration file.
 	SigningSecret string
+	// Format, CloudEventsSource and CloudEventsType: see RecordFormat (nats.go).
+	Format            string `yaml:"format"`
+	CloudEventsSource string `yaml:"cloudevents_source"`
+	CloudEventsType   string `yaml:"cloudevents_type"`
 }
 
 // StdoutRoute writes JSON lines to standard output.
 type StdoutRoute struct{}
 
-// Kind returns "kafka", "webhook", "stdout" or "" (none set).
+// Kind returns "kafka", "webhook", "stdout", "nats", "rabbitmq" or "" (none set).
 func (r Route) Kind() string {
 	switch {
+	case r.NATS != nil:
+		return "nats"
+	case r.RabbitMQ != nil:
+		return "rabbitmq"
 	case r.Kafka != nil:
 		return "kafka"
 	case r.Webhook != nil:
@@ -241,6 +254,8 @@ func Default() Config {
 			ProduceTimeout: Duration(10 * time.Second), Retries: 0, RetryBackoff: Duration(250 * time.Millisecond),
 			DialTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second), WriteTimeout: Duration(30 * time.Second),
 		},
+		NATS:     defaultNATS(),
+		RabbitMQ: defaultRabbitMQ(),
 	}
 }
 
@@ -258,6 +273,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateDelivery()...)
 	errs = append(errs, c.validateService()...)
 	errs = append(errs, c.validateKafka()...)
+	errs = append(errs, c.validateNATS()...)
+	errs = append(errs, c.validateRabbitMQ()...)
 	errs = append(errs, c.validateRoutes()...)
 	return errors.Join(errs...)
 }
@@ -446,13 +463,13 @@ func (c *Config) validateRoutes() []error {
 			continue
 		}
 		n := 0
-		for _, set := range []bool{r.Kafka != nil, r.Webhook != nil, r.Stdout != nil} {
+		for _, set := range []bool{r.Kafka != nil, r.Webhook != nil, r.Stdout != nil, r.NATS != nil, r.RabbitMQ != nil} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			bad(key, "set exactly one of kafka, webhook or stdout (found %d)", n)
+			bad(key, "set exactly one of kafka, webhook, nats, rabbitmq or stdout (found %d)", n)
 			continue
 		}
 		switch {
@@ -463,6 +480,11 @@ func (c *Config) validateRoutes() []error {
 			}
 		case r.Webhook != nil:
 			errs = append(errs, validateWebhook(key+".webhook", r.Webhook, c.Delivery.HandlerTimeout)...)
+			errs = append(errs, validateFormat(key+".webhook", r.Webhook.Format, r.Webhook.CloudEventsSource)...)
+		case r.NATS != nil:
+			errs = append(errs, c.validateNATSRoute(key+".nats", r.NATS)...)
+		case r.RabbitMQ != nil:
+			errs = append(errs, c.validateRabbitMQRoute(key+".rabbitmq", r.RabbitMQ)...)
 		}
 	}
 	return errs
@@ -496,7 +518,7 @@ func validateKafkaRoute(key string, k *KafkaRoute) []error {
 // ValidateRun adds what `pgoutbox run` needs: at least one route, unless dev mode routes to stdout.
 func (c *Config) ValidateRun(dev bool) error {
 	if len(c.Routes) == 0 && !dev {
-		return keyError("routes", "no route configured: map each destination to kafka, webhook or stdout "+
+		return keyError("routes", "no route configured: map each destination to kafka, webhook, nats, rabbitmq or stdout "+
 			"(see docs/daemon.md), or pass --dev to print every message to stdout")
 	}
 	return nil

@@ -502,7 +502,10 @@ func (c *Config) resolveSecrets() error {
 		}
 		c.Kafka.SASL.PasswordFile = ""
 	}
-	return nil
+	if err := c.resolveNATSSecrets(); err != nil {
+		return err
+	}
+	return c.resolveRabbitMQSecrets()
 }
 
 // ErrNoDatabase is returned by DSN when no database URL is configured.

@@ -263,6 +263,7 @@ func (c Config) clone() Config {
 	o := c
 	o.Outboxes = nil
 	o.Kafka.Brokers = slices.Clone(c.Kafka.Brokers)
+	o.NATS.URLs = slices.Clone(c.NATS.URLs)
 	if c.Routes != nil {
 		o.Routes = make(map[string]Route, len(c.Routes))
 		for dest, r := range c.Routes {
@@ -286,6 +287,16 @@ func (r Route) clone() Route {
 	if r.Stdout != nil {
 		s := *r.Stdout
 		r.Stdout = &s
+	}
+	if r.NATS != nil {
+		n := *r.NATS
+		n.AllowedSubjects = slices.Clone(n.AllowedSubjects)
+		r.NATS = &n
+	}
+	if r.RabbitMQ != nil {
+		q := *r.RabbitMQ
+		q.AllowedRoutingKeys = slices.Clone(q.AllowedRoutingKeys)
+		r.RabbitMQ = &q
 	}
 	return r
 }
