@@ -75,7 +75,7 @@ func run() error {
 		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
 		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
-		lingers   = flag.String("kafka-lingers", "0s,20ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
+		lingers   = flag.String("kafka-lingers", "10ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
 		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreamMemoryLimit; 16 = the relay's default)")
 		peers     = flag.Bool("peers", false, "instead of W1–W6: pgoutbox run vs Debezium vs pg_recvlogical (peers*.go; writes PEERS.md and peers.json)")
 	)
