@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/internal/keychain"
 )
 
 // record states within a call.
@@ -67,31 +68,20 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 func (s *Sink) newCall(batch []outbox.Record) (*call, []int) {
 	n := len(batch)
 	c := &call{batch: batch, subjects: make([]string, n), route: make([]bool, n), errs: make([]error, n),
-		kinds: make([]kind, n), next: make([]int32, n), state: make([]uint8, n), tokens: make([]uint64, n),
+		kinds: make([]kind, n), state: make([]uint8, n), tokens: make([]uint64, n),
 		results: make(chan result, n)}
-	last := map[string]int{}
-	ready := make([]int, 0, n)
+	chain := keychain.New(n)
 	for i := range batch {
-		c.next[i] = -1
 		subj, fromRoute, err := s.subjectFor(&batch[i])
 		if err != nil {
 			c.errs[i], c.kinds[i], c.state[i] = err, kindPermanent, stateDone
 			continue
 		}
 		c.subjects[i], c.route[i] = subj, fromRoute
-		key := batch[i].Key
-		if key == "" {
-			ready = append(ready, i)
-			continue
-		}
-		if j, ok := last[key]; ok {
-			c.next[j] = int32(i)
-		} else {
-			ready = append(ready, i)
-		}
-		last[key] = i
+		chain.Add(i, batch[i].Key)
 	}
-	return c, ready
+	c.next = chain.Next
+	return c, chain.Ready
 }
 
 // run publishes the ready records as slots free up, and each record's successor of its key once its

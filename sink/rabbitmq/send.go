@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/internal/keychain"
 )
 
 // kind is the outcome of one record.
@@ -107,29 +108,19 @@ func uniqueExchanges(c *call) []string {
 func (s *Sink) newCall(batch []outbox.Record) (*call, []int) {
 	n := len(batch)
 	c := &call{batch: batch, exchanges: make([]string, n), keys: make([]string, n), errs: make([]error, n), kinds: make([]kind, n),
-		next: make([]int32, n), state: make([]uint8, n), pubs: make([]*publisher, n), tags: make([]uint64, n), results: make(chan result, n)}
-	last := map[string]int{}
-	ready := make([]int, 0, n)
+		state: make([]uint8, n), pubs: make([]*publisher, n), tags: make([]uint64, n), results: make(chan result, n)}
+	chain := keychain.New(n)
 	for i := range batch {
-		c.next[i] = -1
 		ex, key, err := s.routeFor(&batch[i])
 		if err != nil {
 			c.errs[i], c.kinds[i], c.state[i] = err, kindPermanent, stateDone
 			continue
 		}
 		c.exchanges[i], c.keys[i] = ex, key
-		if k := batch[i].Key; k == "" {
-			ready = append(ready, i)
-		} else {
-			if j, ok := last[k]; ok {
-				c.next[j] = int32(i)
-			} else {
-				ready = append(ready, i)
-			}
-			last[k] = i
-		}
+		chain.Add(i, batch[i].Key)
 	}
-	return c, ready
+	c.next = chain.Next
+	return c, chain.Ready
 }
 
 // run publishes the ready records as slots free up, and each record's successor of its key once it is
