@@ -23,7 +23,7 @@ func (r *Relay) statusLoop(ctx context.Context) {
 }
 
 func (r *Relay) confirm() pglogrepl.LSN {
-	lsn := r.tracker.Flushed()
+	lsn := r.confirmable(r.tracker.Flushed())
 	if at := pglogrepl.LSN(r.snapshotAt.Load()); at != 0 && lsn >= at {
 		r.completeSnapshot()
 	}

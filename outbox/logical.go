@@ -61,6 +61,9 @@ func (rt router) Message(m decoder.LogicalMessage) error {
 	it.rec.CommitLSN, it.rec.CommitTime = r.curLSN, r.curCommit
 	env, err := envelope.Decode(m.Content)
 	fillRecord(&it.rec, &env, m, len(m.Content) >= envelope.FixedLen && m.Content[0] == envelope.Version)
+	if r.skipDelivered(&it.rec) {
+		return nil
+	}
 	r.cur.Add(1)
 	switch {
 	case err != nil:

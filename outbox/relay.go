@@ -67,6 +67,7 @@ type Relay struct {
 	// writeDeadLetter writes a dead letter and acks it (deadLetter; tests replace it).
 	writeDeadLetter func(ctx context.Context, it *item) bool
 	snapshotAt      atomic.Uint64 // consistent point of an initial snapshot not yet complete
+	positions       positions     // the PositionSinks among the sinks (exactly-once)
 }
 
 // Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
@@ -159,6 +160,7 @@ func newRelay(pool *pgxpool.Pool, schema string, handlers map[Destination]Handle
 	}
 	r.stream, r.dec = stream, dec
 	r.writeDeadLetter = r.deadLetter
+	r.positions.sinks, r.positions.fatal = collectPositionSinks(&r.cfg), make(chan error, 1)
 	for range cfg.lanes {
 		r.lanes = append(r.lanes, newLane(r))
 	}
@@ -220,6 +222,7 @@ func (r *Relay) run(ctx context.Context) <-chan error {
 		g.Go(func() error { l.run(gctx); return nil })
 	}
 	g.Go(func() error { r.statusLoop(gctx); return nil })
+	g.Go(func() error { return r.positions.failed(gctx) })
 	if r.cfg.retention > 0 {
 		g.Go(func() error { r.pruneLoop(gctx); return nil })
 	}
@@ -255,6 +258,9 @@ func (r *Relay) awaitStreaming(ctx context.Context, streamErr <-chan error) erro
 		case err := <-streamErr:
 			r.cancel()
 			<-r.done
+			if err == nil {
+				err = r.err // e.g. a PositionSink's Resume failed in the initial snapshot
+			}
 			if err == nil {
 				err = errors.New("outbox: relay stopped before streaming")
 			}

@@ -27,6 +27,12 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 		case <-stopCh:
 			stopCh, stopping = nil, true
 		case batch := <-events:
+			if err := r.resume(ctx); err != nil { // once, before the first record (PositionSinks)
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
 			for _, ev := range batch {
 				switch ev.Kind {
 				case replication.XLogData:
@@ -108,6 +114,9 @@ func (rt router) Insert(row decoder.Row) error {
 	}
 	it.rec.CommitLSN = r.curLSN
 	it.rec.CommitTime = r.curCommit
+	if r.skipDelivered(&it.rec) {
+		return nil
+	}
 	r.cur.Add(1)
 	return r.batch.add(rt.ctx, it)
 }

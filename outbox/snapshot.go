@@ -21,6 +21,9 @@ import (
 // before all its rows are acked; confirm then records the snapshot as complete (WithInitialSnapshot).
 func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error {
 	began := time.Now()
+	if err := r.resume(ctx); err != nil {
+		return err
+	}
 	rows, err := tx.Query(ctx, `SELECT seq, id::text, destination, route, key, type, payload, headers, created_at
 		FROM `+names.Table(r.schema, names.OutboxTable)+` ORDER BY seq`)
 	if err != nil {
@@ -52,6 +55,9 @@ func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error
 			<-ctx.Done()
 			return ctx.Err()
 		default:
+		}
+		if r.skipDelivered(&it.rec) {
+			continue
 		}
 		wtx.Add(1)
 		if err := b.add(ctx, it); err != nil {

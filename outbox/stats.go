@@ -58,13 +58,17 @@ type Stats struct {
 	Parked ParkedStats
 	// IgnoredMessages counts the logical decoding messages that are not the relay's (WithLogicalMessages).
 	IgnoredMessages IgnoredMessages
+	// Skipped counts the records a PositionSink reported already delivered when the relay resumed: not
+	// sent again.
+	Skipped int64
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
 	s := Stats{Delivered: r.delivered.Load(), DeadLettered: r.deadLettered.Load(), Failures: r.failures.Load(),
 		InFlight: r.gate.inFlight(), ConfirmedLSN: r.tracker.Flushed(),
-		IgnoredMessages: IgnoredMessages{OtherPrefix: r.ignoredPrefix.Load(), NonTransactional: r.ignoredNonTx.Load()}}
+		IgnoredMessages: IgnoredMessages{OtherPrefix: r.ignoredPrefix.Load(), NonTransactional: r.ignoredNonTx.Load()},
+		Skipped:         r.positions.skipped.Load()}
 	for _, l := range r.lanes {
 		l.park.stats(&s.Parked)
 	}
