@@ -80,6 +80,9 @@ type Config struct {
 
 	TLS  TLSConfig
 	SASL SASLConfig
+
+	// ExactlyOnce turns on Kafka transactions with the position stored in Kafka (default off).
+	ExactlyOnce ExactlyOnceConfig
 }
 
 // TLSConfig enables TLS to the brokers.
@@ -121,6 +124,7 @@ func DefaultConfig() Config {
 		ReadTimeout:     30 * time.Second,
 		WriteTimeout:    30 * time.Second,
 		TopicConfigTTL:  time.Minute,
+		ExactlyOnce:     defaultExactlyOnce(),
 	}
 }
 
@@ -145,6 +149,7 @@ func (c Config) Validate() error {
 		bad("KafkaVersion %q is below 0.11.0, which idempotent producing needs", c.KafkaVersion)
 	}
 	errs = append(errs, c.validateTopics()...)
+	errs = append(errs, c.validateExactlyOnce()...)
 	durations := []struct {
 		name string
 		d    time.Duration

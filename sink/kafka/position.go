@@ -71,6 +71,25 @@ func (p *position) next(w pglogrepl.LSN, keys []recKey) *position {
 	return n
 }
 
+// fit returns p without its newest exceptions (highest commit LSNs) so that it encodes to at most max
+// bytes, the encoding, and how many records it left out. Those records are committed in Kafka but no
+// longer known to the position: after a crash they are delivered again.
+func (p *position) fit(max int) (*position, []byte, int) {
+	lsns := slices.Sorted(maps.Keys(p.exc))
+	n := &position{systemID: p.systemID, slot: p.slot, w: p.w}
+	keep := len(lsns)
+	for {
+		keep = keep * 9 / 10 // drop a tenth of the commit LSNs at a time
+		n.exc = make(map[pglogrepl.LSN][]int64, keep)
+		for _, lsn := range lsns[:keep] {
+			n.exc[lsn] = p.exc[lsn]
+		}
+		if b := n.encode(); len(b) <= max || keep == 0 {
+			return n, b, p.size() - n.size()
+		}
+	}
+}
+
 // size returns the number of exceptions.
 func (p *position) size() int {
 	n := 0

@@ -52,6 +52,10 @@ type Sink struct {
 	blocked   map[string]string
 
 	orphans orphans // records left queued in the producer by Sends that stopped waiting
+	// eos is the exactly-once side, once resumed (stored under mu); with ExactlyOnce, producer and
+	// producerClient stay nil.
+	eos      atomic.Pointer[eos]
+	resumeMu sync.Mutex // serializes Resume
 
 	stats struct {
 		delivered, permanent, unavailable, unknownTopic, tooLargeRetried, rejoined atomic.Uint64
@@ -100,6 +104,10 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		_ = s.client.Close()
 		return nil, fmt.Errorf("kafka: admin client: %w", err)
 	}
+	s.topics = newTopicCache(s.admin, cfg.TopicConfigTTL)
+	if cfg.ExactlyOnce.Enable {
+		return s, nil // the transactional producer starts at Resume: starting it fences the active instance
+	}
 	s.producerClient, err = sarama.NewClient(cfg.Brokers, producerConfig(sc, cfg))
 	if err != nil {
 		_ = s.admin.Close()
@@ -111,7 +119,6 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		_ = s.admin.Close()
 		return nil, fmt.Errorf("kafka: producer: %w", err)
 	}
-	s.topics = newTopicCache(s.admin, cfg.TopicConfigTTL)
 	s.drain.Add(2)
 	go func() {
 		defer s.drain.Done()
@@ -135,7 +142,15 @@ func (s *Sink) Close() error {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closed = true
+		e := s.eos.Load()
 		s.mu.Unlock()
+		if s.cfg.ExactlyOnce.Enable {
+			if e != nil {
+				e.close()
+			}
+			err = s.admin.Close()
+			return
+		}
 		s.producer.AsyncClose()
 		drained := make(chan struct{})
 		go func() { s.drain.Wait(); close(drained) }()
@@ -212,10 +227,13 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		return nil
 	}
 	s.mu.RLock()
-	closed := s.closed
+	closed, e := s.closed, s.eos.Load()
 	s.mu.RUnlock()
 	if closed {
 		return ErrClosed
+	}
+	if s.cfg.ExactlyOnce.Enable && e == nil {
+		return outbox.Unavailable(errors.New("kafka: exactly-once sink not resumed: a relay calls Resume before the first Send"))
 	}
 	errs := make([]error, len(batch))
 	msgs := make([]*sarama.ProducerMessage, len(batch))
@@ -238,6 +256,9 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		}
 	}
 
+	if e != nil {
+		return s.sendTxn(ctx, e, batch, topics, msgs, errs)
+	}
 	if err := s.produce(ctx, batch, msgs, errs); err != nil {
 		return err
 	}

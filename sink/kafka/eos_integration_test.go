@@ -1,0 +1,214 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/kafka"
+)
+
+// eosEnv is a data topic and a position topic for exactly-once sinks of one test.
+type eosEnv struct {
+	brokers         []string
+	topic, posTopic string
+	txnID           string
+}
+
+func newEOSEnv(t *testing.T) eosEnv {
+	t.Helper()
+	brokers := kafkatest.Brokers(t)
+	e := eosEnv{brokers: brokers, topic: kafkatest.TopicName(t), posTopic: kafkatest.TopicName(t) + ".pos"}
+	e.txnID = e.topic + ".txn"
+	kafkatest.CreateTopic(t, brokers, e.topic, 3, nil)
+	kafkatest.CreateTopic(t, brokers, e.posTopic, 1, map[string]string{"cleanup.policy": "compact"})
+	return e
+}
+
+func (e eosEnv) sink(t *testing.T, mod func(*kafka.Config)) *kafka.Sink {
+	return newRealSink(t, e.brokers, map[string]string{"orders": e.topic}, func(c *kafka.Config) {
+		c.ExactlyOnce.Enable = true
+		c.ExactlyOnce.PositionTopic = e.posTopic
+		c.ExactlyOnce.TransactionalID = e.txnID
+		c.ExactlyOnce.TransactionTimeout = 20 * time.Second
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// resume calls Resume as a relay on slot "s1" of system "sys" would, with the watermark *w.
+func resume(t *testing.T, s *kafka.Sink, confirmed pglogrepl.LSN, w *atomic.Uint64) (func(*outbox.Record) bool, error) {
+	t.Helper()
+	return s.Resume(ctx(t, 90*time.Second), outbox.ResumeInfo{Slot: "s1", SystemID: "sys", Confirmed: confirmed,
+		Watermark: func() pglogrepl.LSN { return pglogrepl.LSN(w.Load()) }})
+}
+
+// eosRecord is record i of a relay's stream: transaction (commit LSN) 1000+i/3, Seq i, key k<i%7>.
+func eosRecord(i int) outbox.Record {
+	return outbox.Record{Message: outbox.Message{ID: fmt.Sprintf("id-%05d", i), Destination: "orders",
+		Key: fmt.Sprintf("k%d", i%7), Payload: []byte(fmt.Sprint(i))}, Seq: int64(i), CommitLSN: pglogrepl.LSN(1000 + i/3)}
+}
+
+// committedIDs reads the data topic as a read_committed consumer: id → times seen.
+func (e eosEnv) committedIDs(t *testing.T) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for _, r := range kafkatest.ReadCommitted(t, e.brokers, e.topic) {
+		id, _ := kafkatest.Header(r, kafka.HeaderID)
+		seen[id]++
+	}
+	return seen
+}
+
+// Concurrent Sends share Kafka transactions; each record becomes visible once; the position lets the
+// next instance skip exactly what was committed: below the watermark, or committed above it.
+func TestExactlyOnceSendsAndResume(t *testing.T) {
+	t.Parallel()
+	env := newEOSEnv(t)
+	s1 := env.sink(t, nil)
+	var w atomic.Uint64
+	w.Store(900)
+	if err := s1.Send(ctx(t, 10*time.Second), []outbox.Record{eosRecord(0)}); !outbox.IsUnavailable(err) {
+		t.Fatalf("Send before Resume = %v, want unavailable", err)
+	}
+	skip, err := resume(t, s1, 900, &w)
+	if err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if skip(&[]outbox.Record{eosRecord(0)}[0]) {
+		t.Fatal("a fresh position reports a record delivered")
+	}
+	var wg sync.WaitGroup
+	for g := range 8 { // like lanes: 8 concurrent callers, 30 records each, in 3 batches
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range 3 {
+				var batch []outbox.Record
+				for j := range 10 {
+					batch = append(batch, eosRecord(g*30+b*10+j))
+				}
+				if err := s1.Send(ctx(t, 30*time.Second), batch); err != nil {
+					t.Errorf("Send: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Records 0..119 are acked to the relay: its watermark passes them (commit LSN < 1040).
+	w.Store(1040)
+	deadline := time.Now().Add(10 * time.Second)
+	for s1.Confirmable(5000) != 1040 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := s1.Confirmable(5000); got != 1040 {
+		t.Fatalf("Confirmable = %s after the watermark moved and the sink idled, want 0/410 (1040)", got)
+	}
+	if got := s1.Confirmable(1000); got != 1000 {
+		t.Errorf("Confirmable(1000) = %s, want at most what is asked", got)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := env.committedIDs(t)
+	for i := range 240 {
+		if id := eosRecord(i).ID; seen[id] != 1 {
+			t.Errorf("%s seen %d times by read_committed, want 1", id, seen[id])
+		}
+	}
+
+	s2 := env.sink(t, nil)
+	skip, err = resume(t, s2, 1040, &w)
+	if err != nil {
+		t.Fatalf("second Resume: %v", err)
+	}
+	for i := range 240 {
+		if r := eosRecord(i); !skip(&r) {
+			t.Errorf("after the restart %s (commit LSN %d, seq %d) is not reported delivered", r.ID, r.CommitLSN, r.Seq)
+		}
+	}
+	if r := eosRecord(240); skip(&r) {
+		t.Errorf("record %s, never sent, is reported delivered", r.ID)
+	}
+	// Re-sending what was committed produces nothing.
+	if err := s2.Send(ctx(t, 30*time.Second), []outbox.Record{eosRecord(200), eosRecord(241)}); err != nil {
+		t.Fatalf("Send after the restart: %v", err)
+	}
+	_ = s2.Close()
+	seen = env.committedIDs(t)
+	if seen[eosRecord(200).ID] != 1 || seen[eosRecord(241).ID] != 1 {
+		t.Errorf("re-sent committed record seen %d times, new one %d, want 1 and 1", seen[eosRecord(200).ID], seen[eosRecord(241).ID])
+	}
+
+	// A position behind the slot is refused.
+	s3 := env.sink(t, nil)
+	if _, err := resume(t, s3, 1_000_000, &w); !errors.Is(err, kafka.ErrPositionBehindSlot) {
+		t.Errorf("Resume with the slot past the position = %v, want ErrPositionBehindSlot", err)
+	}
+}
+
+// A second sink with the same transactional.id fences the first: the zombie's open transaction never
+// becomes visible, its Sends fail unavailable (ErrFenced) and its records are delivered by the successor.
+func TestExactlyOnceZombieIsFenced(t *testing.T) {
+	t.Parallel()
+	env := newEOSEnv(t)
+	var w atomic.Uint64
+	w.Store(900)
+	// The zombie commits 5s after its first record: the successor starts before that.
+	zombie := env.sink(t, func(c *kafka.Config) { c.ExactlyOnce.CommitInterval = 5 * time.Second })
+	if _, err := resume(t, zombie, 900, &w); err != nil {
+		t.Fatalf("zombie Resume: %v", err)
+	}
+	zerr := make(chan error, 1)
+	go func() {
+		var batch []outbox.Record
+		for i := range 20 {
+			batch = append(batch, eosRecord(i))
+		}
+		zerr <- zombie.Send(context.Background(), batch)
+	}()
+	time.Sleep(time.Second) // the zombie's records are in its open transaction
+
+	successor := env.sink(t, nil)
+	skip, err := resume(t, successor, 900, &w)
+	if err != nil {
+		t.Fatalf("successor Resume: %v", err)
+	}
+	if r := eosRecord(3); skip(&r) {
+		t.Fatal("the successor skips a record of the zombie's open transaction")
+	}
+	var batch []outbox.Record
+	for i := range 20 {
+		batch = append(batch, eosRecord(i))
+	}
+	if err := successor.Send(ctx(t, 30*time.Second), batch); err != nil {
+		t.Fatalf("successor Send: %v", err)
+	}
+	select {
+	case err := <-zerr:
+		if !outbox.IsUnavailable(err) || !errors.Is(err, kafka.ErrFenced) {
+			t.Fatalf("the zombie's Send = %v, want unavailable with ErrFenced", err)
+		}
+		t.Logf("zombie Send: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the zombie's Send did not return")
+	}
+	if err := zombie.Send(ctx(t, 10*time.Second), []outbox.Record{eosRecord(50)}); !errors.Is(err, kafka.ErrFenced) {
+		t.Errorf("a fenced sink's next Send = %v, want ErrFenced", err)
+	}
+	seen := env.committedIDs(t)
+	for i := range 20 {
+		if id := eosRecord(i).ID; seen[id] != 1 {
+			t.Errorf("%s seen %d times by read_committed, want 1 (the successor's)", id, seen[id])
+		}
+	}
+}

@@ -1,0 +1,266 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
+)
+
+var (
+	// ErrFenced means another instance with the same transactional.id took over: this sink can commit
+	// nothing any more (every Send fails with it, as unavailable). Restart the relay to let it stand by.
+	ErrFenced = errors.New("kafka: producer fenced: another relay instance with the same transactional.id took over")
+	// ErrPositionBehindSlot means the position stored in the position topic is behind the slot's confirmed
+	// position, which the sink never lets the relay pass: the position topic lost data, or the slot was
+	// moved without this sink (`pgoutbox skip`, a recreated slot, a run without exactly-once).
+	ErrPositionBehindSlot = errors.New("kafka: stored position is behind the slot's confirmed position")
+	// ErrPositionMismatch means the stored position names another database or slot than the relay's.
+	ErrPositionMismatch = errors.New("kafka: stored position belongs to another database or slot")
+)
+
+// eos is the exactly-once side of a Sink: one transactional producer, one Kafka transaction open at a
+// time, joined by every concurrent Send and committed by one goroutine (run) together with the position.
+type eos struct {
+	cfg      ExactlyOnceConfig
+	log      *zap.Logger
+	brokers  []string
+	txnID    string
+	client   sarama.Client
+	producer sarama.AsyncProducer
+	posPart  int32
+	mark     func() pglogrepl.LSN // the relay's watermark
+
+	mu      sync.Mutex
+	open    *txn
+	pos     *position        // the last committed position
+	pending map[recKey]*txn  // records fed to the open transaction
+	broken  error            // fenced or fatal: every Send fails with it
+	durable atomic.Uint64    // W of the last committed position
+	// overflow counts the records left out of a position that would not fit in PositionMaxBytes.
+	overflow atomic.Uint64
+
+	kick  chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+	drain sync.WaitGroup
+}
+
+// txn is one Kafka transaction.
+type txn struct {
+	begun  chan struct{} // closed once BeginTxn succeeded, or with err set when it never will
+	feed   sync.RWMutex  // held shared while a Send feeds the producer, exclusively to close
+	closed bool          // under eos.mu: takes no more records
+	n      int           // records fed, under eos.mu
+	first  time.Time     // when the first record was fed, under eos.mu
+	keys   []recKey      // records fed, under eos.mu
+	acks   sync.WaitGroup
+	failMu sync.Mutex
+	failed error // first producer error of a record (not the position)
+	posErr error // producer error of the position record
+	done   chan struct{}
+	err    error // the outcome, once done is closed: nil when committed
+	byRec  bool  // aborted because a record failed in the producer
+}
+
+func newTxn() *txn { return &txn{begun: make(chan struct{}), done: make(chan struct{})} }
+
+// txnSlot is the Metadata of one message of a transaction: its result.
+type txnSlot struct {
+	t   *txn
+	pos bool // the position record
+	err error
+}
+
+// result records the producer's result of sl's message; the message is then done.
+func (sl *txnSlot) result(err error) {
+	if err != nil {
+		sl.err = err
+		sl.t.failMu.Lock()
+		if sl.pos {
+			sl.t.posErr = err
+		} else if sl.t.failed == nil {
+			sl.t.failed = err
+		}
+		sl.t.failMu.Unlock()
+	}
+	sl.t.acks.Done()
+}
+
+// drainResults hands the producer's results to their slots until the producer is closed.
+func (e *eos) drainResults() {
+	e.drain.Add(2)
+	go func() {
+		defer e.drain.Done()
+		for m := range e.producer.Successes() {
+			m.Metadata.(*txnSlot).result(nil)
+		}
+	}()
+	go func() {
+		defer e.drain.Done()
+		for pe := range e.producer.Errors() {
+			pe.Msg.Metadata.(*txnSlot).result(pe.Err)
+		}
+	}()
+}
+
+// join waits for the open transaction to begin and returns it with its feed lock held shared and e.mu
+// held, or an error for the whole Send.
+func (e *eos) join(ctx context.Context) (*txn, error) {
+	for {
+		e.mu.Lock()
+		t, broken := e.open, e.broken
+		e.mu.Unlock()
+		if broken != nil {
+			return nil, outbox.Unavailable(broken)
+		}
+		select {
+		case <-t.begun:
+		case <-ctx.Done():
+			return nil, outbox.Unavailable(fmt.Errorf("kafka: wait for the next transaction: %w", ctx.Err()))
+		case <-e.stop:
+			return nil, ErrClosed
+		}
+		if t.err != nil {
+			return nil, outbox.Unavailable(t.err)
+		}
+		t.feed.RLock()
+		e.mu.Lock()
+		if !t.closed {
+			return t, nil
+		}
+		e.mu.Unlock()
+		t.feed.RUnlock()
+	}
+}
+
+// send delivers the records of batch with non-nil msgs in the open Kafka transaction and waits for its
+// outcome, storing each record's result in errs (nil: committed). A record already committed is not
+// produced again, one already in the open transaction (from a Send that gave up) waits for it. It
+// returns a non-nil error only for the whole batch (closed, fenced, ctx ended).
+func (e *eos) send(ctx context.Context, batch []outbox.Record, msgs []*sarama.ProducerMessage, errs []error) error {
+	t, err := e.join(ctx)
+	if err != nil {
+		return err
+	}
+	slots := make([]txnSlot, len(batch))
+	in := make([]bool, len(batch)) // the record's outcome is t's
+	var feed []int
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		k := recKey{batch[i].CommitLSN, batch[i].Seq}
+		switch {
+		case e.pos.committed(k):
+			msgs[i] = nil // delivered by an earlier transaction: errs[i] stays nil
+		case e.pending[k] != nil:
+			msgs[i], in[i] = nil, true // fed by an earlier Send into t
+		default:
+			e.pending[k], in[i] = t, true
+			feed = append(feed, i)
+		}
+	}
+	e.mu.Unlock()
+	fed := 0
+feeding:
+	for _, i := range feed {
+		slots[i].t = t
+		msgs[i].Metadata = &slots[i]
+		t.acks.Add(1)
+		select {
+		case e.producer.Input() <- msgs[i]:
+			fed++
+		case <-ctx.Done():
+			t.acks.Done()
+			break feeding
+		}
+	}
+	e.settleFeed(t, batch, feed, fed)
+	t.feed.RUnlock()
+	if fed < len(feed) {
+		return outbox.Unavailable(fmt.Errorf("kafka: feed the transaction: %w", ctx.Err()))
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return outbox.Unavailable(fmt.Errorf("kafka: wait for the transaction's commit (its records stay in it): %w", ctx.Err()))
+	}
+	for i := range batch {
+		if in[i] {
+			errs[i] = t.outcome(&batch[i], &slots[i])
+		}
+	}
+	return nil
+}
+
+// settleFeed records the first fed records of feed in t and forgets the others; e.mu is taken.
+func (e *eos) settleFeed(t *txn, batch []outbox.Record, feed []int, fed int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for j, i := range feed {
+		k := recKey{batch[i].CommitLSN, batch[i].Seq}
+		if j < fed {
+			t.keys = append(t.keys, k)
+		} else {
+			delete(e.pending, k)
+		}
+	}
+	if fed > 0 {
+		if t.n == 0 {
+			t.first = time.Now()
+		}
+		t.n += fed
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// outcome is the result of r in t, which is done; sl is r's slot when this Send fed it.
+func (t *txn) outcome(r *outbox.Record, sl *txnSlot) error {
+	switch {
+	case t.err == nil:
+		return nil
+	case sl.t == t && sl.err != nil:
+		return sl.err // classified by Sink.result
+	case t.byRec:
+		return outbox.NotAttempted(fmt.Errorf("kafka: message %s: its transaction was aborted because another record failed: %w", r.ID, t.err))
+	}
+	return outbox.Unavailable(fmt.Errorf("kafka: message %s: transaction aborted: %w", r.ID, t.err))
+}
+
+// confirmable returns the watermark of the last committed position, at most w.
+func (e *eos) confirmable(w pglogrepl.LSN) pglogrepl.LSN {
+	return min(w, pglogrepl.LSN(e.durable.Load()))
+}
+
+// sendTxn is Send's exactly-once path, after the records were checked: it delivers msgs in the open
+// Kafka transaction and classifies the results. A batch rejected as too large inside a transaction
+// aborts it: the records it held are retried (their attempts counted) rather than dead-lettered, since
+// they may fit alone.
+func (s *Sink) sendTxn(ctx context.Context, e *eos, batch []outbox.Record, topics []string, msgs []*sarama.ProducerMessage, errs []error) error {
+	if err := e.send(ctx, batch, msgs, errs); err != nil {
+		if outbox.IsUnavailable(err) {
+			s.stats.unavailable.Add(uint64(len(batch)))
+		}
+		return err
+	}
+	for i := range errs {
+		if msgs[i] != nil && tooLarge(errs[i]) {
+			errs[i] = fmt.Errorf("kafka: message %s: its transaction's batch for %q was rejected as too large (keep MaxMessageBytes at or below the topic's max.message.bytes): %w",
+				batch[i].ID, topics[i], errs[i])
+			msgs[i] = nil // not classified again (it would be permanent)
+		}
+	}
+	return s.result(batch, topics, msgs, errs)
+}
