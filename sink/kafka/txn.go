@@ -41,10 +41,10 @@ type eos struct {
 
 	mu      sync.Mutex
 	open    *txn
-	pos     *position        // the last committed position
-	pending map[recKey]*txn  // records fed to the open transaction
-	broken  error            // fenced or fatal: every Send fails with it
-	durable atomic.Uint64    // W of the last committed position
+	pos     *position       // the last committed position
+	pending map[recKey]*txn // records fed to the open transaction
+	broken  error           // fenced or fatal: every Send fails with it
+	durable atomic.Uint64   // W of the last committed position
 	// overflow counts the records left out of a position that would not fit in PositionMaxBytes.
 	overflow atomic.Uint64
 
