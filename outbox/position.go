@@ -45,6 +45,10 @@ type ResumeInfo struct {
 	// Confirmed is the slot's confirmed_flush_lsn when the relay resumed: PostgreSQL sends every
 	// transaction that ends after it again, and none that ends at or before it.
 	Confirmed pglogrepl.LSN
+	// Snapshot says the relay resumes in the initial snapshot of a slot it just created (or re-created
+	// because an earlier snapshot never completed): a stored position of an earlier slot is then behind
+	// the new one, and the snapshot's rows carry the new slot's consistent point as commit LSN.
+	Snapshot bool
 	// Watermark returns the relay's current watermark w: every record whose CommitLSN is below w is acked
 	// (delivered by its sink or handler, dead-lettered, or skipped). It is monotonic and safe to call from
 	// any goroutine at any time.
@@ -99,7 +103,7 @@ func collectPositionSinks(cfg *relayConfig) []PositionSink {
 
 // resume calls Resume on every PositionSink once, before the first record is routed; sinks that are
 // unavailable are retried with backoff until ctx ends.
-func (r *Relay) resume(ctx context.Context) error {
+func (r *Relay) resume(ctx context.Context, snapshot bool) error {
 	p := &r.positions
 	if len(p.sinks) == 0 || p.resumed.Load() {
 		return nil
@@ -111,6 +115,7 @@ func (r *Relay) resume(ctx context.Context) error {
 	}
 	for attempt := 1; ; attempt++ {
 		info, err := r.resumeInfo(ctx)
+		info.Snapshot = snapshot
 		if err == nil {
 			p.skip = p.skip[:0]
 			for _, s := range p.sinks {

@@ -27,7 +27,7 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 		case <-stopCh:
 			stopCh, stopping = nil, true
 		case batch := <-events:
-			if err := r.resume(ctx); err != nil { // once, before the first record (PositionSinks)
+			if err := r.resume(ctx, false); err != nil { // once, before the first record (PositionSinks)
 				if ctx.Err() != nil {
 					return nil
 				}

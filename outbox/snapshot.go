@@ -21,7 +21,7 @@ import (
 // before all its rows are acked; confirm then records the snapshot as complete (WithInitialSnapshot).
 func (r *Relay) snapshot(ctx context.Context, tx pgx.Tx, at pglogrepl.LSN) error {
 	began := time.Now()
-	if err := r.resume(ctx); err != nil {
+	if err := r.resume(ctx, true); err != nil {
 		return err
 	}
 	rows, err := tx.Query(ctx, `SELECT seq, id::text, destination, route, key, type, payload, headers, created_at

@@ -217,6 +217,11 @@ func (e *eos) checkPosition(b []byte, info outbox.ResumeInfo) (*position, error)
 		return nil, fmt.Errorf("%w: position of %q in %q is for database %s slot %s, the relay streams database %s slot %s; configure another ExactlyOnce.TransactionalID",
 			ErrPositionMismatch, e.txnID, e.cfg.PositionTopic, p.systemID, p.slot, info.SystemID, info.Slot)
 	}
+	if p.w < info.Confirmed && info.Snapshot {
+		e.log.Warn("exactly-once: the stored position is of an earlier slot; the relay re-created the slot for its initial snapshot, whose rows are delivered again",
+			zap.String("transactional_id", e.txnID), zap.String("position", p.w.String()), zap.String("slot_confirmed", info.Confirmed.String()))
+		return &position{systemID: info.SystemID, slot: info.Slot, exc: map[pglogrepl.LSN][]int64{}}, nil
+	}
 	if p.w < info.Confirmed {
 		return nil, fmt.Errorf("%w: position of %q in %q is at %s, slot %s is confirmed at %s: the position topic lost data or the slot was moved without this sink (skip, recreated slot, a run without exactly-once); "+
 			"to start over, produce a tombstone (null value) with key %q to %q: the records in flight before are then delivered again, once",

@@ -152,3 +152,20 @@ func (w *Watcher) CaughtUp(ctx context.Context) bool {
 func (w *Watcher) I4(slot string) oracle.I4Config {
 	return oracle.I4Config{Slot: slot, Delivered: w.Has, CaughtUp: w.CaughtUp, Every: 150 * time.Millisecond}
 }
+
+// CommittedSource is Source as a read_committed consumer sees the topic (exactly-once mode): records
+// of aborted Kafka transactions are not returned, and each read waits for the transactions open on the
+// topic to end (see [kafkatest.ReadCommitted]).
+func CommittedSource(t oracle.T, brokers []string, topic string) oracle.Source {
+	return func(ctx context.Context) ([]oracle.Delivery, error) {
+		recs, err := kafkatest.ReadCommittedErr(ctx, brokers, topic)
+		if err != nil {
+			return nil, fmt.Errorf("read topic %s read_committed: %w", topic, err)
+		}
+		ds, err := Deliveries(recs)
+		if err != nil {
+			t.Fatalf("topic %s: %v", topic, err)
+		}
+		return ds, nil
+	}
+}
