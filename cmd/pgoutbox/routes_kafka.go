@@ -43,6 +43,11 @@ var newKafkaSink = func(k config.Kafka, routes map[string]config.KafkaRoute, log
 	kc.TLS = kafka.TLSConfig{Enable: k.TLS.Enable, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 		ServerName: k.TLS.ServerName, InsecureSkipVerify: k.TLS.InsecureSkipVerify}
 	kc.SASL = kafka.SASLConfig{Mechanism: k.SASL.Mechanism, User: k.SASL.User, Password: k.SASL.Password}
+	kc.ExactlyOnce.Enable = k.ExactlyOnce
+	kc.ExactlyOnce.PositionTopic = k.PositionTopic
+	kc.ExactlyOnce.TransactionalID = k.TransactionalID
+	kc.ExactlyOnce.CommitInterval = k.CommitInterval.D()
+	kc.ExactlyOnce.CommitRecords = k.CommitRecords
 	if err := kc.Validate(); err != nil {
 		return nil, withCode(exitUsage, fmt.Errorf("%w: kafka: %w", config.ErrInvalid, err))
 	}

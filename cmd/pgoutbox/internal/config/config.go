@@ -196,6 +196,14 @@ type Kafka struct {
 	WriteTimeout    Duration  `yaml:"write_timeout"`
 	TLS             KafkaTLS  `yaml:"tls"`
 	SASL            KafkaSASL `yaml:"sasl"`
+	// ExactlyOnce turns on Kafka transactions with the position stored in PositionTopic (see
+	// docs/daemon.md, "Exactly-once into Kafka"); TransactionalID defaults to one derived from the
+	// database and the slot.
+	ExactlyOnce     bool     `yaml:"exactly_once"`
+	PositionTopic   string   `yaml:"position_topic"`
+	TransactionalID string   `yaml:"transactional_id"`
+	CommitInterval  Duration `yaml:"commit_interval"`
+	CommitRecords   int      `yaml:"commit_records"`
 }
 
 // KafkaTLS enables TLS to the brokers.
@@ -253,6 +261,7 @@ func Default() Config {
 			BatchBytes: 1 << 20, MaxMessageBytes: 1_000_000, Compression: "none",
 			ProduceTimeout: Duration(10 * time.Second), Retries: 0, RetryBackoff: Duration(250 * time.Millisecond),
 			DialTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second), WriteTimeout: Duration(30 * time.Second),
+			PositionTopic: "pgoutbox.positions", CommitRecords: 50_000,
 		},
 		NATS:     defaultNATS(),
 		RabbitMQ: defaultRabbitMQ(),
