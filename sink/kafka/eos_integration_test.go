@@ -14,6 +14,7 @@ import (
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
+	"github.com/pgoutbox/pgoutbox/sink/sinktest"
 )
 
 // eosEnv is a data topic and a position topic for exactly-once sinks of one test.
@@ -86,6 +87,12 @@ func TestExactlyOnceSendsAndResume(t *testing.T) {
 	}
 	if skip(&[]outbox.Record{eosRecord(0)}[0]) {
 		t.Fatal("a fresh position reports a record delivered")
+	}
+	noLSN := eosRecord(999)
+	noLSN.CommitLSN = 0
+	var be *outbox.BatchError
+	if err := s1.Send(ctx(t, 30*time.Second), []outbox.Record{noLSN}); !errors.As(err, &be) || !outbox.IsPermanent(be.Errs[0]) {
+		t.Fatalf("Send of a record without CommitLSN = %v, want it failed permanently", err)
 	}
 	var wg sync.WaitGroup
 	for g := range 8 { // like lanes: 8 concurrent callers, 30 records each, in 3 batches
@@ -211,4 +218,57 @@ func TestExactlyOnceZombieIsFenced(t *testing.T) {
 			t.Errorf("%s seen %d times by read_committed, want 1 (the successor's)", id, seen[id])
 		}
 	}
+}
+
+// committedReader reads a topic as a read_committed consumer.
+type committedReader struct{ topicReader }
+
+func (r committedReader) Read(t testing.TB) []sinktest.Delivery {
+	var out []sinktest.Delivery
+	for _, rec := range kafkatest.ReadCommitted(t, r.brokers, r.topic) {
+		out = append(out, toDelivery(rec))
+	}
+	return out
+}
+
+// relayPositions gives the suite's records what the relay gives every record: a commit LSN and Seq
+// unique to the message (the suite numbers Seqs per key), stable across Sends of the same record.
+type relayPositions struct {
+	*kafka.Sink
+	mu   sync.Mutex
+	lsns map[string]pglogrepl.LSN
+}
+
+func (s *relayPositions) Send(ctx context.Context, batch []outbox.Record) error {
+	s.mu.Lock()
+	for i := range batch {
+		lsn, ok := s.lsns[batch[i].ID]
+		if !ok {
+			lsn = pglogrepl.LSN(1000 + len(s.lsns))
+			s.lsns[batch[i].ID] = lsn
+		}
+		batch[i].CommitLSN = lsn
+	}
+	s.mu.Unlock()
+	return s.Sink.Send(ctx, batch)
+}
+
+// The conformance suite passes in exactly-once mode, read by a read_committed consumer.
+func TestConformanceExactlyOnce(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	sinktest.Run(t, func(t *testing.T) (outbox.Sink, sinktest.Reader) {
+		env := eosEnv{brokers: brokers, topic: kafkatest.TopicName(t), posTopic: kafkatest.TopicName(t) + ".pos"}
+		env.txnID = env.topic + ".txn"
+		kafkatest.CreateTopic(t, brokers, env.topic, 3, nil)
+		kafkatest.CreateTopic(t, brokers, env.posTopic, 1, map[string]string{"cleanup.policy": "compact"})
+		s := newRealSink(t, brokers, map[string]string{string(sinktest.Destination): env.topic}, func(c *kafka.Config) {
+			c.ExactlyOnce = kafka.ExactlyOnceConfig{Enable: true, PositionTopic: env.posTopic, TransactionalID: env.txnID,
+				CommitRecords: 50_000, PositionMaxBytes: 100_000, TransactionTimeout: 20 * time.Second}
+		})
+		var w atomic.Uint64
+		if _, err := resume(t, s, 0, &w); err != nil {
+			t.Fatalf("Resume: %v", err)
+		}
+		return &relayPositions{Sink: s, lsns: map[string]pglogrepl.LSN{}}, committedReader{topicReader{brokers, env.topic}}
+	})
 }

@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -78,4 +79,36 @@ func FuzzDecodePosition(f *testing.F) {
 			t.Fatalf("re-encoding a decoded position: %v (size %d, was %d)", err, again.size(), p.size())
 		}
 	})
+}
+
+func TestExactlyOnceConfigValidate(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		mod  func(*Config)
+		want string // substring of the error; "" for valid
+	}{
+		{"off by default", func(*Config) {}, ""},
+		{"defaults", func(c *Config) { c.ExactlyOnce.Enable = true }, ""},
+		{"bad position topic", func(c *Config) { c.ExactlyOnce.Enable = true; c.ExactlyOnce.PositionTopic = "a b" }, "ExactlyOnce.PositionTopic"},
+		{"negative interval", func(c *Config) { c.ExactlyOnce.Enable = true; c.ExactlyOnce.CommitInterval = -1 }, "ExactlyOnce.CommitInterval"},
+		{"no records", func(c *Config) { c.ExactlyOnce.Enable = true; c.ExactlyOnce.CommitRecords = 0 }, "ExactlyOnce.CommitRecords"},
+		{"position larger than a record", func(c *Config) { c.ExactlyOnce.Enable = true; c.ExactlyOnce.PositionMaxBytes = c.MaxMessageBytes }, "ExactlyOnce.PositionMaxBytes"},
+		{"old broker", func(c *Config) { c.ExactlyOnce.Enable = true; c.KafkaVersion = "2.4.0" }, "KafkaVersion 2.5.0"},
+		{"no timeout", func(c *Config) { c.ExactlyOnce.Enable = true; c.ExactlyOnce.TransactionTimeout = 0 }, "ExactlyOnce.TransactionTimeout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := DefaultConfig()
+			cfg.Brokers = []string{"k:9092"}
+			c.mod(&cfg)
+			err := cfg.Validate()
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("Validate() = %v, want an error naming %q", err, c.want)
+			}
+		})
+	}
 }

@@ -160,6 +160,9 @@ func (e *eos) send(ctx context.Context, batch []outbox.Record, msgs []*sarama.Pr
 		}
 		k := recKey{batch[i].CommitLSN, batch[i].Seq}
 		switch {
+		case k.lsn == 0: // not from a relay: nothing identifies it across restarts
+			msgs[i] = nil
+			errs[i] = outbox.Permanent(fmt.Errorf("kafka: exactly-once: message %s has no CommitLSN; only records of a relay (commit LSN and Seq) can be delivered exactly once", batch[i].ID))
 		case e.pos.committed(k):
 			msgs[i] = nil // delivered by an earlier transaction: errs[i] stays nil
 		case e.pending[k] != nil:
