@@ -48,6 +48,7 @@ var newKafkaSink = func(k config.Kafka, routes map[string]config.KafkaRoute, log
 	kc.ExactlyOnce.TransactionalID = k.TransactionalID
 	kc.ExactlyOnce.CommitInterval = k.CommitInterval.D()
 	kc.ExactlyOnce.CommitRecords = k.CommitRecords
+	kc.ExactlyOnce.TransactionTimeout = k.TransactionTimeout.D()
 	if err := kc.Validate(); err != nil {
 		return nil, withCode(exitUsage, fmt.Errorf("%w: kafka: %w", config.ErrInvalid, err))
 	}

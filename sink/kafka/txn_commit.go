@@ -52,7 +52,7 @@ func (e *eos) begin(t *txn) bool {
 			_ = e.fail(t, err)
 			return false
 		}
-		if st&sarama.ProducerTxnFlagAbortableError != 0 {
+		if st&(sarama.ProducerTxnFlagAbortableError|sarama.ProducerTxnFlagEndTransaction) != 0 { // an abort to finish
 			if aerr := e.producer.AbortTxn(); aerr != nil {
 				e.log.Warn("abort the failed transaction", zap.Error(aerr))
 			}
@@ -157,7 +157,7 @@ func (e *eos) commit(t *txn) {
 	case t.failed != nil:
 		err, t.byRec = t.failed, true
 	default:
-		err = e.producer.CommitTxn()
+		err = e.commitTxn()
 	}
 	if err != nil && e.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError == 0 {
 		if aerr := e.producer.AbortTxn(); aerr != nil {
@@ -165,6 +165,23 @@ func (e *eos) commit(t *txn) {
 		}
 	}
 	e.settle(t, keys, next, err)
+}
+
+// commitTxn commits the producer's transaction. A failure that leaves the producer neither in an
+// abortable nor a fatal state (the coordinator did not answer: the transaction may have committed) is
+// retried until it resolves or the sink closes: treating it as aborted would send its records again.
+func (e *eos) commitTxn() error {
+	err := e.producer.CommitTxn()
+	for attempt := 1; err != nil && e.producer.TxnStatus()&sarama.ProducerTxnFlagInError == 0; attempt++ {
+		e.log.Warn("commit: outcome unknown; committing again", zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-e.stop:
+			return fmt.Errorf("kafka: commit outcome unknown at close (the next start resolves it): %w", err)
+		case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)):
+		}
+		err = e.producer.CommitTxn()
+	}
+	return err
 }
 
 // settle records t's outcome and wakes the Sends waiting for it.

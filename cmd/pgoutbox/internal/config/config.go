@@ -204,6 +204,8 @@ type Kafka struct {
 	TransactionalID string   `yaml:"transactional_id"`
 	CommitInterval  Duration `yaml:"commit_interval"`
 	CommitRecords   int      `yaml:"commit_records"`
+	// TransactionTimeout is transaction.timeout.ms of the exactly-once producer.
+	TransactionTimeout Duration `yaml:"transaction_timeout"`
 }
 
 // KafkaTLS enables TLS to the brokers.
@@ -261,7 +263,7 @@ func Default() Config {
 			BatchBytes: 1 << 20, MaxMessageBytes: 1_000_000, Compression: "none",
 			ProduceTimeout: Duration(10 * time.Second), Retries: 0, RetryBackoff: Duration(250 * time.Millisecond),
 			DialTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second), WriteTimeout: Duration(30 * time.Second),
-			PositionTopic: "pgoutbox.positions", CommitRecords: 50_000,
+			PositionTopic: "pgoutbox.positions", CommitRecords: 50_000, TransactionTimeout: Duration(time.Minute),
 		},
 		NATS:     defaultNATS(),
 		RabbitMQ: defaultRabbitMQ(),
