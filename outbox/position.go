@@ -40,7 +40,8 @@ type ResumeInfo struct {
 	// Slot is the replication slot's name.
 	Slot string
 	// SystemID is the database cluster's system identifier (pg_control_system()), the same on a physical
-	// standby: with Slot it names the stream the positions are positions in.
+	// standby: with Slot it names the stream the positions are positions in. Empty when the relay's role
+	// may not read it.
 	SystemID string
 	// Confirmed is the slot's confirmed_flush_lsn when the relay resumed: PostgreSQL sends every
 	// transaction that ends after it again, and none that ends at or before it.
@@ -152,12 +153,18 @@ func (r *Relay) resume(ctx context.Context, snapshot bool) error {
 	}
 }
 
-// resumeInfo reads the slot's confirmed position and the system identifier.
+// resumeInfo reads the slot's confirmed position and the system identifier (left empty, with a
+// warning, when pg_control_system() is not executable by the relay's role).
 func (r *Relay) resumeInfo(ctx context.Context) (ResumeInfo, error) {
 	info := ResumeInfo{Slot: r.cfg.slot, Watermark: r.tracker.Flushed}
+	if err := r.pool.QueryRow(ctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&info.SystemID); err != nil {
+		if ctx.Err() != nil {
+			return info, ctx.Err()
+		}
+		r.log.Warn("resume: cannot read the database system identifier (pg_control_system())", zap.Error(err))
+	}
 	var confirmed *string
-	err := r.pool.QueryRow(ctx, `SELECT (SELECT system_identifier::text FROM pg_control_system()),
-		(SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1)`, r.cfg.slot).Scan(&info.SystemID, &confirmed)
+	err := r.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.slot).Scan(&confirmed)
 	if err != nil {
 		return info, Unavailable(fmt.Errorf("outbox: read the confirmed position of slot %s: %w", r.cfg.slot, err))
 	}

@@ -84,6 +84,9 @@ func (s *Sink) startEOS(info outbox.ResumeInfo) (*eos, error) {
 	e := &eos{cfg: c, log: s.log, brokers: s.cfg.Brokers, txnID: c.TransactionalID, mark: info.Watermark, pending: map[recKey]*txn{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), open: newTxn()}
 	if e.txnID == "" {
+		if info.SystemID == "" {
+			return nil, errors.New("kafka: exactly-once: the database system identifier is unknown (the relay's role may not execute pg_control_system()); set ExactlyOnce.TransactionalID (kafka.transactional_id)")
+		}
 		e.txnID = fmt.Sprintf("pgoutbox-%s-%s", info.SystemID, info.Slot)
 	}
 	sc, err := s.cfg.saramaConfig()
