@@ -33,5 +33,14 @@
 // record by record after MESSAGE_TOO_LARGE) a record may be delivered again after later records of its key;
 // each copy carries the same [HeaderID], so consumers dedupe on it.
 //
+// Exactly-once ([Config.ExactlyOnce]): the sink produces in Kafka transactions, one open at a time and
+// joined by every concurrent Send, and writes the relay's delivered position (its watermark plus the
+// records committed above it) into each, to a compacted position topic keyed by the transactional.id.
+// The Sink is an [outbox.PositionSink]: the relay calls [Sink.Resume] when it takes the slot, which starts
+// the transactional producer (fencing a previous instance) and returns what the last committed position
+// says was delivered, so the relay skips it; [Sink.Confirmable] keeps the slot from passing the position
+// stored in Kafka. A read_committed consumer then sees each message once across crashes, restarts and
+// takeovers. Without ExactlyOnce, Resume skips nothing and Confirmable changes nothing.
+//
 // TLS and SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) are configured in [Config.TLS] and [Config.SASL].
 package kafka

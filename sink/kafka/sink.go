@@ -28,8 +28,9 @@ var ErrClosed = errors.New("kafka: sink closed")
 
 // Sink is an [outbox.Sink] that produces to Kafka with an idempotent sarama AsyncProducer (acks=all,
 // one request in flight per broker) and returns from Send only once every record is acked by all
-// in-sync replicas or has failed. It is safe for concurrent use; records of one Send keep their order
-// per partition, and so per key.
+// in-sync replicas or has failed (with [Config.ExactlyOnce]: once the Kafka transaction holding it
+// committed). It is safe for concurrent use; records of one Send keep their order per partition, and so
+// per key. It implements [outbox.PositionSink].
 type Sink struct {
 	cfg    Config
 	log    *zap.Logger
