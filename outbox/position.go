@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
@@ -187,6 +188,28 @@ func (r *Relay) skipDelivered(rec *Record) bool {
 		}
 	}
 	return false
+}
+
+// positionSettle bounds how long Stop waits for the PositionSinks to store the final watermark.
+const positionSettle = 2 * time.Second
+
+// awaitConfirmable lets Stop confirm the final watermark: it waits, until ctx ends or positionSettle
+// passes, for the PositionSinks to have stored it (they are asked through Confirmable).
+func (r *Relay) awaitConfirmable(ctx context.Context) {
+	p := &r.positions
+	if len(p.sinks) == 0 || !p.resumed.Load() {
+		return
+	}
+	w := r.tracker.Flushed()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for deadline := time.Now().Add(positionSettle); r.confirmable(w) < w && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // confirmable returns what the relay may confirm of the watermark w: w itself without PositionSinks,

@@ -300,6 +300,7 @@ func (r *Relay) Stop(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
+		r.awaitConfirmable(ctx)
 		lsn := r.confirm()
 		if err := r.stream.Close(ctx); err != nil {
 			r.log.Warn("stop: final status update", zap.Error(err))

@@ -108,3 +108,42 @@ func TestExactlyOnceRelayKilledAndRestarted(t *testing.T) {
 		})
 	}
 }
+
+// A graceful stop confirms everything: the relay waits for the sink to store its final watermark in a
+// Kafka transaction, so the slot reaches the end of what was delivered and the next start has nothing
+// to skip (other sinks of the relay get nothing twice either).
+func TestExactlyOnceGracefulStopConfirmsAll(t *testing.T) {
+	t.Parallel()
+	brokers := kafkatest.Brokers(t)
+	e := newE2E(t, brokers, 3, nil)
+	posTopic := e.topic + ".pos"
+	kafkatest.CreateTopic(t, brokers, posTopic, 1, map[string]string{"cleanup.policy": "compact"})
+	newSink := func() *kafka.Sink {
+		return newRealSink(t, brokers, map[string]string{string(outbox.EventBus): e.topic}, func(cfg *kafka.Config) {
+			cfg.ExactlyOnce.Enable = true
+			cfg.ExactlyOnce.PositionTopic = posTopic
+		})
+	}
+	// A long status interval: only the final confirm of Stop moves the slot past the messages.
+	r1 := e.start(newSink(), outbox.WithStatusInterval(10*time.Second), outbox.WithInitialSnapshot(false))
+	if err := e.generate(300, 20, 50).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	e.l.Verify(t, 60*time.Second, false, topic.CommittedSource(t, brokers, e.topic))
+	before := e.confirmed()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r1.Stop(stopCtx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	t.Logf("slot confirmed at %s before Stop, %s after", before, e.confirmed())
+	r2 := e.start(newSink(), outbox.WithInitialSnapshot(false))
+	marker := e.generate(1, 1, 10)
+	if err := marker.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	e.l.Verify(t, 60*time.Second, false, topic.CommittedSource(t, brokers, e.topic))
+	if s := r2.Stats().Skipped; s != 0 {
+		t.Errorf("the next start skipped %d records: the graceful stop left them unconfirmed", s)
+	}
+}

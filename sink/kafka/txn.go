@@ -242,9 +242,17 @@ func (t *txn) outcome(r *outbox.Record, sl *txnSlot) error {
 	return outbox.Unavailable(fmt.Errorf("kafka: message %s: transaction aborted: %w", r.ID, t.err))
 }
 
-// confirmable returns the watermark of the last committed position, at most w.
+// confirmable returns the watermark of the last committed position, at most w. When w is ahead, the
+// committer is woken: with no records waiting it then commits a transaction holding only the position.
 func (e *eos) confirmable(w pglogrepl.LSN) pglogrepl.LSN {
-	return min(w, pglogrepl.LSN(e.durable.Load()))
+	d := pglogrepl.LSN(e.durable.Load())
+	if w > d {
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+	return min(w, d)
 }
 
 // sendTxn is Send's exactly-once path, after the records were checked: it delivers msgs in the open
