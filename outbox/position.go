@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,10 @@ type ResumeInfo struct {
 	// standby: with Slot it names the stream the positions are positions in. Empty when the relay's role
 	// may not read it.
 	SystemID string
+	// Timeline is the server's current timeline (0 when unknown). It changes when a standby is promoted
+	// or a backup is restored: positions stored on another timeline may name transactions this one never
+	// had at the same LSNs.
+	Timeline uint32
 	// Confirmed is the slot's confirmed_flush_lsn when the relay resumed: PostgreSQL sends every
 	// transaction that ends after it again, and none that ends at or before it.
 	Confirmed pglogrepl.LSN
@@ -163,6 +168,12 @@ func (r *Relay) resumeInfo(ctx context.Context) (ResumeInfo, error) {
 			return info, ctx.Err()
 		}
 		r.log.Warn("resume: cannot read the database system identifier (pg_control_system())", zap.Error(err))
+	}
+	var walFile string // its first 8 hex digits are the timeline
+	if err := r.pool.QueryRow(ctx, `SELECT pg_walfile_name(pg_current_wal_lsn())`).Scan(&walFile); err == nil && len(walFile) >= 8 {
+		if tl, err := strconv.ParseUint(walFile[:8], 16, 32); err == nil {
+			info.Timeline = uint32(tl)
+		}
 	}
 	var confirmed *string
 	err := r.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.slot).Scan(&confirmed)

@@ -90,8 +90,8 @@ func TestPositionSinkSkipsDeliveredAndGatesConfirm(t *testing.T) {
 	if n := resumes.Load(); n != 1 {
 		t.Errorf("Resume called %d times, want 1", n)
 	}
-	if first.Slot != slot || first.SystemID == "" || first.Confirmed != start || first.Watermark == nil {
-		t.Errorf("ResumeInfo = %+v, want slot %s, a system id, confirmed %s and a watermark", first, slot, start)
+	if first.Slot != slot || first.SystemID == "" || first.Timeline == 0 || first.Confirmed != start || first.Watermark == nil {
+		t.Errorf("ResumeInfo = %+v, want slot %s, a system id, a timeline, confirmed %s and a watermark", first, slot, start)
 	}
 	if w := first.Watermark(); w <= start {
 		t.Errorf("Watermark() = %s after every record was acked, want past %s", w, start)

@@ -272,3 +272,48 @@ func TestConformanceExactlyOnce(t *testing.T) {
 		return &relayPositions{Sink: s, lsns: map[string]pglogrepl.LSN{}}, committedReader{topicReader{brokers, env.topic}}
 	})
 }
+
+// A position stored on another timeline (the database failed over to a standby, or was restored) is not
+// trusted: the new timeline may lack its transactions and reuse their LSNs, so skipping by it could
+// lose messages. The sink starts over from the slot (what is above it is delivered again, once).
+func TestExactlyOnceTimelineChangeStartsOver(t *testing.T) {
+	t.Parallel()
+	env := newEOSEnv(t)
+	var w atomic.Uint64
+	w.Store(900)
+	info := func(tl uint32) outbox.ResumeInfo {
+		return outbox.ResumeInfo{Slot: "s1", SystemID: "sys", Timeline: tl, Confirmed: 900,
+			Watermark: func() pglogrepl.LSN { return pglogrepl.LSN(w.Load()) }}
+	}
+	s1 := env.sink(t, nil)
+	if _, err := s1.Resume(ctx(t, 90*time.Second), info(1)); err != nil {
+		t.Fatal(err)
+	}
+	batch := []outbox.Record{eosRecord(0), eosRecord(1), eosRecord(2)}
+	if err := s1.Send(ctx(t, 30*time.Second), batch); err != nil {
+		t.Fatal(err)
+	}
+	_ = s1.Close()
+
+	s2 := env.sink(t, nil)
+	skip, err := s2.Resume(ctx(t, 90*time.Second), info(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skip(&batch[0]) {
+		t.Error("a position of timeline 1 is trusted on timeline 2")
+	}
+	if err := s2.Send(ctx(t, 30*time.Second), []outbox.Record{eosRecord(3)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Close()
+
+	s3 := env.sink(t, nil)
+	skip, err = s3.Resume(ctx(t, 90*time.Second), info(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := eosRecord(3); !skip(&r) {
+		t.Error("a position stored on the current timeline is not trusted")
+	}
+}

@@ -23,6 +23,7 @@ type recKey struct {
 // A position is immutable once built.
 type position struct {
 	systemID, slot string
+	timeline       uint32 // the server's timeline when the sink resumed (0: unknown)
 	w              pglogrepl.LSN
 	exc            map[pglogrepl.LSN][]int64
 }
@@ -47,7 +48,7 @@ func (p *position) committed(k recKey) bool {
 // next returns the position after a transaction that committed keys, with the watermark w (>= p.w):
 // the exceptions below w are dropped, keys at or above w are added.
 func (p *position) next(w pglogrepl.LSN, keys []recKey) *position {
-	n := &position{systemID: p.systemID, slot: p.slot, w: max(w, p.w), exc: make(map[pglogrepl.LSN][]int64, len(p.exc))}
+	n := &position{systemID: p.systemID, slot: p.slot, timeline: p.timeline, w: max(w, p.w), exc: make(map[pglogrepl.LSN][]int64, len(p.exc))}
 	for lsn, seqs := range p.exc {
 		if lsn >= n.w {
 			n.exc[lsn] = seqs // shared: never modified in place
@@ -76,7 +77,7 @@ func (p *position) next(w pglogrepl.LSN, keys []recKey) *position {
 // longer known to the position: after a crash they are delivered again.
 func (p *position) fit(max int) (*position, []byte, int) {
 	lsns := slices.Sorted(maps.Keys(p.exc))
-	n := &position{systemID: p.systemID, slot: p.slot, w: p.w}
+	n := &position{systemID: p.systemID, slot: p.slot, timeline: p.timeline, w: p.w}
 	keep := len(lsns)
 	for {
 		keep = keep * 9 / 10 // drop a tenth of the commit LSNs at a time
@@ -109,7 +110,7 @@ const maxPositionRecords = 1 << 22
 var errBadPosition = errors.New("kafka: malformed position record")
 
 // encode returns p as the value of a position record: a version byte, the system identifier and the
-// slot (length-prefixed), W, then per commit LSN (ascending, as the delta from the previous one, the
+// slot (length-prefixed), the timeline, W, then per commit LSN (ascending, as the delta from the previous one, the
 // first from W) its Seqs as runs of consecutive values (the delta of the run's start from the previous
 // run's end, zig-zag, then the run's length minus one). Every integer is a varint.
 func (p *position) encode() []byte {
@@ -118,6 +119,7 @@ func (p *position) encode() []byte {
 	b = append(b, p.systemID...)
 	b = binary.AppendUvarint(b, uint64(len(p.slot)))
 	b = append(b, p.slot...)
+	b = binary.AppendUvarint(b, uint64(p.timeline))
 	b = binary.AppendUvarint(b, uint64(p.w))
 	lsns := slices.Sorted(maps.Keys(p.exc))
 	b = binary.AppendUvarint(b, uint64(len(lsns)))
@@ -155,7 +157,13 @@ func decodePosition(b []byte) (*position, error) {
 	if v := d.byte(); v != positionVersion {
 		return nil, fmt.Errorf("%w: version %d, want %d", errBadPosition, v, positionVersion)
 	}
-	p := &position{systemID: d.string(), slot: d.string(), w: pglogrepl.LSN(d.uvarint())}
+	p := &position{systemID: d.string(), slot: d.string()}
+	if tl := d.uvarint(); tl <= 1<<32-1 {
+		p.timeline = uint32(tl)
+	} else {
+		d.fail("timeline")
+	}
+	p.w = pglogrepl.LSN(d.uvarint())
 	groups := d.count()
 	p.exc = make(map[pglogrepl.LSN][]int64, groups)
 	prev := p.w

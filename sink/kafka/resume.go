@@ -207,10 +207,11 @@ func (e *eos) writeMarker(nonce []byte) error {
 
 // checkPosition decodes the stored position b and checks it against the relay.
 func (e *eos) checkPosition(b []byte, info outbox.ResumeInfo) (*position, error) {
+	fresh := &position{systemID: info.SystemID, slot: info.Slot, timeline: info.Timeline, exc: map[pglogrepl.LSN][]int64{}}
 	if b == nil {
 		e.log.Info("exactly-once: no stored position; starting from the slot's confirmed position (what was in flight before is delivered again, once)",
 			zap.String("transactional_id", e.txnID))
-		return &position{systemID: info.SystemID, slot: info.Slot, exc: map[pglogrepl.LSN][]int64{}}, nil
+		return fresh, nil
 	}
 	p, err := decodePosition(b)
 	if err != nil {
@@ -220,16 +221,25 @@ func (e *eos) checkPosition(b []byte, info outbox.ResumeInfo) (*position, error)
 		return nil, fmt.Errorf("%w: position of %q in %q is for database %s slot %s, the relay streams database %s slot %s; configure another ExactlyOnce.TransactionalID",
 			ErrPositionMismatch, e.txnID, e.cfg.PositionTopic, p.systemID, p.slot, info.SystemID, info.Slot)
 	}
+	if p.timeline != 0 && info.Timeline != 0 && p.timeline != info.Timeline {
+		// A promoted standby or a restored backup may lack transactions the position names and reuse
+		// their LSNs for others: skipping by it could lose those. Start over from the slot instead.
+		e.log.Warn("exactly-once: the database changed timeline since the position was stored (failover or restore); what is above the slot's confirmed position is delivered again, once",
+			zap.String("transactional_id", e.txnID), zap.Uint32("position_timeline", p.timeline), zap.Uint32("timeline", info.Timeline),
+			zap.String("position", p.w.String()), zap.String("slot_confirmed", info.Confirmed.String()))
+		return fresh, nil
+	}
 	if p.w < info.Confirmed && info.Snapshot {
 		e.log.Warn("exactly-once: the stored position is of an earlier slot; the relay re-created the slot for its initial snapshot, whose rows are delivered again",
 			zap.String("transactional_id", e.txnID), zap.String("position", p.w.String()), zap.String("slot_confirmed", info.Confirmed.String()))
-		return &position{systemID: info.SystemID, slot: info.Slot, exc: map[pglogrepl.LSN][]int64{}}, nil
+		return fresh, nil
 	}
 	if p.w < info.Confirmed {
 		return nil, fmt.Errorf("%w: position of %q in %q is at %s, slot %s is confirmed at %s: the position topic lost data or the slot was moved without this sink (skip, recreated slot, a run without exactly-once); "+
 			"to start over, produce a tombstone (null value) with key %q to %q: the records in flight before are then delivered again, once",
 			ErrPositionBehindSlot, e.txnID, e.cfg.PositionTopic, p.w, info.Slot, info.Confirmed, e.txnID, e.cfg.PositionTopic)
 	}
+	p.timeline = info.Timeline // positions written from now on are on this timeline
 	return p, nil
 }
 
