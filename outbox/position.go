@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -92,8 +93,9 @@ func collectPositionSinks(cfg *relayConfig) []PositionSink {
 		if !ok {
 			return
 		}
+		comparable := reflect.TypeOf(ps).Comparable() // == on a func or map type would panic
 		for _, have := range out {
-			if have == ps {
+			if comparable && reflect.TypeOf(have) == reflect.TypeOf(ps) && have == ps {
 				return
 			}
 		}
@@ -120,16 +122,20 @@ func (r *Relay) resume(ctx context.Context, snapshot bool) error {
 	if p.resumed.Load() {
 		return nil
 	}
+	done := make([]bool, len(p.sinks)) // resumed already: a retry resumes only the others
 	for attempt := 1; ; attempt++ {
 		info, err := r.resumeInfo(ctx)
 		info.Snapshot = snapshot
-		if err == nil {
-			p.skip = p.skip[:0]
-			for _, s := range p.sinks {
-				var d func(*Record) bool
-				if d, err = s.Resume(ctx, info); err != nil {
-					break
-				}
+		for i, s := range p.sinks {
+			if err != nil {
+				break
+			}
+			if done[i] {
+				continue
+			}
+			var d func(*Record) bool
+			if d, err = s.Resume(ctx, info); err == nil {
+				done[i] = true
 				if d != nil {
 					p.skip = append(p.skip, d)
 				}

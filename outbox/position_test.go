@@ -170,6 +170,35 @@ func TestPositionSinkResumeErrors(t *testing.T) {
 		}
 		o.check(t, false)
 	})
+	t.Run("each sink is resumed once", func(t *testing.T) {
+		t.Parallel()
+		db := migrated(t)
+		o := newOracle(db)
+		var okCalls, flakyCalls atomic.Int32
+		ok := &positionSink{harness: o,
+			resume: func(context.Context, outbox.ResumeInfo) (func(*outbox.Record) bool, error) {
+				okCalls.Add(1)
+				return nil, nil
+			},
+			confirmable: func(w pglogrepl.LSN) pglogrepl.LSN { return w },
+		}
+		flaky := &positionSink{harness: o,
+			resume: func(context.Context, outbox.ResumeInfo) (func(*outbox.Record) bool, error) {
+				if flakyCalls.Add(1) == 1 {
+					return nil, outbox.Unavailable(errors.New("broker down"))
+				}
+				return nil, nil
+			},
+			confirmable: func(w pglogrepl.LSN) pglogrepl.LSN { return w },
+		}
+		startRelay(t, db, nil, outbox.WithSlotName(slotName()), outbox.WithSink(outbox.EventBus, ok), outbox.WithSink(commandQueue, flaky),
+			outbox.WithSink(mailman, ok), outbox.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond))
+		o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus}, {ID: newID(), Destination: commandQueue}})
+		o.waitDelivered(t, 20*time.Second)
+		if okCalls.Load() != 1 || flakyCalls.Load() != 2 {
+			t.Errorf("Resume calls: %d of the sink given twice, %d of the flaky one; want 1 and 2", okCalls.Load(), flakyCalls.Load())
+		}
+	})
 	t.Run("other errors stop the relay", func(t *testing.T) {
 		t.Parallel()
 		db := migrated(t)
