@@ -90,6 +90,8 @@ type counter struct {
 	done  chan struct{}
 	once  sync.Once
 	onAck func(time.Duration)
+	// onDecoded, when set, gets the relay's source delays (outbox.SourceObserver).
+	onDecoded func(walsender, receive time.Duration)
 }
 
 func newCounter(n int64, onAck func(time.Duration)) *counter {
@@ -102,6 +104,11 @@ func (c *counter) Delivered(_ outbox.Destination, commitToAck time.Duration) {
 	}
 	if c.acked.Add(1) == c.n {
 		c.once.Do(func() { close(c.done) })
+	}
+}
+func (c *counter) Decoded(walsender, receive time.Duration) {
+	if c.onDecoded != nil {
+		c.onDecoded(walsender, receive)
 	}
 }
 func (c *counter) Failed(outbox.Destination, error)  {}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -297,7 +298,8 @@ func w2Section(w func(string, ...any), x *W2Result) {
 	}
 	w("\nHighest rate with a flat p99: **%d msgs/s** (%s).\n\n![latency vs rate](latency-vs-rate.svg)\n\n", x.HighestFlat, x.FlatRule)
 	w("### Where the time goes\n\nEach stage's p50 / p99 in ms over all windows. *send* = `clock_timestamp()` at the INSERT; *PG commit* = the commit timestamp in the WAL; " +
-		"*sink call* = the relay calls the Kafka sink's Send (after the walsender sent the transaction, the relay decoded it and a lane picked it up); *Kafka ack* = Send returned (every record of the call acked by the broker; recorded once per call); *consumer* = the record reached the consumer.\n\n")
+		"*walsender sent* = the send time PostgreSQL's walsender stamped on the commit's XLogData (server clock); *relay decoded* = the relay decoded that commit (both from `outbox.SourceObserver`, the daemon's `pgoutbox_source_delay_seconds`); " +
+		"*sink call* = the relay calls the Kafka sink's Send (after the walsender sent the transaction, the relay decoded it and a lane picked it up: it spans the two stages before it); *Kafka ack* = Send returned (every record of the call acked by the broker; recorded once per call); *consumer* = the record reached the consumer.\n\n")
 	w("| offered msgs/s |")
 	for _, s := range w2Stages {
 		w(" %s |", s)
@@ -310,6 +312,13 @@ func w2Section(w func(string, ...any), x *W2Result) {
 			w(" %.1f / %.1f |", st.P50MS, st.P99MS)
 		}
 		w("\n")
+	}
+	w("\nCPU during the windows: *machine* = busy share of all %d CPUs (`/proc/stat`); *walsender* = the slot's walsender process, its CPU (share of one CPU) and its state sampled every 50 ms "+
+		"from `pg_stat_activity.wait_event`: *running* = no wait event (on a CPU or waiting for one), *waits for WAL* = caught up, *waits on socket* = the relay reads too slowly.\n\n", runtime.NumCPU())
+	w("| offered msgs/s | machine busy | walsender CPU | walsender running | waits for WAL | waits on socket | samples |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range x.Points {
+		c := p.CPU
+		w("| %d | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %d |\n", p.Rate, c.MachineBusy, c.WalsenderCPU, c.WalsenderRun, c.WalsenderWAL, c.WalsenderSock, c.Samples)
 	}
 	w("\n")
 }

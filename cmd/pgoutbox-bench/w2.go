@@ -31,6 +31,7 @@ type W2Point struct {
 	All         hist.Summary            `json:"all_windows"`      // commit → consumer, all windows
 	Ack         hist.Summary            `json:"relay_ack"`        // PostgreSQL commit → Kafka ack (the relay's view)
 	Stages      map[string]hist.Summary `json:"stages,omitempty"` // see w2Stages
+	CPU         W2CPU                   `json:"cpu"`
 	LagMaxBytes Summary                 `json:"slot_lag_max_bytes"`
 	LagEndBytes int64                   `json:"slot_lag_end_bytes"`
 	Flat        bool                    `json:"flat"`
@@ -53,14 +54,27 @@ type W2Result struct {
 }
 
 // w2Stages are the stages of a message's way, in order; their names key W2Point.Stages.
-var w2Stages = []string{"send → PG commit", "PG commit → sink call", "sink call → Kafka ack", "send → consumer"}
+// The two walsender stages come from the relay's SourceObserver (once per transaction, here one per
+// message); "PG commit → sink call" spans them.
+var w2Stages = []string{"send → PG commit", "PG commit → walsender sent", "walsender sent → relay decoded",
+	"PG commit → sink call", "sink call → Kafka ack", "send → consumer"}
+
+// Indexes of w2Hists.stages.
+const (
+	stSendCommit = iota
+	stWalsender
+	stReceive
+	stSinkCall
+	stKafkaAck
+	stConsumer
+)
 
 // w2Hists are one window's histograms. Times: send = the producer's clock just before INSERT (carried
 // in the payload), PG commit = the commit timestamp in the WAL, sink call = when the relay called
 // the Kafka sink's Send, Kafka ack = when Send returned, consumer = when an independent consumer got it.
 type w2Hists struct {
 	visible, ack hist.H
-	stages       [4]hist.H
+	stages       [6]hist.H
 }
 
 const w2Schema = "b2"
@@ -84,12 +98,12 @@ func (s *stampedSink) Send(ctx context.Context, batch []outbox.Record) error {
 	for i := range batch {
 		r := &batch[i]
 		if sent, ok := sentAt(r.Payload); ok {
-			h.stages[0].Record(r.CommitTime.Sub(sent))
+			h.stages[stSendCommit].Record(r.CommitTime.Sub(sent))
 		}
-		h.stages[1].Record(start.Sub(r.CommitTime))
+		h.stages[stSinkCall].Record(start.Sub(r.CommitTime))
 	}
 	err := s.next.Send(ctx, batch)
-	h.stages[2].Record(time.Since(start)) // once per call: every record of it waited this long
+	h.stages[stKafkaAck].Record(time.Since(start)) // once per call: every record of it waited this long
 	return err
 }
 
@@ -101,7 +115,7 @@ func sentAt(payload []byte) (time.Time, bool) {
 }
 
 func (b *bench) w2(ctx context.Context) (*W2Result, error) {
-	res := &W2Result{Window: 10, Warmup: 3, Windows: b.repeats, PerTx: 1, Producers: 16, Partitions: b.partitions,
+	res := &W2Result{Window: 10, Warmup: 3, Windows: b.repeats, PerTx: 1, Producers: b.w2Clients, Partitions: b.partitions,
 		Quick: b.quick, When: time.Now().UTC(),
 		FlatRule: "p99 (median of windows) ≤ max(2 × p99 at the lowest rate, 20 ms), achieved ≥ 95% of target, slot lag in the last window ≤ 2 × first window + 8 MiB"}
 	if b.quick {
@@ -121,6 +135,11 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	probe := &w2Probe{}
 	probe.swap()
 	obs := newCounter(-1, func(d time.Duration) { probe.cur.Load().ack.Record(d) })
+	obs.onDecoded = func(walsender, receive time.Duration) {
+		h := probe.cur.Load()
+		h.stages[stWalsender].Record(walsender)
+		h.stages[stReceive].Record(receive)
+	}
 	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
 		wrap: func(s outbox.Sink) outbox.Sink { return &stampedSink{next: s, probe: probe} }}
 	if b.linger >= 0 {
@@ -185,8 +204,9 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 	if err := sleepCtx(ctx, time.Duration(res.Warmup*float64(time.Second))); err != nil {
 		return pt, err
 	}
+	cpu := sampleCPU(ctx, w.b.pool, w.slot)
 	all, ack := new(hist.H), new(hist.H)
-	var stages [4]hist.H
+	var stages [6]hist.H
 	var achieved, p50, p99, p999, lags []float64
 	for win := range res.Windows {
 		w.probe.swap()
@@ -208,6 +228,7 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 		w.b.logf("W2 rate %5d window %d: achieved %7.0f msgs/s  commit→consumer p50 %6.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.1f ms  (relay ack p99 %6.2f ms)  slot lag max %5.1f MiB",
 			rate, win+1, a, s.P50MS, s.P99MS, s.P999MS, s.MaxMS, h.ack.Summary().P99MS, float64(lag.max.Load())/(1<<20))
 	}
+	pt.CPU = cpu.stop()
 	stopProd()
 	pt.LagEndBytes = lag.stop()
 	if err := prodErr(); err != nil {
@@ -217,7 +238,7 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 	pt.All, pt.Ack = all.Summary(), ack.Summary()
 	pt.Stages = map[string]hist.Summary{}
 	for i, name := range w2Stages {
-		if i == 3 {
+		if i == stConsumer {
 			pt.Stages[name] = pt.All
 			continue
 		}
