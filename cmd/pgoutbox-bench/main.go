@@ -41,6 +41,7 @@ type bench struct {
 	profileDir      string
 	w2Rates         []int
 	w2Clients       int
+	w2Nice          int             // W2: the walsender's nice value (0: left alone)
 	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
 	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int
@@ -75,6 +76,7 @@ func run() error {
 		w5n       = flag.Int("w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
 		rates     = flag.String("w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 		clients   = flag.Int("w2-clients", 16, "W2's pgbench connections")
+		nice      = flag.Int("w2-walsender-nice", 0, "W2 diagnostic: renice the slot's walsender to this value (e.g. -10: it gets the CPU before the load's backends; needs root)")
 		keep      = flag.Bool("keep", false, "keep the bench database afterwards")
 		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
 		lingers   = flag.String("kafka-lingers", "10ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
@@ -85,7 +87,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, w2Clients: *clients, start: time.Now()}
+	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, w2Clients: *clients, w2Nice: *nice, start: time.Now()}
 	b.adminURL = os.Getenv("PGOUTBOX_TEST_DATABASE_URL")
 	if b.adminURL == "" {
 		return errors.New(`PGOUTBOX_TEST_DATABASE_URL is unset: run eval "$(scripts/postgres.sh up)" (and scripts/kafka.sh up)`)

@@ -287,6 +287,9 @@ func w2Section(w func(string, ...any), x *W2Result) {
 	w("Open-loop load from pgbench in its own process (`-R`, %d connections, %d message of 200 B per transaction: one INSERT into the outbox, so the load generator shares nothing with the relay; Enqueue's own cost is W1) → relay (in the bench process, defaults) → Kafka (%d partitions, linger %.0f ms, acks=all, idempotent) → an independent sarama consumer. "+
 		"Latency = `clock_timestamp()` at the INSERT (carried in the payload) → the record arriving at the consumer. %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms.\n\n",
 		x.Producers, x.PerTx, x.Partitions, x.Linger, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))
+	if x.WalsenderNice != 0 {
+		w("**Diagnostic run:** the slot's walsender was reniced to %d (`-w2-walsender-nice`), so that it gets a CPU before the load's backends.\n\n", x.WalsenderNice)
+	}
 	w("| offered msgs/s | achieved msgs/s | p50 ms | p99 ms | p99.9 ms | max ms (all windows) | relay ack p99 ms | slot lag max MiB | flat |\n|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
 	for _, p := range x.Points {
 		flat := "no"
@@ -314,11 +317,12 @@ func w2Section(w func(string, ...any), x *W2Result) {
 		w("\n")
 	}
 	w("\nCPU during the windows: *machine* = busy share of all %d CPUs (`/proc/stat`); *walsender* = the slot's walsender process, its CPU (share of one CPU) and its state sampled every 50 ms "+
-		"from `pg_stat_activity.wait_event`: *running* = no wait event (on a CPU or waiting for one), *waits for WAL* = caught up, *waits on socket* = the relay reads too slowly.\n\n", runtime.NumCPU())
-	w("| offered msgs/s | machine busy | walsender CPU | walsender running | waits for WAL | waits on socket | samples |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+		"from `pg_stat_activity.wait_event`: *running* = no wait event (on a CPU or waiting for one), *waits for WAL* = caught up, *waits on socket* = the relay reads too slowly; "+
+		"*run queue* = share of the wall time the walsender was runnable but waited for a CPU (`/proc/<pid>/schedstat`).\n\n", runtime.NumCPU())
+	w("| offered msgs/s | machine busy | walsender CPU | walsender run queue | walsender running | waits for WAL | waits on socket | samples |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range x.Points {
 		c := p.CPU
-		w("| %d | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %d |\n", p.Rate, c.MachineBusy, c.WalsenderCPU, c.WalsenderRun, c.WalsenderWAL, c.WalsenderSock, c.Samples)
+		w("| %d | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %d |\n", p.Rate, c.MachineBusy, c.WalsenderCPU, c.WalsenderWait, c.WalsenderRun, c.WalsenderWAL, c.WalsenderSock, c.Samples)
 	}
 	w("\n")
 }

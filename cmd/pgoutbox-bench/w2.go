@@ -39,18 +39,19 @@ type W2Point struct {
 
 // W2Result is the live-latency workload.
 type W2Result struct {
-	Points      []W2Point `json:"points"`
-	Window      float64   `json:"window_s"`
-	Warmup      float64   `json:"warmup_s"`
-	Windows     int       `json:"windows"`
-	PerTx       int       `json:"messages_per_tx"`
-	Producers   int       `json:"producers"`
-	Partitions  int       `json:"kafka_partitions"`
-	Linger      float64   `json:"linger_ms"`
-	HighestFlat int       `json:"highest_flat_rate"`
-	FlatRule    string    `json:"flat_rule"`
-	Quick       bool      `json:"quick"`
-	When        time.Time `json:"when"`
+	Points        []W2Point `json:"points"`
+	Window        float64   `json:"window_s"`
+	Warmup        float64   `json:"warmup_s"`
+	Windows       int       `json:"windows"`
+	PerTx         int       `json:"messages_per_tx"`
+	Producers     int       `json:"producers"`
+	Partitions    int       `json:"kafka_partitions"`
+	Linger        float64   `json:"linger_ms"`
+	WalsenderNice int       `json:"walsender_nice,omitempty"` // -w2-walsender-nice
+	HighestFlat   int       `json:"highest_flat_rate"`
+	FlatRule      string    `json:"flat_rule"`
+	Quick         bool      `json:"quick"`
+	When          time.Time `json:"when"`
 }
 
 // w2Stages are the stages of a message's way, in order; their names key W2Point.Stages.
@@ -151,6 +152,12 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	}
 	defer func() { _ = rr.stop(context.WithoutCancel(ctx)) }()
 	res.Linger = float64(rr.linger) / float64(time.Millisecond)
+	if b.w2Nice != 0 {
+		if err := reniceWalsender(ctx, b.pool, slot, b.w2Nice); err != nil {
+			return nil, err
+		}
+		res.WalsenderNice = b.w2Nice
+	}
 	stopConsumer, err := consumeVisible(ctx, b.brokers, topic, probe)
 	if err != nil {
 		return nil, err
@@ -205,6 +212,7 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 		return pt, err
 	}
 	cpu := sampleCPU(ctx, w.b.pool, w.slot)
+	stopProfile := w.b.cpuProfile(fmt.Sprintf("W2-%d.pprof", rate)) // the relay and the consumer
 	all, ack := new(hist.H), new(hist.H)
 	var stages [6]hist.H
 	var achieved, p50, p99, p999, lags []float64
@@ -229,6 +237,7 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 			rate, win+1, a, s.P50MS, s.P99MS, s.P999MS, s.MaxMS, h.ack.Summary().P99MS, float64(lag.max.Load())/(1<<20))
 	}
 	pt.CPU = cpu.stop()
+	stopProfile()
 	stopProd()
 	pt.LagEndBytes = lag.stop()
 	if err := prodErr(); err != nil {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,6 +20,7 @@ import (
 type W2CPU struct {
 	MachineBusy   float64 `json:"machine_busy_pct"`         // of all CPUs, from /proc/stat
 	WalsenderCPU  float64 `json:"walsender_cpu_pct"`        // of one CPU, from /proc/<pid>/stat
+	WalsenderWait float64 `json:"walsender_runqueue_pct"`   // of the wall time, runnable but waiting for a CPU (/proc/<pid>/schedstat)
 	WalsenderRun  float64 `json:"walsender_run_pct"`        // samples with no wait event: on a CPU or waiting for one
 	WalsenderWAL  float64 `json:"walsender_wait_wal_pct"`   // samples waiting for WAL to be flushed (caught up)
 	WalsenderSock float64 `json:"walsender_wait_write_pct"` // samples waiting to write to the relay's socket (the relay reads too slowly)
@@ -28,6 +33,7 @@ type cpuSampler struct {
 	run, wal, sock, n  int
 	pid                int
 	busy0, total0, ws0 uint64
+	rq0                uint64
 	t0                 time.Time
 	done, stopped      chan struct{}
 }
@@ -74,7 +80,7 @@ func (c *cpuSampler) reset(ctx context.Context, pool *pgxpool.Pool, slot string)
 	defer c.mu.Unlock()
 	c.run, c.wal, c.sock, c.n, c.pid = 0, 0, 0, 0, pid
 	c.busy0, c.total0 = machineTicks()
-	c.ws0, c.t0 = procTicks(pid), time.Now()
+	c.ws0, c.rq0, c.t0 = procTicks(pid), runQueueNS(pid), time.Now()
 }
 
 // stop ends the sampling and returns what it saw since the last reset.
@@ -90,6 +96,7 @@ func (c *cpuSampler) stop() W2CPU {
 	}
 	if secs := time.Since(c.t0).Seconds(); secs > 0 {
 		r.WalsenderCPU = 100 * float64(procTicks(c.pid)-c.ws0) / clockTicks / secs
+		r.WalsenderWait = 100 * float64(runQueueNS(c.pid)-c.rq0) / 1e9 / secs
 	}
 	if c.n > 0 {
 		n := float64(c.n) / 100
@@ -120,6 +127,24 @@ func machineTicks() (busy, total uint64) {
 	return busy, total
 }
 
+// runQueueNS returns how long process pid has waited on a run queue, in ns (the second field of
+// /proc/<pid>/schedstat; 0 when unreadable).
+func runQueueNS(pid int) uint64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[1], 10, 64)
+	return v
+}
+
 // procTicks returns the user + system CPU ticks of process pid (0 when unreadable).
 func procTicks(pid int) uint64 {
 	if pid <= 0 {
@@ -140,4 +165,37 @@ func procTicks(pid int) uint64 {
 	u, _ := strconv.ParseUint(f[11], 10, 64)
 	st, _ := strconv.ParseUint(f[12], 10, 64)
 	return u + st
+}
+
+// cpuProfile profiles this process into name under -profile's directory until the returned func is
+// called (a no-op without -profile).
+func (b *bench) cpuProfile(name string) func() {
+	if b.profileDir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(b.profileDir, name))
+	if err != nil {
+		b.logf("profile: %v", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.logf("profile: %v", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// reniceWalsender sets the nice value of the walsender streaming slot (a diagnostic: with a lower
+// value than the load's backends it gets the CPU first, which shows how much of the latency is the
+// walsender waiting for a CPU).
+func reniceWalsender(ctx context.Context, pool *pgxpool.Pool, slot string, nice int) error {
+	var pid int
+	if err := pool.QueryRow(ctx, `SELECT COALESCE(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid); err != nil || pid == 0 {
+		return fmt.Errorf("-w2-walsender-nice: no walsender streams slot %s (%v)", slot, err)
+	}
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice); err != nil {
+		return fmt.Errorf("-w2-walsender-nice: renice walsender %d to %d: %w", pid, nice, err)
+	}
+	return nil
 }
