@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +224,32 @@ func TestDebeziumOutboxFormat(t *testing.T) {
 		if p := kafka.JavaPartition([]byte(r.Key), 3); rec.Partition != p {
 			t.Errorf("message %s: partition %d, want %d (the Java client's for its key)", id, rec.Partition, p)
 		}
+	}
+}
+
+// A record is size-checked as it is sent: a payload that fits the topic's max.message.bytes raw is
+// delivered, the same payload as a structured CloudEvent (base64 in the envelope) fails permanently
+// with both sizes, without holding back the raw one.
+func TestFormattedRecordOverTopicLimit(t *testing.T) {
+	t.Parallel()
+	brokers := kafkatest.Brokers(t)
+	topic := kafkatest.TopicName(t)
+	kafkatest.CreateTopic(t, brokers, topic, 1, map[string]string{"max.message.bytes": "3000"})
+	s := newRealSink(t, brokers, map[string]string{"raw": topic, "struct": topic}, func(c *kafka.Config) {
+		c.Formats = map[string]recordformat.Format{"struct": {Name: kafka.FormatCloudEventsStructured}}
+	})
+	payload := bytes.Repeat([]byte{0xfe}, 2500)
+	batch := []outbox.Record{
+		{Message: outbox.Message{ID: "m-raw", Destination: "raw", Key: "a", Payload: payload}},
+		{Message: outbox.Message{ID: "m-struct", Destination: "struct", Key: "b", Payload: payload}},
+	}
+	err := s.Send(ctx(t, 30*time.Second), batch)
+	var be *outbox.BatchError
+	if !errors.As(err, &be) || be.Errs[0] != nil || !outbox.IsPermanent(be.Errs[1]) ||
+		!strings.Contains(be.Errs[1].Error(), "max.message.bytes 3000") {
+		t.Fatalf("Send = %v; want the structured record alone to fail permanently over the limit", err)
+	}
+	if recs := kafkatest.ReadAll(t, brokers, topic); len(recs) != 1 || !bytes.Equal(recs[0].Value, payload) {
+		t.Fatalf("topic holds %d records, want the raw one", len(recs))
 	}
 }
