@@ -90,9 +90,9 @@ func formatMessage(r *outbox.Record, f recordformat.Format, m *sarama.ProducerMe
 		owned = func(name string) bool {
 			return strings.EqualFold(name, recordformat.DebeziumIDHeader) || strings.EqualFold(name, typeHeader)
 		}
-		extra = append(extra, header(recordformat.DebeziumIDHeader, r.ID))
-		if r.Type != "" {
-			extra = append(extra, header(typeHeader, r.Type))
+		extra = append(extra, header(recordformat.DebeziumIDHeader, r.ID), header(typeHeader, r.Type))
+		if r.Type == "" {
+			extra[len(extra)-1].Value = nil // a null header value, as the router emits for a NULL type
 		}
 	default:
 		return // Validate admits no other format

@@ -26,7 +26,8 @@ const (
 	CloudEventsStructured = Name(cloudevents.Structured)
 	// DebeziumOutbox: the layout of Debezium's outbox event router (io.debezium.transforms.outbox.EventRouter):
 	// the payload as the value, the message Key (the aggregate id) as the key, an "id" header holding
-	// the message id and the message type in a header (TypeHeader).
+	// the message id and the message type in a header (TypeHeader; a null value for a message without
+	// a type, as the router emits for a NULL type column).
 	DebeziumOutbox Name = "debezium-outbox"
 )
 
