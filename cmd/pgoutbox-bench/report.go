@@ -347,13 +347,13 @@ func w2Section(w func(string, ...any), x *W2Result) {
 		}
 		w("\n")
 	}
-	w("\nCPU during the windows: *machine* = busy share of all %d CPUs (`/proc/stat`); *walsender* = the slot's walsender process, its CPU (share of one CPU) and its state sampled every 50 ms "+
+	w("\nCPU during the windows: *machine* = busy share of all %d CPUs (`/proc/stat`); *load alone* = the same with only pgbench and PostgreSQL running, measured for 5 s per rate before the slot existed; *walsender* = the slot's walsender process, its CPU (share of one CPU) and its state sampled every 50 ms "+
 		"from `pg_stat_activity.wait_event`: *running* = no wait event (on a CPU or waiting for one), *waits for WAL* = caught up, *waits on socket* = the relay reads too slowly; "+
 		"*run queue* = share of the wall time the walsender was runnable but waited for a CPU (`/proc/<pid>/schedstat`).\n\n", runtime.NumCPU())
-	w("| offered msgs/s | machine busy | walsender CPU | walsender run queue | walsender running | waits for WAL | waits on socket | samples |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| offered msgs/s | machine busy, load alone | machine busy | walsender CPU | walsender run queue | walsender running | waits for WAL | waits on socket | samples |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range x.Points {
 		c := p.CPU
-		w("| %d | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %d |\n", p.Rate, c.MachineBusy, c.WalsenderCPU, c.WalsenderWait, c.WalsenderRun, c.WalsenderWAL, c.WalsenderSock, c.Samples)
+		w("| %d | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %d |\n", p.Rate, c.LoadOnlyBusy, c.MachineBusy, c.WalsenderCPU, c.WalsenderWait, c.WalsenderRun, c.WalsenderWAL, c.WalsenderSock, c.Samples)
 	}
 	w("\n")
 }

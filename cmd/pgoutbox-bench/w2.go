@@ -141,6 +141,14 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		h.stages[stWalsender].Record(walsender)
 		h.stages[stReceive].Record(receive)
 	}
+	run := &w2Run{b: b, res: res, probe: probe, obs: obs, slot: slot, loadOnly: map[int]float64{}}
+	for _, rate := range b.w2Rates { // before the slot exists: no walsender, no relay, no Kafka traffic
+		busy, err := run.loadOnlyBusy(ctx, rate)
+		if err != nil {
+			return nil, err
+		}
+		run.loadOnly[rate] = busy
+	}
 	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
 		wrap: func(s outbox.Sink) outbox.Sink { return &stampedSink{next: s, probe: probe} }}
 	if b.linger >= 0 {
@@ -164,7 +172,6 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	}
 	defer stopConsumer()
 
-	run := &w2Run{b: b, res: res, probe: probe, obs: obs, slot: slot}
 	for _, rate := range b.w2Rates {
 		pt, err := run.rate(ctx, rate)
 		if err != nil {
@@ -200,6 +207,25 @@ type w2Run struct {
 	obs      *counter
 	slot     string
 	produced atomic.Int64
+	loadOnly map[int]float64 // rate → machine busy % with the load alone
+}
+
+// loadOnlyBusy offers rate for a few seconds with nothing reading the WAL and returns how busy the
+// machine was (%): what PostgreSQL and the load generator alone cost.
+func (w *w2Run) loadOnlyBusy(ctx context.Context, rate int) (float64, error) {
+	stop, wait := w.produce(ctx, rate)
+	err := sleepCtx(ctx, 2*time.Second)
+	busy0, total0 := machineTicks()
+	if err == nil {
+		err = sleepCtx(ctx, 5*time.Second)
+	}
+	busy1, total1 := machineTicks()
+	stop()
+	if err = errors.Join(err, wait()); err != nil {
+		return 0, fmt.Errorf("W2 load alone at %d msgs/s: %w", rate, err)
+	}
+	w.b.logf("W2 load alone at %d msgs/s: machine %.0f%% busy", rate, 100*float64(busy1-busy0)/float64(max(total1-total0, 1)))
+	return 100 * float64(busy1-busy0) / float64(max(total1-total0, 1)), nil
 }
 
 // rate offers rate msgs/s, measures res.Windows windows after the warm-up, then lets the relay catch up.
@@ -237,6 +263,7 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 			rate, win+1, a, s.P50MS, s.P99MS, s.P999MS, s.MaxMS, h.ack.Summary().P99MS, float64(lag.max.Load())/(1<<20))
 	}
 	pt.CPU = cpu.stop()
+	pt.CPU.LoadOnlyBusy = w.loadOnly[rate]
 	stopProfile()
 	stopProd()
 	pt.LagEndBytes = lag.stop()

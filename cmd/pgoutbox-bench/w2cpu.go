@@ -18,6 +18,7 @@ import (
 // W2CPU is where the CPU went during one rate's windows: the machine as a whole and the slot's
 // walsender, whose state is sampled every 50 ms (pg_stat_activity.wait_event).
 type W2CPU struct {
+	LoadOnlyBusy  float64 `json:"load_only_busy_pct"`       // the machine with the load alone (pgbench and PostgreSQL, no slot), before the run
 	MachineBusy   float64 `json:"machine_busy_pct"`         // of all CPUs, from /proc/stat
 	WalsenderCPU  float64 `json:"walsender_cpu_pct"`        // of one CPU, from /proc/<pid>/stat
 	WalsenderWait float64 `json:"walsender_runqueue_pct"`   // of the wall time, runnable but waiting for a CPU (/proc/<pid>/schedstat)
