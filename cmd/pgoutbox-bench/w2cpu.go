@@ -192,8 +192,14 @@ func (b *bench) cpuProfile(name string) func() {
 // walsender waiting for a CPU).
 func reniceWalsender(ctx context.Context, pool *pgxpool.Pool, slot string, nice int) error {
 	var pid int
-	if err := pool.QueryRow(ctx, `SELECT COALESCE(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid); err != nil || pid == 0 {
-		return fmt.Errorf("-w2-walsender-nice: no walsender streams slot %s (%v)", slot, err)
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); pid == 0 && time.Now().Before(deadline); { // the walsender may attach just after Start
+		if err = pool.QueryRow(ctx, `SELECT COALESCE(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid); err != nil || pid == 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if pid == 0 {
+		return fmt.Errorf("-w2-walsender-nice: no walsender streams slot %s within 10 s (%v)", slot, err)
 	}
 	if err := syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice); err != nil {
 		return fmt.Errorf("-w2-walsender-nice: renice walsender %d to %d: %w", pid, nice, err)
