@@ -56,6 +56,12 @@ func Name(t testing.TB) string {
 // exchange and the queues.
 func Topology(t testing.TB, url, kind string, bindings ...string) (string, []string) {
 	t.Helper()
+	return TopologyWith(t, url, kind, nil, bindings...)
+}
+
+// TopologyWith is Topology with queue arguments (x-queue-type, x-queue-version, …) for every queue.
+func TopologyWith(t testing.TB, url, kind string, args amqp.Table, bindings ...string) (string, []string) {
+	t.Helper()
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatalf("rabbitmqtest: dial: %v", err)
@@ -72,7 +78,7 @@ func Topology(t testing.TB, url, kind string, bindings ...string) (string, []str
 	var queues []string
 	for i, b := range bindings {
 		q := fmt.Sprintf("%s.%d", ex, i)
-		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
 			t.Fatalf("rabbitmqtest: declare queue: %v", err)
 		}
 		if err := ch.QueueBind(q, b, ex, false, nil); err != nil {

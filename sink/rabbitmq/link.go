@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -57,7 +58,7 @@ func (s *Sink) dial() (*link, error) {
 		u.User = url.UserPassword(c.User, c.Password)
 	}
 	ac := amqp.Config{Heartbeat: c.Heartbeat, Properties: amqp.NewConnectionProperties(),
-		Dial: amqp.DefaultDial(c.DialTimeout)} // the deadline covers the handshake too: a cut link never answers it
+		Dial: dialer(c.DialTimeout)}
 	ac.Properties.SetClientConnectionName(c.Name)
 	if u.Scheme == "amqps" || c.TLS.Enable {
 		if ac.TLSClientConfig, err = c.TLS.build(u.Hostname()); err != nil {
@@ -90,6 +91,19 @@ func (s *Sink) dial() (*link, error) {
 		}
 	}()
 	return l, nil
+}
+
+// dialer connects with amqp091-go's DefaultDial (its deadline covers the handshake too: a cut link
+// never answers it) and coalesces the connection's writes.
+func dialer(timeout time.Duration) func(network, addr string) (net.Conn, error) {
+	dial := amqp.DefaultDial(timeout)
+	return func(network, addr string) (net.Conn, error) {
+		conn, err := dial(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newCoalescingConn(conn), nil
+	}
 }
 
 func (s *Sink) openPublisher(l *link) (*publisher, error) {
