@@ -42,7 +42,7 @@ func BenchmarkBrokerCeiling(b *testing.B) {
 	for _, q := range queueKinds {
 		for _, channels := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("queue=%s/channels=%d", q.name, channels), func(b *testing.B) {
-				benchCeiling(b, channels, 1024, q.args, amqp.Config{})
+				benchCeiling(b, ceiling{channels: channels, inFlight: 1024, args: q.args})
 			})
 		}
 	}
@@ -64,23 +64,47 @@ func BenchmarkBrokerCeilingWrites(b *testing.B) {
 		dial func(network, addr string) (net.Conn, error)
 	}{{"amqp091", nil}, {"nagle", nagle}, {"coalesced", rabbitmq.Dialer(5 * time.Second)}} {
 		b.Run("writes="+d.name, func(b *testing.B) {
-			benchCeiling(b, 16, 256, queueKinds[3].args, amqp.Config{Dial: d.dial})
+			benchCeiling(b, ceiling{channels: 16, inFlight: 256, args: queueKinds[3].args, dial: d.dial})
 		})
 	}
 }
 
-// BenchmarkBrokerCeilingInFlight is BenchmarkBrokerCeiling on a quorum queue with 16 channels for
-// several numbers of messages in flight per channel.
-func BenchmarkBrokerCeilingInFlight(b *testing.B) {
-	for _, n := range []int{64, 256, 1024} {
-		b.Run(fmt.Sprint("per-channel=", n), func(b *testing.B) { benchCeiling(b, 16, n, queueKinds[3].args, amqp.Config{}) })
+// BenchmarkBrokerCeilingSinkShaped is BenchmarkBrokerCeiling on a quorum queue with 16 channels and
+// coalesced writes, sending the message id alone or every property and header the sink sets: the
+// broker's cost of the sink's layout.
+func BenchmarkBrokerCeilingSinkShaped(b *testing.B) {
+	for _, shaped := range []bool{false, true} {
+		b.Run(fmt.Sprint("sink-shaped=", shaped), func(b *testing.B) {
+			benchCeiling(b, ceiling{channels: 16, inFlight: 256, args: queueKinds[3].args, dial: rabbitmq.Dialer(5 * time.Second), sinkShaped: shaped})
+		})
 	}
 }
 
-func benchCeiling(b *testing.B, channels, inFlight int, args amqp.Table, ac amqp.Config) {
+// BenchmarkBrokerCeilingInFlight is BenchmarkBrokerCeiling on a quorum queue with 16 channels and
+// coalesced writes, for several numbers of messages in flight per channel.
+func BenchmarkBrokerCeilingInFlight(b *testing.B) {
+	for _, n := range []int{64, 256, 1024} {
+		b.Run(fmt.Sprint("per-channel=", n), func(b *testing.B) {
+			benchCeiling(b, ceiling{channels: 16, inFlight: n, args: queueKinds[3].args, dial: rabbitmq.Dialer(5 * time.Second)})
+		})
+	}
+}
+
+// ceiling is one setup of the minimal publisher.
+type ceiling struct {
+	channels, inFlight int                                          // channels, and messages in flight on each
+	args               amqp.Table                                   // of the queue
+	dial               func(network, addr string) (net.Conn, error) // nil: amqp091-go's
+	// sinkShaped sends the properties and headers the sink sets (type, timestamp, app id, its four
+	// headers) instead of the message id alone.
+	sinkShaped bool
+}
+
+func benchCeiling(b *testing.B, cfg ceiling) {
+	channels, inFlight := cfg.channels, cfg.inFlight
 	url := rabbitmqtest.URL(b)
-	ex, _ := rabbitmqtest.TopologyWith(b, url, "direct", args, "rk")
-	conn, err := amqp.DialConfig(url, ac)
+	ex, _ := rabbitmqtest.TopologyWith(b, url, "direct", cfg.args, "rk")
+	conn, err := amqp.DialConfig(url, amqp.Config{Dial: cfg.dial})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,8 +138,7 @@ func benchCeiling(b *testing.B, channels, inFlight int, args amqp.Table, ac amqp
 			defer wg.Done()
 			for i := next.Add(1); i <= total; i = next.Add(1) {
 				slots <- struct{}{}
-				err := ch.Publish(ex, "rk", true, false, amqp.Publishing{DeliveryMode: amqp.Persistent,
-					MessageId: fmt.Sprintf("0190b0f8-0000-7000-8000-%012d", i), Body: payload})
+				err := ch.Publish(ex, "rk", true, false, ceilingMessage(i, payload, cfg.sinkShaped))
 				if err != nil {
 					b.Error(err)
 					return
@@ -155,6 +178,17 @@ func brokerCPU() time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func ceilingMessage(i int64, payload []byte, sinkShaped bool) amqp.Publishing {
+	id := fmt.Sprintf("0190b0f8-0000-7000-8000-%012d", i)
+	m := amqp.Publishing{DeliveryMode: amqp.Persistent, MessageId: id, Body: payload}
+	if sinkShaped {
+		m.Type, m.Timestamp, m.AppId = "bench", time.Now(), "pgoutbox"
+		m.Headers = amqp.Table{rabbitmq.HeaderID: id, rabbitmq.HeaderType: "bench", rabbitmq.HeaderDestination: "bench",
+			rabbitmq.HeaderKey: fmt.Sprint("key-", i)}
+	}
+	return m
 }
 
 // cpuTime is this process's CPU time so far (user + system).

@@ -204,18 +204,28 @@ func (p *publisher) confirm(cf amqp.Confirmation) {
 	}
 	<-p.s.slots
 	c := w.c
-	key := returnKey(c.batch[w.idx].ID, c.exchanges[w.idx], c.keys[w.idx])
 	switch {
-	case p.returned[key] > 0:
-		if p.returned[key]--; p.returned[key] == 0 {
-			delete(p.returned, key)
-		}
+	case len(p.returned) > 0 && p.takeReturned(returnKey(c.batch[w.idx].ID, c.exchanges[w.idx], c.keys[w.idx])):
 		c.results <- result{idx: w.idx, kind: kindUnroutable}
 	case cf.Ack:
 		c.results <- result{idx: w.idx, kind: kindOK}
 	default:
 		c.results <- result{idx: w.idx, kind: kindUnavailable, err: errors.New("rabbitmq: the broker nacked the message (an internal error or a queue refusing publishes)")}
 	}
+}
+
+// takeReturned reports whether a message of key was returned, forgetting one return of it.
+func (p *publisher) takeReturned(key string) bool {
+	n := p.returned[key]
+	switch {
+	case n == 0:
+		return false
+	case n == 1:
+		delete(p.returned, key)
+	default:
+		p.returned[key] = n - 1
+	}
+	return true
 }
 
 // failAll fails every record awaiting a confirm on p with err; later publishes on p fail at once.
