@@ -43,6 +43,7 @@ type bench struct {
 	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
 	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int
+	rabbitmqQueues  []string // W3S: the queue types RabbitMQ drains go to, one row each
 	start           time.Time
 }
 
@@ -77,6 +78,7 @@ func run() error {
 		linger    = flag.Duration("w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
 		lingers   = flag.String("kafka-lingers", "10ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
 		streamMem = flag.Int("w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreamMemoryLimit; 16 = the relay's default)")
+		rmqQueues = flag.String("rabbitmq-queues", "quorum", "W3S: the RabbitMQ queue types to drain into, a row each (quorum, classic)")
 		peers     = flag.Bool("peers", false, "instead of W1–W6: pgoutbox run vs Debezium vs pg_recvlogical (peers*.go; writes PEERS.md and peers.json)")
 	)
 	flag.Parse()
@@ -84,6 +86,15 @@ func run() error {
 	defer stop()
 
 	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, start: time.Now()}
+	for _, q := range strings.Split(*rmqQueues, ",") {
+		switch q = strings.TrimSpace(q); q {
+		case "quorum", "classic":
+			b.rabbitmqQueues = append(b.rabbitmqQueues, q)
+		case "":
+		default:
+			return fmt.Errorf("-rabbitmq-queues: unknown queue type %q (quorum, classic)", q)
+		}
+	}
 	b.adminURL = os.Getenv("PGOUTBOX_TEST_DATABASE_URL")
 	if b.adminURL == "" {
 		return errors.New(`PGOUTBOX_TEST_DATABASE_URL is unset: run eval "$(scripts/postgres.sh up)" (and scripts/kafka.sh up)`)

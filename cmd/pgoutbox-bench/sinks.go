@@ -57,8 +57,8 @@ func (b *bench) prepareSink(ctx context.Context, s *relaySpec, schema string) er
 		s.SinkURL, s.Target = os.Getenv(envNATSURL), "pgoutbox.bench."+schema
 		return prepareStream(ctx, s.SinkURL, "PGOUTBOX_BENCH_"+strings.ToUpper(schema), s.Target)
 	case "rabbitmq":
-		s.SinkURL, s.Target = os.Getenv(envRabbitMQURL), "pgoutbox.bench."+schema
-		return prepareQueue(s.SinkURL, s.Target)
+		s.SinkURL, s.Target = os.Getenv(envRabbitMQURL), rabbitmqTarget(schema, s.QueueType)
+		return prepareQueue(s.SinkURL, s.Target, s.QueueType)
 	}
 	return nil
 }
@@ -80,7 +80,15 @@ func prepareStream(ctx context.Context, url, stream, subject string) error {
 	return st.Purge(ctx)
 }
 
-func prepareQueue(url, name string) error {
+// rabbitmqTarget names the exchange and the queue of a schema's drains into a queue type: a queue
+// keeps the type it was declared with.
+func rabbitmqTarget(schema, queueType string) string {
+	return "pgoutbox.bench." + schema + "." + queueType
+}
+
+// prepareQueue declares a direct exchange name bound to a durable queue name of queueType for the
+// routing key "bench", and purges the queue.
+func prepareQueue(url, name, queueType string) error {
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		return fmt.Errorf("rabbitmq: %w", err)
@@ -93,7 +101,7 @@ func prepareQueue(url, name string) error {
 	if err := ch.ExchangeDeclare(name, "direct", true, false, false, false, nil); err != nil {
 		return err
 	}
-	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": queueType}); err != nil {
 		return err
 	}
 	if err := ch.QueueBind(name, "bench", name, false, nil); err != nil {
@@ -103,8 +111,8 @@ func prepareQueue(url, name string) error {
 	return err
 }
 
-// removeSinkTargets deletes the stream and the exchange and queue prepareSink made for schema.
-func removeSinkTargets(ctx context.Context, schema string) {
+// removeSinkTargets deletes the stream and the exchanges and queues prepareSink made for schema.
+func removeSinkTargets(ctx context.Context, schema string, queueTypes []string) {
 	if url := os.Getenv(envNATSURL); url != "" {
 		if nc, err := nats.Connect(url); err == nil {
 			if js, err := jetstream.New(nc); err == nil {
@@ -116,8 +124,10 @@ func removeSinkTargets(ctx context.Context, schema string) {
 	if url := os.Getenv(envRabbitMQURL); url != "" {
 		if conn, err := amqp.Dial(url); err == nil {
 			if ch, err := conn.Channel(); err == nil {
-				_, _ = ch.QueueDelete("pgoutbox.bench."+schema, false, false, false)
-				_ = ch.ExchangeDelete("pgoutbox.bench."+schema, false, false)
+				for _, q := range queueTypes {
+					_, _ = ch.QueueDelete(rabbitmqTarget(schema, q), false, false, false)
+					_ = ch.ExchangeDelete(rabbitmqTarget(schema, q), false, false)
+				}
 			}
 			_ = conn.Close()
 		}
@@ -139,7 +149,10 @@ func (b *bench) w3Sinks(ctx context.Context, n int, out string) error {
 		cs = append(cs, consumer{Name: "relay → NATS JetStream (sink defaults)", Short: "nats", Relay: relaySpec{Sink: "nats"}})
 	}
 	if os.Getenv(envRabbitMQURL) != "" {
-		cs = append(cs, consumer{Name: "relay → RabbitMQ (sink defaults)", Short: "rmq", Relay: relaySpec{Sink: "rabbitmq"}})
+		for _, q := range b.rabbitmqQueues {
+			cs = append(cs, consumer{Name: "relay → RabbitMQ, " + q + " queue (sink defaults)", Short: "rmq" + q[:1],
+				Relay: relaySpec{Sink: "rabbitmq", QueueType: q}})
+		}
 	}
 	if len(cs) == 2 {
 		return errors.New("W3S needs " + envNATSURL + " or " + envRabbitMQURL + ": run scripts/nats.sh up and scripts/rabbitmq.sh up")
@@ -148,7 +161,7 @@ func (b *bench) w3Sinks(ctx context.Context, n int, out string) error {
 	var err error
 	res.Drain, err = b.drain(ctx, "W3S", "Backlog drain into NATS and RabbitMQ",
 		backlog{Schema: "b3s", N: n, PerTx: 100, Payload: 200, Key: uniformKeys(10_000), Conns: 4}, "10,000 distinct", cs)
-	removeSinkTargets(context.WithoutCancel(ctx), "b3s") // the last run's messages: up to n in each server
+	removeSinkTargets(context.WithoutCancel(ctx), "b3s", b.rabbitmqQueues) // the last run's messages: up to n in each server
 	if err != nil {
 		return err
 	}
@@ -170,7 +183,7 @@ func sinksMarkdown(r *SinksResult) string {
 	fmt.Fprintf(&b, "%s messages (%d per transaction, %d-byte payloads, keys %s) committed before the relay starts, then drained; "+
 		"median of %d repeats (min–max), the consumers interleaved per repeat. Each relay runs as a child process with the "+
 		"sink's defaults (every record acked by the server: NATS PubAck from a file-backed stream, RabbitMQ publisher confirm of a "+
-		"persistent message in a durable queue); msgs/s is to the last ack. CPU and peak RSS are the relay process's; the "+
+		"persistent message in a durable queue of the type named); msgs/s is to the last ack. CPU and peak RSS are the relay process's; the "+
 		"servers' own CPU is not counted. Machine: %d CPUs %s; load average (1, 5, 15 min) at the start %s, at the end %s. %s\n\n",
 		thousands(d.N), d.PerTx, d.Payload, d.Keys, d.Repeats, r.Machine.NProc, r.Machine.CPU, r.LoadAvg[0], r.LoadAvg[len(r.LoadAvg)-1],
 		d.When.Format(time.RFC3339))
