@@ -12,6 +12,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 )
 
 // link is one connection and its publishing channels. It dies as a whole: when the connection or any
@@ -202,15 +204,16 @@ func (p *publisher) confirm(cf amqp.Confirmation) {
 	if !ok {
 		return // timed out or abandoned
 	}
-	<-p.s.slots
+	p.s.slots.Release()
 	c := w.c
 	switch {
-	case len(p.returned) > 0 && p.takeReturned(returnKey(c.batch[w.idx].ID, c.exchanges[w.idx], c.keys[w.idx])):
-		c.results <- result{idx: w.idx, kind: kindUnroutable}
+	case len(p.returned) > 0 && p.takeReturned(returnKey(c.Batch[w.idx].ID, c.exchanges[w.idx], c.keys[w.idx])):
+		c.Deliver(c.unroutable(w.idx))
 	case cf.Ack:
-		c.results <- result{idx: w.idx, kind: kindOK}
+		c.Deliver(flight.Result{Idx: w.idx, Kind: flight.OK})
 	default:
-		c.results <- result{idx: w.idx, kind: kindUnavailable, err: errors.New("rabbitmq: the broker nacked the message (an internal error or a queue refusing publishes)")}
+		c.Deliver(flight.Result{Idx: w.idx, Kind: flight.Unavailable,
+			Err: errors.New("rabbitmq: the broker nacked the message (an internal error or a queue refusing publishes)")})
 	}
 }
 
@@ -236,8 +239,8 @@ func (p *publisher) failAll(err error) {
 	p.closed = true
 	p.mu.Unlock()
 	for _, w := range all {
-		<-p.s.slots
-		w.c.results <- result{idx: w.idx, kind: kindUnavailable, err: err}
+		p.s.slots.Release()
+		w.c.Deliver(flight.Result{Idx: w.idx, Kind: flight.Unavailable, Err: err})
 	}
 }
 
@@ -248,7 +251,7 @@ func (p *publisher) unregister(tag uint64) bool {
 	delete(p.pending, tag)
 	p.mu.Unlock()
 	if ok {
-		<-p.s.slots
+		p.s.slots.Release()
 	}
 	return ok
 }
