@@ -2,16 +2,15 @@ package rabbitmq
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"net/url"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
+	"github.com/pgoutbox/pgoutbox/sink/internal/tlsconfig"
 	"github.com/pgoutbox/pgoutbox/sink/rabbitmq/routingkey"
 )
 
@@ -138,8 +137,8 @@ func (c Config) Validate() error {
 			bad("%s is %v; it must be positive", d.name, d.d)
 		}
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		bad("TLS.CertFile and TLS.KeyFile must be set together")
+	if err := c.TLS.files().Validate(); err != nil {
+		bad("%v", err)
 	}
 	return errors.Join(errs...)
 }
@@ -172,28 +171,14 @@ func validateDestination(dest string, d Destination) []error {
 	return errs
 }
 
+func (t TLSConfig) files() tlsconfig.Files {
+	return tlsconfig.Files{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+}
+
 func (t TLSConfig) build(serverName string) (*tls.Config, error) {
-	if t.ServerName != "" {
-		serverName = t.ServerName
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as test-only
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: config: TLS.CAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("rabbitmq: config: TLS.CAFile %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: config: TLS.CertFile/KeyFile: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := t.files().Build(serverName)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: config: %w", err)
 	}
 	return tc, nil
 }

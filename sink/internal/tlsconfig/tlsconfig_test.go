@@ -1,0 +1,96 @@
+package tlsconfig_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgoutbox/pgoutbox/sink/internal/tlsconfig"
+)
+
+// selfSigned writes a self-signed certificate and its key as PEM files in dir.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for f, b := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile
+}
+
+func TestBuild(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir)
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		files   tlsconfig.Files
+		wantErr string
+		wantSN  string
+	}{
+		{name: "system pool", wantSN: "host"},
+		{name: "CA, client certificate and server name", files: tlsconfig.Files{CAFile: cert, CertFile: cert, KeyFile: key, ServerName: "other"}, wantSN: "other"},
+		{name: "missing CA file", files: tlsconfig.Files{CAFile: filepath.Join(dir, "none.pem")}, wantErr: "TLS.CAFile: "},
+		{name: "CA file without PEM", files: tlsconfig.Files{CAFile: garbage}, wantErr: "holds no PEM certificate"},
+		{name: "key that is no key", files: tlsconfig.Files{CertFile: cert, KeyFile: garbage}, wantErr: "TLS.CertFile/KeyFile: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := tc.files.Build("host")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Build: %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ServerName != tc.wantSN || c.MinVersion != 0x0303 || (tc.files.CAFile != "") != (c.RootCAs != nil) || (tc.files.CertFile != "") != (len(c.Certificates) == 1) {
+				t.Fatalf("config: server name %q, min version %x, roots %v, %d certificates", c.ServerName, c.MinVersion, c.RootCAs != nil, len(c.Certificates))
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	if err := (tlsconfig.Files{CertFile: "c.pem"}).Validate(); err == nil {
+		t.Fatal("a certificate without its key passed")
+	}
+	if err := (tlsconfig.Files{KeyFile: "k.pem"}).Validate(); err == nil {
+		t.Fatal("a key without its certificate passed")
+	}
+	if err := (tlsconfig.Files{CertFile: "c.pem", KeyFile: "k.pem"}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
