@@ -43,7 +43,7 @@ type bench struct {
 	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
 	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int
-	rabbitmqQueues  []string // W3S: the queue types RabbitMQ drains go to, one row each
+	rabbitmqQueues  string // W3S: the queue types RabbitMQ drains go to, one row each (-rabbitmq-queues)
 	start           time.Time
 }
 
@@ -85,16 +85,8 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, start: time.Now()}
-	for _, q := range strings.Split(*rmqQueues, ",") {
-		switch q = strings.TrimSpace(q); q {
-		case "quorum", "classic":
-			b.rabbitmqQueues = append(b.rabbitmqQueues, q)
-		case "":
-		default:
-			return fmt.Errorf("-rabbitmq-queues: unknown queue type %q (quorum, classic)", q)
-		}
-	}
+	b := &bench{quick: *quick, repeats: *repeats, partitions: *parts, streamMem: *streamMem << 20, linger: *linger, start: time.Now(),
+		rabbitmqQueues: *rmqQueues}
 	b.adminURL = os.Getenv("PGOUTBOX_TEST_DATABASE_URL")
 	if b.adminURL == "" {
 		return errors.New(`PGOUTBOX_TEST_DATABASE_URL is unset: run eval "$(scripts/postgres.sh up)" (and scripts/kafka.sh up)`)

@@ -80,6 +80,21 @@ func prepareStream(ctx context.Context, url, stream, subject string) error {
 	return st.Purge(ctx)
 }
 
+// queueTypes parses -rabbitmq-queues.
+func queueTypes(flag string) ([]string, error) {
+	var out []string
+	for _, q := range strings.Split(flag, ",") {
+		switch q = strings.TrimSpace(q); q {
+		case "quorum", "classic":
+			out = append(out, q)
+		case "":
+		default:
+			return nil, fmt.Errorf("-rabbitmq-queues: unknown queue type %q (quorum, classic)", q)
+		}
+	}
+	return out, nil
+}
+
 // rabbitmqTarget names the exchange and the queue of a schema's drains into a queue type: a queue
 // keeps the type it was declared with.
 func rabbitmqTarget(schema, queueType string) string {
@@ -144,12 +159,16 @@ type SinksResult struct {
 // w3Sinks drains the W3 backlog (n messages) into each sink whose server is configured and writes
 // SINKS.md and sinks.json into out.
 func (b *bench) w3Sinks(ctx context.Context, n int, out string) error {
+	queues, err := queueTypes(b.rabbitmqQueues)
+	if err != nil {
+		return err
+	}
 	cs := []consumer{recvConsumer, handlerConsumer}
 	if os.Getenv(envNATSURL) != "" {
 		cs = append(cs, consumer{Name: "relay → NATS JetStream (sink defaults)", Short: "nats", Relay: relaySpec{Sink: "nats"}})
 	}
 	if os.Getenv(envRabbitMQURL) != "" {
-		for _, q := range b.rabbitmqQueues {
+		for _, q := range queues {
 			cs = append(cs, consumer{Name: "relay → RabbitMQ, " + q + " queue (sink defaults)", Short: "rmq" + q[:1],
 				Relay: relaySpec{Sink: "rabbitmq", QueueType: q}})
 		}
@@ -158,10 +177,9 @@ func (b *bench) w3Sinks(ctx context.Context, n int, out string) error {
 		return errors.New("W3S needs " + envNATSURL + " or " + envRabbitMQURL + ": run scripts/nats.sh up and scripts/rabbitmq.sh up")
 	}
 	res := &SinksResult{LoadAvg: []string{loadAvg()}, Machine: describeMachine(ctx, b.adminURL)}
-	var err error
 	res.Drain, err = b.drain(ctx, "W3S", "Backlog drain into NATS and RabbitMQ",
 		backlog{Schema: "b3s", N: n, PerTx: 100, Payload: 200, Key: uniformKeys(10_000), Conns: 4}, "10,000 distinct", cs)
-	removeSinkTargets(context.WithoutCancel(ctx), "b3s", b.rabbitmqQueues) // the last run's messages: up to n in each server
+	removeSinkTargets(context.WithoutCancel(ctx), "b3s", queues) // the last run's messages: up to n in each server
 	if err != nil {
 		return err
 	}
