@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,7 +22,17 @@ import (
 // -benchtime=100000x.
 func BenchmarkSend(b *testing.B) {
 	for _, q := range queueKinds {
-		b.Run("queue="+q.name, func(b *testing.B) { benchSend(b, q.args, 16, 500, nil) })
+		b.Run("queue="+q.name, func(b *testing.B) { benchSend(b, q.args, 16, 500, 0, nil) })
+	}
+}
+
+// BenchmarkSendKeys runs BenchmarkSend's load into a quorum queue with the keys of each goroutine's
+// batches drawn from a pool of 625 (W3S's 10,000 keys over the relay's 16 lanes), so that a key has
+// several records in a batch, each published once the one before it is confirmed; against distinct
+// keys.
+func BenchmarkSendKeys(b *testing.B) {
+	for _, keys := range []int{0, 625} {
+		b.Run(fmt.Sprint("keys=", keys), func(b *testing.B) { benchSend(b, queueKinds[3].args, 16, 500, keys, nil) })
 	}
 }
 
@@ -29,12 +40,23 @@ func BenchmarkSend(b *testing.B) {
 func BenchmarkSendChannels(b *testing.B) {
 	for _, n := range []int{1, 4, 16} {
 		b.Run(fmt.Sprint("channels=", n), func(b *testing.B) {
-			benchSend(b, queueKinds[3].args, 16, 500, func(c *rabbitmq.Config) { c.Channels = n })
+			benchSend(b, queueKinds[3].args, 16, 500, 0, func(c *rabbitmq.Config) { c.Channels = n })
 		})
 	}
 }
 
-func benchSend(b *testing.B, args map[string]any, goroutines, batchSize int, configure func(*rabbitmq.Config)) {
+// benchKey is the key of record i of sender g's batch.
+func benchKey(g, i, keys int) string {
+	if keys > 0 {
+		i = rand.IntN(keys)
+	}
+	return fmt.Sprintf("key-%d-%d", g, i)
+}
+
+// benchSend sends batches of batchSize 200-byte records from goroutines senders; the keys of a
+// sender's batches are distinct, or drawn from keys of its own when keys > 0. configure (nil:
+// defaults) adjusts the sink's config.
+func benchSend(b *testing.B, args map[string]any, goroutines, batchSize, keys int, configure func(*rabbitmq.Config)) {
 	url := rabbitmqtest.URL(b)
 	ex, _ := rabbitmqtest.TopologyWith(b, url, "direct", args, "rk")
 	cfg := rabbitmq.DefaultConfig()
@@ -54,7 +76,7 @@ func benchSend(b *testing.B, args map[string]any, goroutines, batchSize int, con
 		for i := range batchSize {
 			batches[g] = append(batches[g], outbox.Record{Message: outbox.Message{
 				ID: fmt.Sprintf("0190b0f8-0000-7000-8000-%012d", g*batchSize+i), Destination: "bench",
-				Key: fmt.Sprintf("key-%d-%d", g, i), Type: "bench", Payload: payload,
+				Key: benchKey(g, i, keys), Type: "bench", Payload: payload,
 			}})
 		}
 	}
