@@ -45,6 +45,20 @@ func BenchmarkSendChannels(b *testing.B) {
 	}
 }
 
+// BenchmarkSendSmall sends as the relay does while it drains a backlog of small transactions: each
+// of its 16 lanes keeps 4 Sends in flight and starts one as soon as records are ready, so a Send holds
+// the few records of a lane that arrived meanwhile (W3S: 100 per transaction over 16 lanes). 64
+// senders each send batches of the size named, distinct keys, into a quorum and a classic queue.
+func BenchmarkSendSmall(b *testing.B) {
+	for _, q := range []int{3, 0} {
+		for _, n := range []int{6, 25, 100} {
+			b.Run(fmt.Sprintf("queue=%s/batch=%d", queueKinds[q].name, n), func(b *testing.B) {
+				benchSend(b, queueKinds[q].args, 64, n, 0, nil)
+			})
+		}
+	}
+}
+
 // benchKey is the key of record i of sender g's batch.
 func benchKey(g, i, keys int) string {
 	if keys > 0 {

@@ -80,6 +80,17 @@ func BenchmarkBrokerCeilingSinkShaped(b *testing.B) {
 	}
 }
 
+// BenchmarkBrokerCeilingConnections is BenchmarkBrokerCeiling on a quorum queue with 16 channels,
+// coalesced writes and the sink's messages, spread over 1 or 2 connections (the broker parses each
+// connection's frames in a process of its own).
+func BenchmarkBrokerCeilingConnections(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprint("connections=", n), func(b *testing.B) {
+			benchCeiling(b, ceiling{channels: 16, inFlight: 256, args: queueKinds[3].args, dial: rabbitmq.Dialer(5 * time.Second), sinkShaped: true, conns: n})
+		})
+	}
+}
+
 // BenchmarkBrokerCeilingInFlight is BenchmarkBrokerCeiling on a quorum queue with 16 channels and
 // coalesced writes, for several numbers of messages in flight per channel.
 func BenchmarkBrokerCeilingInFlight(b *testing.B) {
@@ -98,25 +109,29 @@ type ceiling struct {
 	// sinkShaped sends the properties and headers the sink sets (type, timestamp, app id, its four
 	// headers) instead of the message id alone.
 	sinkShaped bool
+	conns      int // connections the channels are spread over (default 1)
 }
 
 func benchCeiling(b *testing.B, cfg ceiling) {
 	channels, inFlight := cfg.channels, cfg.inFlight
 	url := rabbitmqtest.URL(b)
 	ex, _ := rabbitmqtest.TopologyWith(b, url, "direct", cfg.args, "rk")
-	conn, err := amqp.DialConfig(url, amqp.Config{Dial: cfg.dial})
-	if err != nil {
-		b.Fatal(err)
+	conns := make([]*amqp.Connection, max(cfg.conns, 1))
+	for i := range conns {
+		var err error
+		if conns[i], err = amqp.DialConfig(url, amqp.Config{Dial: cfg.dial}); err != nil {
+			b.Fatal(err)
+		}
+		defer conns[i].Close()
 	}
-	defer conn.Close()
 	payload := bytes.Repeat([]byte("x"), 200)
 	var next atomic.Int64
 	total := int64(b.N)
 	b.ResetTimer()
 	cpu0, broker0, start := cpuTime(), brokerCPU(), time.Now()
 	var wg sync.WaitGroup
-	for range channels {
-		ch, err := conn.Channel()
+	for c := range channels {
+		ch, err := conns[c%len(conns)].Channel()
 		if err != nil {
 			b.Fatal(err)
 		}
