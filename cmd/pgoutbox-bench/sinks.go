@@ -216,13 +216,29 @@ func sinksMarkdown(r *SinksResult) string {
 
 // sinksReading explains the figures; its measurements were taken apart from the table's run.
 const sinksReading = `
-Reading (2026-11-30, measured apart on the same machine at load 5–7): the RabbitMQ rate is the broker's. With the relay
-out of the way (60k records sent by 16–32 concurrent Sends of 500), Debian's RabbitMQ 3.10 took 11–14k persistent,
-confirmed messages/s into one durable classic queue whatever the sink's settings (1, 4 or 16 channels; 4,096 or 16,384
-in flight; 15–16k with x-queue-version 2), and its Erlang VM used 4.5 CPU-s for 60k messages (~75 µs each): on 2 cores
-shared with PostgreSQL and the relay it cannot go faster. The relay spends ~15 CPU-s per 1M messages on it (amqp091-go
-encodes and flushes three frames per message). NATS JetStream (file store, PubAck per message) stays above 50k msgs/s
-with the relay using less CPU than with the handler (the drain waits on the server more).
+Reading (2026-11-30; ceilings measured apart on the same machine with ` + "`go test ./sink/rabbitmq -bench BrokerCeiling`" + `):
+the RabbitMQ rate is the broker's, and it depends first on the queue type. A minimal amqp091-go publisher (persistent,
+mandatory, confirms counted as NotifyPublish hands them over, 1,024 in flight on each of 1–16 channels, no sink) got
+16–17k msgs/s into a durable classic queue (RabbitMQ 3.10's default, 65–71 broker CPU-µs per message), 17–20k with
+x-queue-version 2, 19–26k lazy, and 34k, 41k and 48k over 1, 4 and 16 channels into a quorum queue (23–28 µs), at
+load 4–6. With the messages laid out as the sink sends them (type, timestamp, app id and four headers, which the broker
+decodes), 16 channels and coalesced writes, the quorum queue took 1M messages at 36k msgs/s (35 broker CPU-µs and 10
+client CPU-µs per message, load 0.6–1.9): that is the ceiling for the sink here, the broker alone needing a core per
+~28k msgs/s next to PostgreSQL and the relay. The sink reaches 0.82 of it with the relay in front.
+
+Since the previous run (9.7k msgs/s into a classic queue, 14.8 CPU-s per 1M, 90 MB): the sink coalesces the writes of
+a connection (amqp091-go wrote and flushed each message with a system call of its own; client CPU per message 8.6–10
+→ 5.5 µs in the ceiling publisher) and publishes over 16 channels by default instead of 4 (amqp091-go scans a
+channel's unconfirmed messages on every multiple ack). BenchmarkSend (16 Sends of 500 at once, quorum queue, load
+7–8) went from 22–24k msgs/s and 14–16 client CPU-µs per message to 28–42k and 9.9. The bench now declares a quorum
+queue (-rabbitmq-queues quorum,classic selects the rows); a classic queue stays near 10k, its broker spending 75–110
+µs per message whatever the client does. The RSS grew with the channels: each buffers a confirm and a return for every
+message that may be in flight, so that amqp091-go never drops one. Tried without gain: a second connection
+(BenchmarkBrokerCeilingConnections), Nagle (less client CPU, no more throughput). Not tried: encoding frames without
+amqp091-go's ~50 allocations per message.
+
+NATS JetStream was not re-run: 54,008 msgs/s (0.53 × pg_recvlogical, 6.8 CPU-s per 1M, 81 MB) in the run of
+2026-11-30T13:46Z at load 3–7, above 50k with the relay using less CPU than with the handler.
 `
 
 func thousands(n int) string {
