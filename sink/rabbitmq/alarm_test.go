@@ -11,6 +11,7 @@ import (
 	"github.com/pgoutbox/pgoutbox/internal/rabbitmqtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/rabbitmq"
+	"github.com/pgoutbox/pgoutbox/sink/sinktest"
 )
 
 // node runs scripts/rabbitmq.sh for a node of this test's own (an alarm is node-wide).
@@ -52,7 +53,7 @@ func TestBrokerAlarmIsUnavailable(t *testing.T) {
 	for {
 		err := s.Send(ctx(t), batch)
 		if err != nil && strings.Contains(err.Error(), "blocks publishing") {
-			for i, e := range errsOf(t, err, 2) {
+			for i, e := range sinktest.RecordErrors(t, err, 2) {
 				if !outbox.IsUnavailable(e) {
 					t.Errorf("record %d during the alarm: %v, want unavailable", i, e)
 				}
