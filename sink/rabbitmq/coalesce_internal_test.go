@@ -2,9 +2,16 @@ package rabbitmq
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"sync"
 	"testing"
@@ -110,4 +117,50 @@ func TestCoalescingConnClose(t *testing.T) {
 	if _, err := cc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
 	}
+}
+
+// TestCoalescingConnUnderTLS: amqp091-go runs TLS over the dialled connection (amqps://), so the
+// handshake and the records go through the coalescing writer; data written both ways arrives.
+func TestCoalescingConnUnderTLS(t *testing.T) {
+	t.Parallel()
+	cc, srv := pipe(t)
+	cert := selfSignedCert(t)
+	server := tls.Server(srv, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) //nolint:gosec // a test's self-signed certificate
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(server, buf); err != nil {
+			done <- err
+			return
+		}
+		_, err := server.Write(append(buf, '!'))
+		done <- err
+	}()
+	if _, err := client.Write([]byte("hello")); err != nil {
+		t.Fatalf("write through TLS: %v", err)
+	}
+	got := make([]byte, 6)
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello!" {
+		t.Fatalf("read %q, %v; want \"hello!\"", got, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+func selfSignedCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
