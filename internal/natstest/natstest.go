@@ -30,6 +30,15 @@ func URL(t testing.TB) string {
 	return testenv.Endpoint(t, EnvURL, "NATS server", `svc=$(scripts/nats.sh up) && eval "$svc"`)
 }
 
+// Own starts a nats-server for t alone with scripts/nats.sh, in a state dir of its own (port, JetStream
+// store), for tests that kill or restart the real binary; it is removed when t ends. It skips or fails
+// t as URL does.
+func Own(t testing.TB) *testenv.Script {
+	t.Helper()
+	URL(t)
+	return testenv.StartScript(t, "nats.sh", "PGOUTBOX_NATS_DIR", EnvURL, "nats.pid")
+}
+
 var unsafe = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
 
 // Name returns a name unique to this test run, derived from t.Name(), usable as a stream name and as a

@@ -27,6 +27,15 @@ func URL(t testing.TB) string {
 	return testenv.Endpoint(t, EnvURL, "RabbitMQ", `svc=$(scripts/rabbitmq.sh up) && eval "$svc"`)
 }
 
+// Own starts a RabbitMQ node for t alone with scripts/rabbitmq.sh, in a state dir of its own (ports,
+// epmd, Mnesia), for tests that kill, restart or alarm it; it is removed when t ends. It skips or fails
+// t as URL does.
+func Own(t testing.TB) *testenv.Script {
+	t.Helper()
+	URL(t)
+	return testenv.StartScript(t, "rabbitmq.sh", "PGOUTBOX_RABBITMQ_DIR", EnvURL, "rabbitmq.pid")
+}
+
 var unsafe = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
 // Name returns a name unique to this test run, derived from t.Name().
