@@ -2,20 +2,16 @@ package rabbitmq
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgoutbox/pgoutbox/internal/testenv"
 )
 
 // pipe returns a coalescing client end and the server end of a loopback TCP connection.
@@ -124,7 +120,10 @@ func TestCoalescingConnClose(t *testing.T) {
 func TestCoalescingConnUnderTLS(t *testing.T) {
 	t.Parallel()
 	cc, srv := pipe(t)
-	cert := selfSignedCert(t)
+	cert, err := tls.LoadX509KeyPair(testenv.SelfSigned(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	server := tls.Server(srv, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	client := tls.Client(cc, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) //nolint:gosec // a test's self-signed certificate
 	done := make(chan error, 1)
@@ -148,19 +147,4 @@ func TestCoalescingConnUnderTLS(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("server: %v", err)
 	}
-}
-
-func selfSignedCert(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
