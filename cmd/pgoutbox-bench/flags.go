@@ -24,6 +24,7 @@ type options struct {
 	linger             time.Duration
 	lingers            string
 	streamMem          int // MiB
+	rmqQueues          string
 }
 
 // parseFlags defines the flags and parses the command line.
@@ -46,6 +47,7 @@ func parseFlags() *options {
 	flag.DurationVar(&o.linger, "w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
 	flag.StringVar(&o.lingers, "kafka-lingers", "10ms", "extra relay → Kafka variants of the drains (W3, W5), by linger; empty: only the sink's defaults")
 	flag.IntVar(&o.streamMem, "w4-stream-mem", 16, "W4 streaming-on decoder memory limit, MiB (outbox.WithStreamMemoryLimit; 16 = the relay's default)")
+	flag.StringVar(&o.rmqQueues, "rabbitmq-queues", "quorum", "W3S: the RabbitMQ queue types to drain into, a row each (quorum, classic)")
 	flag.BoolVar(&o.peers, "peers", false, "instead of W1–W6: pgoutbox run vs Debezium vs pg_recvlogical (peers*.go; writes PEERS.md and peers.json)")
 	flag.Parse()
 	return o
@@ -66,7 +68,7 @@ func (o *options) size(flagV, full, quick int) int {
 // after checking that what they need is there.
 func newBench(o *options) (*bench, map[string]bool, error) {
 	b := &bench{quick: o.quick, repeats: o.repeats, partitions: o.partitions, streamMem: o.streamMem << 20, linger: o.linger,
-		w2Clients: o.clients, w2Nice: o.nice, start: time.Now()}
+		w2Clients: o.clients, w2Nice: o.nice, rabbitmqQueues: o.rmqQueues, start: time.Now()}
 	if err := b.readEnv(); err != nil {
 		return nil, nil, err
 	}

@@ -41,6 +41,7 @@ type bench struct {
 	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
 	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int
+	rabbitmqQueues  string // W3S: the queue types RabbitMQ drains go to, one row each (-rabbitmq-queues)
 	start           time.Time
 }
 

@@ -63,6 +63,9 @@ type relaySpec struct {
 	// sinks (sinks.go).
 	SinkURL string `json:"sink_url,omitempty"`
 	Target  string `json:"target,omitempty"`
+	// QueueType is the type of the durable queue the "rabbitmq" sink's exchange routes to: "quorum"
+	// or "classic".
+	QueueType string `json:"queue_type,omitempty"`
 }
 
 // relayResult is what a child run reports.
