@@ -7,11 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +14,6 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/internal/natstest"
 	"github.com/pgoutbox/pgoutbox/internal/oracle"
-	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/internal/tcpproxy"
 )
 
@@ -42,60 +36,6 @@ func (c config) writeRoute(t *testing.T, route string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// scriptNATS is a nats-server started by scripts/nats.sh in a state dir of its own, so that the test
-// may kill and restart it.
-type scriptNATS struct {
-	t   *testing.T
-	dir string
-	url string
-}
-
-func newScriptNATS(t *testing.T) *scriptNATS {
-	t.Helper()
-	natstest.URL(t) // same skip/fail rules as every NATS test
-	s := &scriptNATS{t: t, dir: filepath.Join(os.TempDir(), "pgoutbox-faults-nats-"+pgtest.RandomSuffix())}
-	t.Cleanup(func() { s.script("clean") })
-	line := strings.TrimSpace(s.script("up"))
-	s.url = strings.TrimPrefix(line, "export "+natstest.EnvURL+"=")
-	return s
-}
-
-func (s *scriptNATS) script(args ...string) string {
-	s.t.Helper()
-	cmd := exec.Command("../scripts/nats.sh", args...)
-	cmd.Env = append(os.Environ(), "PGOUTBOX_NATS_DIR="+s.dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		s.t.Fatalf("nats.sh %v: %v\n%s", args, err, stderr.String())
-	}
-	return string(out)
-}
-
-func (s *scriptNATS) kill9() { s.t.Helper(); killPidFile(s.t, filepath.Join(s.dir, "nats.pid")) }
-
-// killPidFile sends SIGKILL to the process a pid file names and waits until it is gone.
-func killPidFile(t *testing.T, path string) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("bad pid file %s: %q", path, raw)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for range 100 {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("pid %d survived SIGKILL", pid)
 }
 
 // natsScenario is one NATS scenario's world: the env, a stream on the server and a watcher of it.
@@ -143,16 +83,16 @@ func (s *natsScenario) verify(faulty bool) oracle.Verdict {
 // down; everything arrives once it is back, and the stream drops the re-published messages it had
 // stored (Nats-Msg-Id within the duplicate window).
 func TestNATSServerKillAndRestart(t *testing.T) {
-	srv := newScriptNATS(t)
-	s := newNATSScenario(t, srv.url)
-	d := s.start("relay", srv.url)
+	srv := natstest.Own(t)
+	s := newNATSScenario(t, srv.URL)
+	d := s.start("relay", srv.URL)
 	chk := s.l.WatchI4(t, s.w.I4(s.slot))
 	gen := s.l.Generate(oracle.GenConfig{Prefix: "nats", Pause: 5 * time.Millisecond})
 	time.Sleep(1500 * time.Millisecond)
-	srv.kill9()
+	srv.Kill9()
 	down := time.Now()
 	ready := s.kafkaOutage(d, 3*time.Second, 7*time.Second)
-	srv.script("up")
+	srv.Run("up")
 	rec := s.markerDelivered(down, 120*time.Second)
 	_ = gen.Stop()
 	v := s.verify(true)

@@ -3,58 +3,15 @@
 package faults
 
 import (
-	"bytes"
 	"fmt"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/internal/oracle"
-	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 	"github.com/pgoutbox/pgoutbox/internal/rabbitmqtest"
 	"github.com/pgoutbox/pgoutbox/internal/tcpproxy"
 )
-
-// scriptRabbitMQ is a node started by scripts/rabbitmq.sh in a state dir of its own (its own ports,
-// epmd and Mnesia), so that the test may kill and restart it.
-type scriptRabbitMQ struct {
-	t   *testing.T
-	dir string
-	url string
-}
-
-func newScriptRabbitMQ(t *testing.T) *scriptRabbitMQ {
-	t.Helper()
-	rabbitmqtest.URL(t) // same skip/fail rules as every RabbitMQ test
-	s := &scriptRabbitMQ{t: t, dir: filepath.Join(os.TempDir(), "pgoutbox-faults-rabbitmq-"+pgtest.RandomSuffix())}
-	t.Cleanup(func() { s.script("clean") })
-	line := strings.TrimSpace(s.script("up"))
-	s.url = strings.TrimPrefix(line, "export "+rabbitmqtest.EnvURL+"=")
-	return s
-}
-
-func (s *scriptRabbitMQ) script(args ...string) string {
-	s.t.Helper()
-	cmd := exec.Command("../scripts/rabbitmq.sh", args...)
-	cmd.Env = append(os.Environ(), "PGOUTBOX_RABBITMQ_DIR="+s.dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		s.t.Fatalf("rabbitmq.sh %v: %v\n%s", args, err, stderr.String())
-	}
-	return string(out)
-}
-
-// kill9 kills the node's Erlang VM (the pid rabbitmq.sh recorded once it booted).
-func (s *scriptRabbitMQ) kill9() {
-	s.t.Helper()
-	killPidFile(s.t, filepath.Join(s.dir, "rabbitmq.pid"))
-}
 
 // rabbitScenario is one RabbitMQ scenario's world: the env, a durable direct exchange with one durable
 // queue bound for "events", and a consumer recording the queue (it reconnects after a broker restart;
@@ -96,17 +53,17 @@ func (s *rabbitScenario) markerDelivered(since time.Time, timeout time.Duration)
 // restarted 10 s later: the slot does not move and nothing is dead-lettered while it is down; every
 // confirmed message survives in the durable queue and the rest arrives once it is back.
 func TestRabbitMQBrokerKillAndRestart(t *testing.T) {
-	b := newScriptRabbitMQ(t)
-	s := newRabbitScenario(t, b.url)
-	d := s.start("relay", b.url)
+	b := rabbitmqtest.Own(t)
+	s := newRabbitScenario(t, b.URL)
+	d := s.start("relay", b.URL)
 	chk := s.l.WatchI4(t, s.c.I4(s.url, s.queue, s.slot))
 	gen := s.l.Generate(oracle.GenConfig{Prefix: "rabbit", Pause: 5 * time.Millisecond})
 	time.Sleep(1500 * time.Millisecond)
 	chk.Stop() // the I4 watcher reads the queue's depth, which a dead broker cannot tell
-	b.kill9()
+	b.Kill9()
 	down := time.Now()
 	ready := s.kafkaOutage(d, 3*time.Second, 7*time.Second)
-	b.script("up")
+	b.Run("up")
 	rec := s.markerDelivered(down, 120*time.Second)
 	_ = gen.Stop()
 	v := s.l.Verify(t, 120*time.Second, true, s.c.Source())

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/trace"
 
@@ -95,18 +96,38 @@ func (e Enqueuer) Enqueue(ctx context.Context, tx Execer, msgs ...Message) error
 // enqueue writes msgs with a multi-row VALUES statement when there are at most maxValues of them, else
 // with unnest. Tests lower maxValues to compare both forms on the same batch.
 func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxValues int) error {
-	st, err := statementsFor(e.Schema)
-	if err != nil {
-		return err
-	}
 	if tx == nil {
 		return fmt.Errorf("%w: nil transaction", ErrInvalidMessage)
 	}
-	if err := e.Transport.validate(); err != nil {
+	w, err := e.write(ctx, msgs, maxValues)
+	if err != nil || w.sql == "" {
 		return err
 	}
+	_, err = tx.Exec(ctx, w.sql, w.args...)
+	return w.wrap(err)
+}
+
+// write is the one statement that writes a batch of validated messages.
+type write struct {
+	sql  string // "" for no messages
+	args []any
+	st   *statements
+	n    int
+	e    Enqueuer
+}
+
+// write validates msgs and returns the statement that writes them.
+func (e Enqueuer) write(ctx context.Context, msgs []Message, maxValues int) (write, error) {
+	st, err := statementsFor(e.Schema)
+	if err != nil {
+		return write{}, err
+	}
+	if err := e.Transport.validate(); err != nil {
+		return write{}, err
+	}
+	w := write{st: st, n: len(msgs), e: e}
 	if len(msgs) == 0 {
-		return nil
+		return w, nil
 	}
 	lim := limits{payload: e.MaxPayloadBytes, headers: e.MaxHeaderBytes}
 	if lim.payload <= 0 {
@@ -119,37 +140,45 @@ func (e Enqueuer) enqueue(ctx context.Context, tx Execer, msgs []Message, maxVal
 	trace := traceHeaders(ctx)
 	for i := range msgs {
 		if err := rows[i].set(i, &msgs[i], trace, lim); err != nil {
-			return err
+			return write{}, err
 		}
 	}
 	if e.Transport == LogicalMessage {
-		return emit(ctx, tx, st, rows, len(rows) == 1 && maxValues > 0)
+		w.sql, w.args = emitStatement(st, rows, len(rows) == 1 && maxValues > 0)
+		return w, nil
 	}
 	for i := range rows {
 		if rows[i].headers, err = headersJSON(rows[i].hdr); err != nil {
-			return fmt.Errorf("%w: msgs[%d].Headers: %w (message id %s)", ErrInvalidMessage, i, err, rows[i].id)
+			return write{}, fmt.Errorf("%w: msgs[%d].Headers: %w (message id %s)", ErrInvalidMessage, i, err, rows[i].id)
 		}
 	}
 	if len(rows) <= maxValues && len(rows) <= maxValuesRows {
-		args := make([]any, 0, valuesColumns*len(rows))
+		w.args = make([]any, 0, valuesColumns*len(rows))
 		for i := range rows {
 			r := &rows[i]
 			// Pointers into rows: boxing a pointer allocates nothing, and nil is NULL.
-			args = append(args, &r.id, &r.destination, nonEmpty(&r.route), nonEmpty(&r.key), nonEmpty(&r.typ), r.payload, r.headers)
+			w.args = append(w.args, &r.id, &r.destination, nonEmpty(&r.route), nonEmpty(&r.key), nonEmpty(&r.typ), r.payload, r.headers)
 		}
-		_, err = tx.Exec(ctx, st.values(len(rows)), args...)
-	} else {
-		c := unnestColumns(rows)
-		_, err = tx.Exec(ctx, st.unnest, c.ids, c.destinations, c.routes, c.keys, c.types, c.payloads, c.headers)
+		w.sql = st.values(len(rows))
+		return w, nil
 	}
-	if err != nil {
-		if names.IsMissingRelation(err) {
-			return fmt.Errorf("%w: %s: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first: %w",
-				ErrNotMigrated, st.table, e.Schema, err)
-		}
-		return fmt.Errorf("outbox: enqueue %d messages into %s: %w", len(msgs), st.table, err)
+	c := unnestColumns(rows)
+	w.sql, w.args = st.unnest, []any{c.ids, c.destinations, c.routes, c.keys, c.types, c.payloads, c.headers}
+	return w, nil
+}
+
+// wrap names what failed when the statement returned err.
+func (w write) wrap(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case w.e.Transport == LogicalMessage:
+		return fmt.Errorf("outbox: enqueue %d messages as logical messages with prefix %s: %w", w.n, w.st.prefix, err)
+	case names.IsMissingRelation(err):
+		return fmt.Errorf("%w: %s: run outbox.Migrate or apply outbox.GetSchemaSQL(%q) first: %w",
+			ErrNotMigrated, w.st.table, w.e.Schema, err)
 	}
-	return nil
+	return fmt.Errorf("outbox: enqueue %d messages into %s: %w", w.n, w.st.table, err)
 }
 
 // outboxRow is one validated message as Enqueue writes it.
@@ -383,5 +412,26 @@ func checkText(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return errors.New("contains a NUL byte")
 	}
+	return nil
+}
+
+// Queue adds to b the one statement that writes msgs, so that they travel with the caller's own
+// statements when it sends b (pgx.Tx.SendBatch): the messages then cost no round trip of their own,
+// which is most of what a small Enqueue adds to a transaction. They commit or roll back with the
+// transaction the batch runs in (a batch sent outside one runs in an implicit transaction of its own).
+//
+// msgs are validated now, as by Enqueue: an invalid message returns its error and queues nothing. A
+// database error (the outbox not migrated, a constraint) is returned by the batch's results, like the
+// caller's own statements' errors: it is not wrapped. The payloads of msgs are sent as they are when
+// the batch is: do not modify them before.
+func (e Enqueuer) Queue(ctx context.Context, b *pgx.Batch, msgs ...Message) error {
+	if b == nil {
+		return fmt.Errorf("%w: nil batch", ErrInvalidMessage)
+	}
+	w, err := e.write(ctx, msgs, maxValuesRows)
+	if err != nil || w.sql == "" {
+		return err
+	}
+	b.Queue(w.sql, w.args...)
 	return nil
 }

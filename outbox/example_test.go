@@ -103,6 +103,29 @@ func ExampleEnqueue() {
 	}
 }
 
+// Queue sends the messages with the business statement in one round trip: the cheapest way to add a
+// few messages to a short transaction (through either transport).
+func ExampleEnqueuer_Queue() {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	enq := outbox.Enqueuer{Schema: "app", Transport: outbox.LogicalMessage}
+	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue("UPDATE orders SET status = 'placed' WHERE id = $1", 42)
+		if err := enq.Queue(ctx, b, outbox.Message{Destination: "orders", Key: "order-42", Payload: []byte(`{"id":42}`)}); err != nil {
+			return err // an invalid message: nothing was sent
+		}
+		return tx.SendBatch(ctx, b).Close() // the first error of any statement of the batch
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
 // With database/sql (and the pgx driver), SQLExecer adapts the transaction.
 func ExampleSQLExecer() {
 	ctx := context.Background()

@@ -43,6 +43,8 @@ type Relay struct {
 	cur           *watermark.Tx
 	curCommit     time.Time
 	curLSN        pglogrepl.LSN
+	sentAt        time.Time      // when the walsender sent the event being decoded
+	source        SourceObserver // cfg.observer, when it follows the source delay
 	skipping      bool
 	lastCommitLSN pglogrepl.LSN
 	batch         *batcher
@@ -165,6 +167,7 @@ func newRelay(pool *pgxpool.Pool, schema string, handlers map[Destination]Handle
 		r.lanes = append(r.lanes, newLane(r))
 	}
 	r.batch = newBatcher(r)
+	r.source, _ = cfg.observer.(SourceObserver)
 	return r, nil
 }
 

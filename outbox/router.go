@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pgoutbox/pgoutbox/decoder"
 	"github.com/pgoutbox/pgoutbox/replication"
@@ -36,6 +37,7 @@ func (r *Relay) decodeLoop(ctx context.Context, events <-chan []replication.Even
 			for _, ev := range batch {
 				switch ev.Kind {
 				case replication.XLogData:
+					r.sentAt = ev.ServerTime
 					if err := r.dec.Decode(ev.Data, rt); err != nil {
 						if ctx.Err() != nil {
 							return nil
@@ -134,6 +136,9 @@ func (rt router) Commit(c decoder.CommitInfo) error {
 		return err
 	}
 	r.commits.add(c.EndLSN, c.CommitTime)
+	if r.source != nil && !r.sentAt.IsZero() {
+		r.source.Decoded(r.sentAt.Sub(c.CommitTime), time.Since(r.sentAt))
+	}
 	r.tracker.Commit(r.cur, c.EndLSN)
 	r.cur = nil
 	r.lastCommitLSN = max(r.lastCommitLSN, c.CommitLSN)

@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -65,21 +64,16 @@ func logicalStatements(schema string) logical {
 	}
 }
 
-// emit writes validated rows as logical messages, in one statement: with one (the envelope as the
-// only parameter) when single is set, else with the array form (tests force it for one message).
-func emit(ctx context.Context, tx Execer, st *statements, rows []outboxRow, single bool) error {
+// emitStatement returns the statement that writes validated rows as logical messages: with one
+// parameter (the envelope) when single is set, else with the array form (tests force it for one
+// message).
+func emitStatement(st *statements, rows []outboxRow, single bool) (string, []any) {
 	now := time.Now()
-	var err error
 	if single {
 		env := rows[0].envelope(now)
-		_, err = tx.Exec(ctx, st.emitOne, envelope.Append(nil, &env))
-	} else {
-		_, err = tx.Exec(ctx, st.emitMany, envelopes(rows, now))
+		return st.emitOne, []any{envelope.Append(nil, &env)}
 	}
-	if err != nil {
-		return fmt.Errorf("outbox: enqueue %d messages as logical messages with prefix %s: %w", len(rows), st.prefix, err)
-	}
-	return nil
+	return st.emitMany, []any{envelopes(rows, now)}
 }
 
 func (r *outboxRow) envelope(now time.Time) envelope.Envelope {

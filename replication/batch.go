@@ -27,8 +27,9 @@ func (b *batcher) add(ev Event) {
 	b.events = append(b.events, ev)
 }
 
-func (b *batcher) addData(walStart, serverWALEnd pglogrepl.LSN, data []byte) {
-	b.add(Event{Kind: XLogData, WALStart: walStart, ServerWALEnd: serverWALEnd, Data: b.copy(data)})
+func (b *batcher) addData(xld pglogrepl.XLogData) {
+	b.add(Event{Kind: XLogData, WALStart: xld.WALStart, ServerWALEnd: xld.ServerWALEnd, ServerTime: xld.ServerTime,
+		Data: b.copy(xld.WALData)})
 }
 
 func (b *batcher) copy(data []byte) []byte {

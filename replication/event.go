@@ -40,6 +40,9 @@ type Event struct {
 	WALStart pglogrepl.LSN
 	// ServerWALEnd is the server's WAL end reported with the message.
 	ServerWALEnd pglogrepl.LSN
+	// ServerTime is the server's clock when its walsender sent an XLogData message (so that
+	// ServerTime minus a transaction's commit time is how long the walsender took to send it).
+	ServerTime time.Time
 	// Data is a copy of XLogData.WALData, owned by the receiver. Events of one batch may share a
 	// backing array; each Data is capped, so appending to it never touches another event's bytes.
 	Data []byte

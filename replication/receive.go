@@ -193,7 +193,7 @@ func (rc *receiver) copyData(ctx context.Context, data []byte) error {
 			return fmt.Errorf("parse XLogData: %w", err)
 		}
 		s.lastServerWALEnd.Store(uint64(xld.ServerWALEnd))
-		rc.b.addData(xld.WALStart, xld.ServerWALEnd, xld.WALData)
+		rc.b.addData(xld)
 		if isCommit(xld.WALData) {
 			rc.batchDeadline = rc.lastRecv
 			return nil

@@ -31,9 +31,10 @@ cache="${PGOUTBOX_CACHE:-$HOME/.cache/pgoutbox}"
 state="${PGOUTBOX_NATS_DIR:-/tmp/pgoutbox-nats}"
 wait_s="${PGOUTBOX_NATS_WAIT:-30}"
 module=github.com/nats-io/nats-server/v2
-
-log() { echo "nats.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+svc_name=nats.sh
+svc_pid=nats.pid
+# shellcheck source=lib/service.sh
+. "$here/lib/service.sh"
 
 # server_bin builds nats-server at the version go.mod pins, once per version, and prints its path.
 server_bin() {
@@ -49,22 +50,6 @@ server_bin() {
 		mv "$bin.tmp" "$bin"
 	fi
 	echo "$bin"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port picks a port below the kernel's ephemeral range (32768+), where outgoing connections of
-# concurrent tests would otherwise take it between this check and the server's bind.
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((10000 + RANDOM % 22000))
-		if ! port_in_use "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found on 127.0.0.1"
 }
 
 # running succeeds when the pid file names a live nats-server started with this state dir's config.
@@ -103,36 +88,18 @@ answers() {
 }
 
 cmd_up() {
-	mkdir -p "$state"
-	exec 9>"$state/.lock"
-	flock 9
+	lock_state
 	if running; then
 		env_line
 		return 0
 	fi
 	local bin port pid i
 	bin="$(server_bin)"
-	port="$(cat "$state/port" 2>/dev/null || true)"
-	if [[ -n "${PGOUTBOX_NATS_PORT:-}" ]]; then
-		[[ "$PGOUTBOX_NATS_PORT" =~ ^[0-9]+$ ]] || die "PGOUTBOX_NATS_PORT=$PGOUTBOX_NATS_PORT is not a port number"
-		port="$PGOUTBOX_NATS_PORT"
-		! port_in_use "$port" || die "port $port (PGOUTBOX_NATS_PORT) is taken"
-	elif [[ -z "$port" ]] || port_in_use "$port"; then
-		port="$(free_port)"
-	fi
+	port="$(choose_port PGOUTBOX_NATS_PORT "$(cat "$state/port" 2>/dev/null || true)")"
 	echo "$port" >"$state/port"
 	write_config "$port"
 	log "starting $("$bin" --version) on 127.0.0.1:$port, state in $state"
-	rm -f "$state/nats.pid"
-	# bash -c writes its own pid, then execs the server: the pid file names the server itself.
-	# setsid detaches it from the caller's process group so it outlives the calling shell or test.
-	setsid bash -c 'echo $$ >"$0/nats.pid.tmp" && mv "$0/nats.pid.tmp" "$0/nats.pid" && exec "$@"' "$state" \
-		"$bin" -c "$state/nats.conf" -l "$state/nats.log" </dev/null >"$state/nats.out" 2>&1 9>&- &
-	for i in $(seq 1 50); do
-		[[ -s "$state/nats.pid" ]] && break
-		sleep 0.1
-	done
-	pid="$(cat "$state/nats.pid")"
+	pid="$(start_detached "$state/nats.out" "$bin" -c "$state/nats.conf" -l "$state/nats.log")"
 	for i in $(seq 1 $((wait_s * 10))); do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			tail -n 20 "$state/nats.out" "$state/nats.log" >&2 2>/dev/null || true
@@ -152,46 +119,13 @@ cmd_up() {
 
 cmd_down() {
 	[[ -d "$state" ]] || { log "not running"; return 0; }
-	exec 9>"$state/.lock"
-	flock 9
-	if ! running; then
-		rm -f "$state/nats.pid"
+	lock_state
+	if running; then
+		stop_pid "$(cat "$state/nats.pid")" 15 nats-server
+	else
 		log "not running"
-		return 0
-	fi
-	local pid i
-	pid="$(cat "$state/nats.pid")"
-	log "stopping nats-server pid $pid"
-	kill -TERM "$pid"
-	for i in $(seq 1 150); do
-		[[ -d "/proc/$pid" ]] || break
-		sleep 0.1
-	done
-	if [[ -d "/proc/$pid" ]]; then
-		log "nats-server did not stop in 15s; killing pid $pid"
-		kill -KILL "$pid" 2>/dev/null || true
-		sleep 0.2
 	fi
 	rm -f "$state/nats.pid"
-}
-
-cmd_env() {
-	running || die "not running (start it with scripts/nats.sh up)"
-	cat "$state/env"
-}
-
-cmd_status() {
-	if running; then
-		log "running: pid $(cat "$state/nats.pid"), 127.0.0.1:$(cat "$state/port"), state in $state"
-		return 0
-	fi
-	log "not running (state dir $state)"
-	return 3
-}
-
-cmd_clean() {
-	cmd_down
-	rm -rf "$state"
 }
 
 case "${1:-}" in

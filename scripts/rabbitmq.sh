@@ -27,13 +27,15 @@
 # All progress goes to stderr; stdout carries only the export line, for `svc=$(... up) && eval "$svc"`.
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 state="${PGOUTBOX_RABBITMQ_DIR:-/tmp/pgoutbox-rabbitmq}"
 wait_s="${PGOUTBOX_RABBITMQ_WAIT:-90}"
 sbin=/usr/lib/rabbitmq/bin
 node=pgoutbox@localhost
-
-log() { echo "rabbitmq.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+svc_name=rabbitmq.sh
+svc_pid=rabbitmq.pid
+# shellcheck source=lib/service.sh
+. "$here/lib/service.sh"
 
 install_rabbitmq() {
 	[[ -x "$sbin/rabbitmq-server" ]] && return 0
@@ -50,22 +52,6 @@ install_rabbitmq() {
 		{ [[ -z "$added" ]] || rm -f "$policy"; die "apt-get install rabbitmq-server failed"; }
 	[[ -z "$added" ]] || rm -f "$policy"
 	[[ -x "$sbin/rabbitmq-server" ]] || die "rabbitmq-server installed but $sbin/rabbitmq-server is missing"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port picks a port below the kernel's ephemeral range (32768+) that is not in use and not one of
-# the ports given.
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((10000 + RANDOM % 22000))
-		if ! port_in_use "$p" && [[ " $* " != *" $p "* ]]; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found on 127.0.0.1"
 }
 
 # node_env exports what makes the node and the CLI tools use this state dir only.
@@ -132,16 +118,9 @@ EOF
 
 pick_ports() {
 	local port dist epmd
-	port="$(cat "$state/port" 2>/dev/null || true)"
+	port="$(choose_port PGOUTBOX_RABBITMQ_PORT "$(cat "$state/port" 2>/dev/null || true)")"
 	dist="$(cat "$state/dist_port" 2>/dev/null || true)"
 	epmd="$(cat "$state/epmd_port" 2>/dev/null || true)"
-	if [[ -n "${PGOUTBOX_RABBITMQ_PORT:-}" ]]; then
-		[[ "$PGOUTBOX_RABBITMQ_PORT" =~ ^[0-9]+$ ]] || die "PGOUTBOX_RABBITMQ_PORT=$PGOUTBOX_RABBITMQ_PORT is not a port number"
-		port="$PGOUTBOX_RABBITMQ_PORT"
-		! port_in_use "$port" || die "port $port (PGOUTBOX_RABBITMQ_PORT) is taken"
-	elif [[ -z "$port" ]] || port_in_use "$port"; then
-		port="$(free_port)"
-	fi
 	if [[ -z "$dist" ]] || port_in_use "$dist"; then dist="$(free_port "$port")"; fi
 	# The epmd port may still answer from our own epmd (left by a kill -9 of the node): keep it then.
 	if [[ -z "$epmd" ]] || { port_in_use "$epmd" && ! ERL_EPMD_PORT="$epmd" epmd -names >/dev/null 2>&1; }; then
@@ -153,9 +132,7 @@ pick_ports() {
 }
 
 cmd_up() {
-	mkdir -p "$state"
-	exec 9>"$state/.lock"
-	flock 9
+	lock_state
 	if running; then
 		env_line
 		return 0
@@ -165,17 +142,9 @@ cmd_up() {
 	write_config
 	node_env
 	log "starting RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?') on 127.0.0.1:$RABBITMQ_NODE_PORT (dist $RABBITMQ_DIST_PORT, epmd $ERL_EPMD_PORT), state in $state"
-	rm -f "$state/rabbitmq.pid"
-	# bash -c writes its own pid, then execs the server script, which execs the Erlang VM: the pid
-	# file names the node itself. setsid detaches it so it outlives the calling shell or test.
-	setsid bash -c 'echo $$ >"$0/rabbitmq.pid.tmp" && mv "$0/rabbitmq.pid.tmp" "$0/rabbitmq.pid" && exec "$@"' "$state" \
-		"$sbin/rabbitmq-server" </dev/null >"$state/log/server.out" 2>&1 9>&- &
+	# The server script execs the Erlang VM: the pid file names the node itself.
 	local i pid
-	for i in $(seq 1 50); do
-		[[ -s "$state/rabbitmq.pid" ]] && break
-		sleep 0.1
-	done
-	pid="$(cat "$state/rabbitmq.pid")"
+	pid="$(start_detached "$state/log/server.out" "$sbin/rabbitmq-server")"
 	# await_startup fails at once while the node is not registered with epmd yet: wait for that first.
 	local deadline=$((SECONDS + wait_s)) rc=1
 	while ((SECONDS < deadline)); do
@@ -201,22 +170,9 @@ cmd_up() {
 
 cmd_down() {
 	[[ -d "$state" ]] || { log "not running"; return 0; }
-	exec 9>"$state/.lock"
-	flock 9
-	local pid i
+	lock_state
 	if running; then
-		pid="$(cat "$state/rabbitmq.pid")"
-		log "stopping node pid $pid"
-		kill -TERM "$pid"
-		for i in $(seq 1 300); do
-			[[ -d "/proc/$pid" ]] || break
-			sleep 0.1
-		done
-		if [[ -d "/proc/$pid" ]]; then
-			log "node did not stop in 30s; killing pid $pid"
-			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.5
-		fi
+		stop_pid "$(cat "$state/rabbitmq.pid")" 30 node
 	else
 		log "not running"
 	fi
@@ -224,25 +180,6 @@ cmd_down() {
 	if [[ -f "$state/epmd_port" ]]; then # our own epmd; a system one on another port is left alone
 		ERL_EPMD_PORT="$(cat "$state/epmd_port")" epmd -kill >/dev/null 2>&1 || true
 	fi
-}
-
-cmd_env() {
-	running || die "not running (start it with scripts/rabbitmq.sh up)"
-	cat "$state/env"
-}
-
-cmd_status() {
-	if running; then
-		log "running: pid $(cat "$state/rabbitmq.pid"), 127.0.0.1:$(cat "$state/port"), state in $state"
-		return 0
-	fi
-	log "not running (state dir $state)"
-	return 3
-}
-
-cmd_clean() {
-	cmd_down
-	rm -rf "$state"
 }
 
 cmd_ctl() {

@@ -85,33 +85,19 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 	if err := outbox.Migrate(ctx, b.pool, bl.Schema); err != nil {
 		return nil, err
 	}
-	res := &DrainResult{Workload: workload, Title: title, N: bl.N, PerTx: bl.PerTx, Payload: bl.Payload, Keys: keys,
-		Repeats: b.repeats, Quick: b.quick, When: time.Now().UTC()}
-	topic := ""
-	for _, c := range consumers {
-		if c.Relay.Sink == "kafka" {
-			topic = "pgoutbox-bench." + bl.Schema
-			res.Partitions = b.partitions
-			if err := b.createTopic(ctx, topic, b.partitions); err != nil {
-				return nil, err
-			}
-			defer b.deleteTopic(context.WithoutCancel(ctx), topic)
-			break
+	d := &drainer{b: b, workload: workload, bl: bl, consumers: consumers,
+		timeout: time.Duration(float64(bl.N)/2000*float64(time.Second)) + 2*time.Minute,
+		res: &DrainResult{Workload: workload, Title: title, N: bl.N, PerTx: bl.PerTx, Payload: bl.Payload, Keys: keys,
+			Repeats: b.repeats, Quick: b.quick, When: time.Now().UTC()}}
+	if d.usesKafka() {
+		d.topic = "pgoutbox-bench." + bl.Schema
+		d.res.Partitions = b.partitions
+		if err := b.createTopic(ctx, d.topic, b.partitions); err != nil {
+			return nil, err
 		}
+		defer b.deleteTopic(context.WithoutCancel(ctx), d.topic)
 	}
-	slot := func(c consumer, rep int) string { return fmt.Sprintf("%s_%s_%d", bl.Schema, c.Short, rep) }
-	var slots []string
-	for rep := range b.repeats {
-		for _, c := range consumers {
-			slots = append(slots, slot(c, rep))
-		}
-	}
-	profiled := func(c consumer) bool { return b.profileDir != "" && !c.Recv }
-	for _, c := range consumers {
-		if profiled(c) {
-			slots = append(slots, slot(c, 99))
-		}
-	}
+	slots := d.slots()
 	if err := createSlots(ctx, b.pool, slots); err != nil {
 		return nil, err
 	}
@@ -120,83 +106,169 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 			_ = dropSlot(context.WithoutCancel(ctx), b.pool, s)
 		}
 	}()
-	b.logf("%s: filling %d messages (%d per tx) into %s", workload, bl.N, bl.PerTx, bl.Schema)
-	end, took, err := b.fillMeasured(ctx, bl, res)
-	if err != nil {
+	if err := d.fill(ctx); err != nil {
 		return nil, err
 	}
-	res.FillSeconds = took.Seconds()
-	b.logf("%s: filled in %.1fs (%.0f msgs/s), end LSN %s", workload, took.Seconds(), float64(bl.N)/took.Seconds(), end)
-	if _, err := b.pool.Exec(ctx, "CHECKPOINT"); err != nil {
+	if err := d.measure(ctx); err != nil {
 		return nil, err
 	}
-
-	timeout := time.Duration(float64(bl.N)/2000*float64(time.Second)) + 2*time.Minute
-	runOne := func(c consumer, slotName, profile string) (DrainRun, error) {
-		var r DrainRun
-		if c.Recv {
-			rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), end, timeout, recvOptions(bl)...)
-			if err != nil {
-				return r, err
-			}
-			r = DrainRun{Seconds: rr.Seconds, CPUSeconds: rr.CPU, PeakRSSMB: mb(rr.PeakRSSBytes)}
-		} else {
-			s := c.Relay
-			if s.DBURL == "" {
-				s.DBURL = b.dbURL
-			}
-			s.Schema, s.Slot, s.N, s.Timeout, s.CPUProfile = bl.Schema, slotName, int64(bl.N), timeout, profile
-			s.LogicalMessages = bl.Transport == outbox.LogicalMessage
-			if s.Sink == "kafka" {
-				s.Brokers, s.Topic = b.brokers, topic
-			} else if err := b.prepareSink(ctx, &s, bl.Schema); err != nil {
-				return r, err
-			}
-			rr, err := runRelayChild(ctx, s)
-			if err != nil {
-				return r, err
-			}
-			r = DrainRun{Seconds: rr.Seconds, CPUSeconds: rr.UserCPU + rr.SysCPU, PeakRSSMB: mb(rr.PeakRSSBytes),
-				PeakHeapMB: mb(int64(rr.PeakHeapBytes)), AllocsPerMsg: float64(rr.Allocs) / float64(bl.N),
-				BytesPerMsg: float64(rr.AllocBytes) / float64(bl.N)}
-		}
-		r.Rate = float64(bl.N) / r.Seconds
-		r.Slot = readSlotStats(ctx, b.pool, slotName)
-		return r, dropSlot(ctx, b.pool, slotName)
+	if err := d.profile(ctx); err != nil {
+		return nil, err
 	}
-
-	res.Variants = make([]DrainVariant, len(consumers))
-	for i, c := range consumers {
-		res.Variants[i] = DrainVariant{Name: c.Name, Baseline: c.Recv}
-	}
-	for rep := range b.repeats {
-		for i, c := range consumers {
-			r, err := runOne(c, slot(c, rep), "")
-			if err != nil {
-				return nil, fmt.Errorf("%s %s repeat %d: %w", workload, c.Name, rep+1, err)
-			}
-			b.logf("%s rep %d %-34s %7.2fs %9.0f msgs/s cpu %6.2fs rss %6.1f MB heap %6.1f MB allocs/msg %.1f spill %d MB stream %d MB",
-				workload, rep+1, c.Name, r.Seconds, r.Rate, r.CPUSeconds, r.PeakRSSMB, r.PeakHeapMB, r.AllocsPerMsg,
-				r.Slot.SpillBytes>>20, r.Slot.StreamBytes>>20)
-			res.Variants[i].Runs = append(res.Variants[i].Runs, r)
-		}
-	}
-	for _, c := range consumers {
-		if !profiled(c) {
-			continue
-		}
-		path, _ := filepath.Abs(filepath.Join(b.profileDir, fmt.Sprintf("%s-%s.pprof", workload, c.Short)))
-		if _, err := runOne(c, slot(c, 99), path); err != nil {
-			return nil, fmt.Errorf("%s %s profile run: %w", workload, c.Name, err)
-		}
-		res.variant(c.Name).Profile = path
-		b.logf("%s: CPU profile of %s in %s", workload, c.Name, path)
-	}
-	res.summarize()
+	d.res.summarize()
 	if _, err := b.pool.Exec(ctx, fmt.Sprintf("TRUNCATE %s", names.Table(bl.Schema, names.OutboxTable))); err != nil {
 		return nil, err
 	}
-	return res, nil
+	return d.res, nil
+}
+
+// drainer is one drain in progress: the backlog, its consumers and what their runs share.
+type drainer struct {
+	b         *bench
+	workload  string
+	bl        backlog
+	consumers []consumer
+	topic     string        // the Kafka topic; "" when no consumer produces to Kafka
+	end       string        // the backlog's end LSN, once filled
+	timeout   time.Duration // per run
+	res       *DrainResult
+}
+
+// usesKafka says whether a consumer produces to Kafka (they then share one topic).
+func (d *drainer) usesKafka() bool {
+	for _, c := range d.consumers {
+		if c.Relay.Sink == "kafka" {
+			return true
+		}
+	}
+	return false
+}
+
+// slot names the slot of consumer c in repeat rep (99: the profile run).
+func (d *drainer) slot(c consumer, rep int) string {
+	return fmt.Sprintf("%s_%s_%d", d.bl.Schema, c.Short, rep)
+}
+
+// profiled says whether c gets a profile run after the repeats (-profile; the relay only).
+func (d *drainer) profiled(c consumer) bool { return d.b.profileDir != "" && !c.Recv }
+
+// slots are every slot the drain reads: one per consumer and repeat, then one per profiled consumer.
+func (d *drainer) slots() []string {
+	var slots []string
+	for rep := range d.b.repeats {
+		for _, c := range d.consumers {
+			slots = append(slots, d.slot(c, rep))
+		}
+	}
+	for _, c := range d.consumers {
+		if d.profiled(c) {
+			slots = append(slots, d.slot(c, 99))
+		}
+	}
+	return slots
+}
+
+// fill writes the backlog and checkpoints, so the reads start from the same state.
+func (d *drainer) fill(ctx context.Context) error {
+	b, bl := d.b, d.bl
+	b.logf("%s: filling %d messages (%d per tx) into %s", d.workload, bl.N, bl.PerTx, bl.Schema)
+	end, took, err := b.fillMeasured(ctx, bl, d.res)
+	if err != nil {
+		return err
+	}
+	d.end = end
+	d.res.FillSeconds = took.Seconds()
+	b.logf("%s: filled in %.1fs (%.0f msgs/s), end LSN %s", d.workload, took.Seconds(), float64(bl.N)/took.Seconds(), end)
+	_, err = b.pool.Exec(ctx, "CHECKPOINT")
+	return err
+}
+
+// measure reads the backlog with every consumer in every repeat, the consumers taking turns within a repeat.
+func (d *drainer) measure(ctx context.Context) error {
+	d.res.Variants = make([]DrainVariant, len(d.consumers))
+	for i, c := range d.consumers {
+		d.res.Variants[i] = DrainVariant{Name: c.Name, Baseline: c.Recv}
+	}
+	for rep := range d.b.repeats {
+		for i, c := range d.consumers {
+			r, err := d.runOne(ctx, c, d.slot(c, rep), "")
+			if err != nil {
+				return fmt.Errorf("%s %s repeat %d: %w", d.workload, c.Name, rep+1, err)
+			}
+			d.b.logf("%s rep %d %-34s %7.2fs %9.0f msgs/s cpu %6.2fs rss %6.1f MB heap %6.1f MB allocs/msg %.1f spill %d MB stream %d MB",
+				d.workload, rep+1, c.Name, r.Seconds, r.Rate, r.CPUSeconds, r.PeakRSSMB, r.PeakHeapMB, r.AllocsPerMsg,
+				r.Slot.SpillBytes>>20, r.Slot.StreamBytes>>20)
+			d.res.Variants[i].Runs = append(d.res.Variants[i].Runs, r)
+		}
+	}
+	return nil
+}
+
+// profile reads the backlog once more with each profiled consumer under the CPU profiler.
+func (d *drainer) profile(ctx context.Context) error {
+	for _, c := range d.consumers {
+		if !d.profiled(c) {
+			continue
+		}
+		path, _ := filepath.Abs(filepath.Join(d.b.profileDir, fmt.Sprintf("%s-%s.pprof", d.workload, c.Short)))
+		if _, err := d.runOne(ctx, c, d.slot(c, 99), path); err != nil {
+			return fmt.Errorf("%s %s profile run: %w", d.workload, c.Name, err)
+		}
+		d.res.variant(c.Name).Profile = path
+		d.b.logf("%s: CPU profile of %s in %s", d.workload, c.Name, path)
+	}
+	return nil
+}
+
+// runOne reads the backlog from slotName with c, then drops the slot; profile, when set, is where the
+// relay writes its CPU profile.
+func (d *drainer) runOne(ctx context.Context, c consumer, slotName, profile string) (DrainRun, error) {
+	var (
+		r   DrainRun
+		err error
+	)
+	if c.Recv {
+		r, err = d.runRecv(ctx, slotName)
+	} else {
+		r, err = d.runRelay(ctx, c, slotName, profile)
+	}
+	if err != nil {
+		return r, err
+	}
+	r.Rate = float64(d.bl.N) / r.Seconds
+	r.Slot = readSlotStats(ctx, d.b.pool, slotName)
+	return r, dropSlot(ctx, d.b.pool, slotName)
+}
+
+func (d *drainer) runRecv(ctx context.Context, slotName string) (DrainRun, error) {
+	b, bl := d.b, d.bl
+	rr, err := runRecvLogical(ctx, b.recvlogical, b.dbURL, slotName, names.Publication(bl.Schema), d.end, d.timeout, recvOptions(bl)...)
+	if err != nil {
+		return DrainRun{}, err
+	}
+	return DrainRun{Seconds: rr.Seconds, CPUSeconds: rr.CPU, PeakRSSMB: mb(rr.PeakRSSBytes)}, nil
+}
+
+func (d *drainer) runRelay(ctx context.Context, c consumer, slotName, profile string) (DrainRun, error) {
+	b, bl := d.b, d.bl
+	s := c.Relay
+	if s.DBURL == "" {
+		s.DBURL = b.dbURL
+	}
+	s.Schema, s.Slot, s.N, s.Timeout, s.CPUProfile = bl.Schema, slotName, int64(bl.N), d.timeout, profile
+	s.LogicalMessages = bl.Transport == outbox.LogicalMessage
+	if s.Sink == "kafka" {
+		s.Brokers, s.Topic = b.brokers, d.topic
+	} else if err := b.prepareSink(ctx, &s, bl.Schema); err != nil {
+		return DrainRun{}, err
+	}
+	rr, err := runRelayChild(ctx, s)
+	if err != nil {
+		return DrainRun{}, err
+	}
+	return DrainRun{Seconds: rr.Seconds, CPUSeconds: rr.UserCPU + rr.SysCPU, PeakRSSMB: mb(rr.PeakRSSBytes),
+		PeakHeapMB: mb(int64(rr.PeakHeapBytes)), AllocsPerMsg: float64(rr.Allocs) / float64(bl.N),
+		BytesPerMsg: float64(rr.AllocBytes) / float64(bl.N)}, nil
 }
 
 // summarize computes each variant's figures from its runs; the ratio to the baseline is per repeat.

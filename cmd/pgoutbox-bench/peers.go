@@ -96,53 +96,24 @@ type peersEnv struct {
 	java      string
 }
 
+// peersPlan is what the -peers flags ask for.
+type peersPlan struct {
+	rates []int           // live-load rates
+	skip  map[string]bool // parts not run: drain, live
+	n     int             // backlog size
+}
+
 // runPeers runs the peer comparison and writes PEERS.md and peers.json into out (BENCH.md is re-rendered
 // from results.json so it embeds the new PEERS.md).
 func (b *bench) runPeers(ctx context.Context, out string, machine Machine) error {
-	rates, err := parseRates(*peersRatesFlag)
+	plan, err := b.planPeers()
 	if err != nil {
-		return fmt.Errorf("-peers-rates: %w", err)
-	}
-	skip := map[string]bool{}
-	for _, s := range strings.Split(*peersSkipFlag, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			if s != "drain" && s != "live" {
-				return fmt.Errorf("-peers-skip: unknown part %q (drain, live)", s)
-			}
-			skip[s] = true
-		}
-	}
-	if len(b.brokers) == 0 {
-		return errors.New(`-peers needs Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
-	}
-	if _, err := exec.LookPath(b.recvlogical); err != nil && !skip["drain"] {
-		return fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
-	}
-	n := *peersDrainN
-	if n <= 0 {
-		n = 1_000_000
-		if b.quick {
-			n = 100_000
-		}
+		return err
 	}
 	res := &PeersResult{Command: "go run ./cmd/pgoutbox-bench " + strings.Join(os.Args[1:], " "), When: time.Now().UTC(),
 		Machine: machine, Quick: b.quick, Peers: peerSet(true), LoadAvg: []string{loadAvg()}}
-	if old, err := os.ReadFile(filepath.Join(out, "peers.json")); err == nil && len(skip) > 0 {
-		var prev PeersResult // a part skipped this time keeps its previous results
-		if err := json.Unmarshal(old, &prev); err != nil {
-			return fmt.Errorf("read %s: %w", filepath.Join(out, "peers.json"), err)
-		}
-		if skip["drain"] && skip["live"] { // nothing to run: re-render PEERS.md and BENCH.md
-			return writePeers(out, &prev)
-		}
-		res.Drain, res.Live = prev.Drain, prev.Live
-		// The part run now says when; so does the kept one if it ran apart already.
-		if res.Drain != nil && res.Drain.When == "" {
-			res.Drain.When, res.Drain.LoadAvg = prev.When.Format("2006-01-02 15:04 UTC"), prev.LoadAvg
-		}
-		if res.Live != nil && res.Live.When == "" {
-			res.Live.When, res.Live.LoadAvg = prev.When.Format("2006-01-02 15:04 UTC"), prev.LoadAvg
-		}
+	if done, err := keepSkippedPeers(out, plan.skip, res); done || err != nil {
+		return err
 	}
 	env, err := b.preparePeers(ctx)
 	if err != nil {
@@ -151,19 +122,86 @@ func (b *bench) runPeers(ctx context.Context, out string, machine Machine) error
 	defer os.RemoveAll(env.dir)
 	res.Java = javaVersion(env.java)
 	res.Debezium = filepath.Dir(strings.SplitN(env.classpath, ":", 2)[0])
+	if err := b.runPeerParts(ctx, out, env, plan, res); err != nil {
+		return err
+	}
+	b.logf("wrote %s and %s", filepath.Join(out, "PEERS.md"), filepath.Join(out, "peers.json"))
+	return nil
+}
+
+// planPeers reads the -peers flags and checks that what they ask for is there.
+func (b *bench) planPeers() (peersPlan, error) {
+	var p peersPlan
+	rates, err := parseRates(*peersRatesFlag)
+	if err != nil {
+		return p, fmt.Errorf("-peers-rates: %w", err)
+	}
+	p.rates, p.skip = rates, map[string]bool{}
+	for _, s := range strings.Split(*peersSkipFlag, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if s != "drain" && s != "live" {
+				return p, fmt.Errorf("-peers-skip: unknown part %q (drain, live)", s)
+			}
+			p.skip[s] = true
+		}
+	}
+	if len(b.brokers) == 0 {
+		return p, errors.New(`-peers needs Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	}
+	if _, err := exec.LookPath(b.recvlogical); err != nil && !p.skip["drain"] {
+		return p, fmt.Errorf("pg_recvlogical not found (%s): set PGOUTBOX_PG_BIN: %w", b.recvlogical, err)
+	}
+	p.n = *peersDrainN
+	if p.n <= 0 {
+		p.n = 1_000_000
+		if b.quick {
+			p.n = 100_000
+		}
+	}
+	return p, nil
+}
+
+// keepSkippedPeers copies the previous results of the parts skipped this time from out/peers.json into res;
+// when every part is skipped it re-renders PEERS.md and BENCH.md from them instead, and says it is done.
+func keepSkippedPeers(out string, skip map[string]bool, res *PeersResult) (done bool, err error) {
+	old, err := os.ReadFile(filepath.Join(out, "peers.json"))
+	if err != nil || len(skip) == 0 {
+		return false, nil
+	}
+	var prev PeersResult // a part skipped this time keeps its previous results
+	if err := json.Unmarshal(old, &prev); err != nil {
+		return false, fmt.Errorf("read %s: %w", filepath.Join(out, "peers.json"), err)
+	}
+	if skip["drain"] && skip["live"] { // nothing to run: re-render PEERS.md and BENCH.md
+		return true, writePeers(out, &prev)
+	}
+	res.Drain, res.Live = prev.Drain, prev.Live
+	// The part run now says when; so does the kept one if it ran apart already.
+	if res.Drain != nil && res.Drain.When == "" {
+		res.Drain.When, res.Drain.LoadAvg = prev.When.Format("2006-01-02 15:04 UTC"), prev.LoadAvg
+	}
+	if res.Live != nil && res.Live.When == "" {
+		res.Live.When, res.Live.LoadAvg = prev.When.Format("2006-01-02 15:04 UTC"), prev.LoadAvg
+	}
+	return false, nil
+}
+
+// runPeerParts runs the drain and the live load (those not skipped), saving after each.
+func (b *bench) runPeerParts(ctx context.Context, out string, env *peersEnv, plan peersPlan, res *PeersResult) error {
 	save := func() error {
 		res.LoadAvg = append(res.LoadAvg[:1], loadAvg())
 		return writePeers(out, res)
 	}
-	partial := len(skip) > 0
+	partial := len(plan.skip) > 0
 	stamp := func(when *string, load *[]string, start string) {
 		if partial {
 			*when, *load = res.When.Format("2006-01-02 15:04 UTC"), []string{start, loadAvg()}
 		}
 	}
-	if !skip["drain"] {
+	var err error
+	if !plan.skip["drain"] {
 		start := loadAvg()
-		if res.Drain, err = b.peersDrain(ctx, env, n); err != nil {
+		if res.Drain, err = b.peersDrain(ctx, env, plan.n); err != nil {
 			return err
 		}
 		stamp(&res.Drain.When, &res.Drain.LoadAvg, start)
@@ -171,18 +209,14 @@ func (b *bench) runPeers(ctx context.Context, out string, machine Machine) error
 			return err
 		}
 	}
-	if !skip["live"] {
+	if !plan.skip["live"] {
 		start := loadAvg()
-		if res.Live, err = b.peersLive(ctx, env, rates); err != nil {
+		if res.Live, err = b.peersLive(ctx, env, plan.rates); err != nil {
 			return err
 		}
 		stamp(&res.Live.When, &res.Live.LoadAvg, start)
 	}
-	if err := save(); err != nil {
-		return err
-	}
-	b.logf("wrote %s and %s", filepath.Join(out, "PEERS.md"), filepath.Join(out, "peers.json"))
-	return nil
+	return save()
 }
 
 func parseRates(s string) ([]int, error) {

@@ -63,6 +63,9 @@ type relaySpec struct {
 	// sinks (sinks.go).
 	SinkURL string `json:"sink_url,omitempty"`
 	Target  string `json:"target,omitempty"`
+	// QueueType is the type of the durable queue the "rabbitmq" sink's exchange routes to: "quorum"
+	// or "classic".
+	QueueType string `json:"queue_type,omitempty"`
 }
 
 // relayResult is what a child run reports.
@@ -90,6 +93,8 @@ type counter struct {
 	done  chan struct{}
 	once  sync.Once
 	onAck func(time.Duration)
+	// onDecoded, when set, gets the relay's source delays (outbox.SourceObserver).
+	onDecoded func(walsender, receive time.Duration)
 }
 
 func newCounter(n int64, onAck func(time.Duration)) *counter {
@@ -102,6 +107,11 @@ func (c *counter) Delivered(_ outbox.Destination, commitToAck time.Duration) {
 	}
 	if c.acked.Add(1) == c.n {
 		c.once.Do(func() { close(c.done) })
+	}
+}
+func (c *counter) Decoded(walsender, receive time.Duration) {
+	if c.onDecoded != nil {
+		c.onDecoded(walsender, receive)
 	}
 }
 func (c *counter) Failed(outbox.Destination, error)  {}

@@ -31,6 +31,7 @@ type W2Point struct {
 	All         hist.Summary            `json:"all_windows"`      // commit → consumer, all windows
 	Ack         hist.Summary            `json:"relay_ack"`        // PostgreSQL commit → Kafka ack (the relay's view)
 	Stages      map[string]hist.Summary `json:"stages,omitempty"` // see w2Stages
+	CPU         W2CPU                   `json:"cpu"`
 	LagMaxBytes Summary                 `json:"slot_lag_max_bytes"`
 	LagEndBytes int64                   `json:"slot_lag_end_bytes"`
 	Flat        bool                    `json:"flat"`
@@ -38,29 +39,43 @@ type W2Point struct {
 
 // W2Result is the live-latency workload.
 type W2Result struct {
-	Points      []W2Point `json:"points"`
-	Window      float64   `json:"window_s"`
-	Warmup      float64   `json:"warmup_s"`
-	Windows     int       `json:"windows"`
-	PerTx       int       `json:"messages_per_tx"`
-	Producers   int       `json:"producers"`
-	Partitions  int       `json:"kafka_partitions"`
-	Linger      float64   `json:"linger_ms"`
-	HighestFlat int       `json:"highest_flat_rate"`
-	FlatRule    string    `json:"flat_rule"`
-	Quick       bool      `json:"quick"`
-	When        time.Time `json:"when"`
+	Points        []W2Point `json:"points"`
+	Window        float64   `json:"window_s"`
+	Warmup        float64   `json:"warmup_s"`
+	Windows       int       `json:"windows"`
+	PerTx         int       `json:"messages_per_tx"`
+	Producers     int       `json:"producers"`
+	Partitions    int       `json:"kafka_partitions"`
+	Linger        float64   `json:"linger_ms"`
+	WalsenderNice int       `json:"walsender_nice,omitempty"` // -w2-walsender-nice
+	HighestFlat   int       `json:"highest_flat_rate"`
+	FlatRule      string    `json:"flat_rule"`
+	Quick         bool      `json:"quick"`
+	When          time.Time `json:"when"`
 }
 
 // w2Stages are the stages of a message's way, in order; their names key W2Point.Stages.
-var w2Stages = []string{"send → PG commit", "PG commit → sink call", "sink call → Kafka ack", "send → consumer"}
+// The two walsender stages come from the relay's SourceObserver (once per transaction, here one per
+// message); "PG commit → sink call" spans them.
+var w2Stages = []string{"send → PG commit", "PG commit → walsender sent", "walsender sent → relay decoded",
+	"PG commit → sink call", "sink call → Kafka ack", "send → consumer"}
+
+// Indexes of w2Hists.stages.
+const (
+	stSendCommit = iota
+	stWalsender
+	stReceive
+	stSinkCall
+	stKafkaAck
+	stConsumer
+)
 
 // w2Hists are one window's histograms. Times: send = the producer's clock just before INSERT (carried
 // in the payload), PG commit = the commit timestamp in the WAL, sink call = when the relay called
 // the Kafka sink's Send, Kafka ack = when Send returned, consumer = when an independent consumer got it.
 type w2Hists struct {
 	visible, ack hist.H
-	stages       [4]hist.H
+	stages       [6]hist.H
 }
 
 const w2Schema = "b2"
@@ -84,12 +99,12 @@ func (s *stampedSink) Send(ctx context.Context, batch []outbox.Record) error {
 	for i := range batch {
 		r := &batch[i]
 		if sent, ok := sentAt(r.Payload); ok {
-			h.stages[0].Record(r.CommitTime.Sub(sent))
+			h.stages[stSendCommit].Record(r.CommitTime.Sub(sent))
 		}
-		h.stages[1].Record(start.Sub(r.CommitTime))
+		h.stages[stSinkCall].Record(start.Sub(r.CommitTime))
 	}
 	err := s.next.Send(ctx, batch)
-	h.stages[2].Record(time.Since(start)) // once per call: every record of it waited this long
+	h.stages[stKafkaAck].Record(time.Since(start)) // once per call: every record of it waited this long
 	return err
 }
 
@@ -101,7 +116,7 @@ func sentAt(payload []byte) (time.Time, bool) {
 }
 
 func (b *bench) w2(ctx context.Context) (*W2Result, error) {
-	res := &W2Result{Window: 10, Warmup: 3, Windows: b.repeats, PerTx: 1, Producers: 16, Partitions: b.partitions,
+	res := &W2Result{Window: 10, Warmup: 3, Windows: b.repeats, PerTx: 1, Producers: b.w2Clients, Partitions: b.partitions,
 		Quick: b.quick, When: time.Now().UTC(),
 		FlatRule: "p99 (median of windows) ≤ max(2 × p99 at the lowest rate, 20 ms), achieved ≥ 95% of target, slot lag in the last window ≤ 2 × first window + 8 MiB"}
 	if b.quick {
@@ -121,6 +136,19 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	probe := &w2Probe{}
 	probe.swap()
 	obs := newCounter(-1, func(d time.Duration) { probe.cur.Load().ack.Record(d) })
+	obs.onDecoded = func(walsender, receive time.Duration) {
+		h := probe.cur.Load()
+		h.stages[stWalsender].Record(walsender)
+		h.stages[stReceive].Record(receive)
+	}
+	run := &w2Run{b: b, res: res, probe: probe, obs: obs, slot: slot, loadOnly: map[int]float64{}}
+	for _, rate := range b.w2Rates { // before the slot exists: no walsender, no relay, no Kafka traffic
+		busy, err := run.loadOnlyBusy(ctx, rate)
+		if err != nil {
+			return nil, err
+		}
+		run.loadOnly[rate] = busy
+	}
 	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
 		wrap: func(s outbox.Sink) outbox.Sink { return &stampedSink{next: s, probe: probe} }}
 	if b.linger >= 0 {
@@ -132,13 +160,18 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	}
 	defer func() { _ = rr.stop(context.WithoutCancel(ctx)) }()
 	res.Linger = float64(rr.linger) / float64(time.Millisecond)
+	if b.w2Nice != 0 {
+		if err := reniceWalsender(ctx, b.pool, slot, b.w2Nice); err != nil {
+			return nil, err
+		}
+		res.WalsenderNice = b.w2Nice
+	}
 	stopConsumer, err := consumeVisible(ctx, b.brokers, topic, probe)
 	if err != nil {
 		return nil, err
 	}
 	defer stopConsumer()
 
-	run := &w2Run{b: b, res: res, probe: probe, obs: obs, slot: slot}
 	for _, rate := range b.w2Rates {
 		pt, err := run.rate(ctx, rate)
 		if err != nil {
@@ -174,6 +207,25 @@ type w2Run struct {
 	obs      *counter
 	slot     string
 	produced atomic.Int64
+	loadOnly map[int]float64 // rate → machine busy % with the load alone
+}
+
+// loadOnlyBusy offers rate for a few seconds with nothing reading the WAL and returns how busy the
+// machine was (%): what PostgreSQL and the load generator alone cost.
+func (w *w2Run) loadOnlyBusy(ctx context.Context, rate int) (float64, error) {
+	stop, wait := w.produce(ctx, rate)
+	err := sleepCtx(ctx, 2*time.Second)
+	busy0, total0 := machineTicks()
+	if err == nil {
+		err = sleepCtx(ctx, 5*time.Second)
+	}
+	busy1, total1 := machineTicks()
+	stop()
+	if err = errors.Join(err, wait()); err != nil {
+		return 0, fmt.Errorf("W2 load alone at %d msgs/s: %w", rate, err)
+	}
+	w.b.logf("W2 load alone at %d msgs/s: machine %.0f%% busy", rate, 100*float64(busy1-busy0)/float64(max(total1-total0, 1)))
+	return 100 * float64(busy1-busy0) / float64(max(total1-total0, 1)), nil
 }
 
 // rate offers rate msgs/s, measures res.Windows windows after the warm-up, then lets the relay catch up.
@@ -185,8 +237,10 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 	if err := sleepCtx(ctx, time.Duration(res.Warmup*float64(time.Second))); err != nil {
 		return pt, err
 	}
+	cpu := sampleCPU(ctx, w.b.pool, w.slot)
+	stopProfile := w.b.cpuProfile(fmt.Sprintf("W2-%d.pprof", rate)) // the relay and the consumer
 	all, ack := new(hist.H), new(hist.H)
-	var stages [4]hist.H
+	var stages [6]hist.H
 	var achieved, p50, p99, p999, lags []float64
 	for win := range res.Windows {
 		w.probe.swap()
@@ -208,6 +262,9 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 		w.b.logf("W2 rate %5d window %d: achieved %7.0f msgs/s  commit→consumer p50 %6.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.1f ms  (relay ack p99 %6.2f ms)  slot lag max %5.1f MiB",
 			rate, win+1, a, s.P50MS, s.P99MS, s.P999MS, s.MaxMS, h.ack.Summary().P99MS, float64(lag.max.Load())/(1<<20))
 	}
+	pt.CPU = cpu.stop()
+	pt.CPU.LoadOnlyBusy = w.loadOnly[rate]
+	stopProfile()
 	stopProd()
 	pt.LagEndBytes = lag.stop()
 	if err := prodErr(); err != nil {
@@ -217,7 +274,7 @@ func (w *w2Run) rate(ctx context.Context, rate int) (W2Point, error) {
 	pt.All, pt.Ack = all.Summary(), ack.Summary()
 	pt.Stages = map[string]hist.Summary{}
 	for i, name := range w2Stages {
-		if i == 3 {
+		if i == stConsumer {
 			pt.Stages[name] = pt.All
 			continue
 		}

@@ -40,6 +40,12 @@ func TestGracefulStop(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// The 100 messages enqueued while streaming came in 10 transactions, each decoded once.
+	for _, stage := range []string{"walsender", "receive"} {
+		if n := metric(body, `pgoutbox_source_delay_seconds_count{outbox="app",stage="`+stage+`"}`); n == "" || n == "0" {
+			t.Errorf("pgoutbox_source_delay_seconds{stage=%q} counted %q transactions", stage, n)
+		}
+	}
 	if code, body := d.get("/healthz"); code != 200 || !strings.Contains(body, "streaming") {
 		t.Errorf("/healthz = %d %q", code, body)
 	}

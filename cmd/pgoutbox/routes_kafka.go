@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/config"
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
+	"github.com/pgoutbox/pgoutbox/sink/kafka/recordformat"
 )
 
 // newKafkaSink builds the one Kafka producer shared by every kafka route of an outbox.
@@ -20,8 +21,9 @@ var newKafkaSink = func(k config.Kafka, routes map[string]config.KafkaRoute, log
 	if kc.Acks == "-1" {
 		kc.Acks = "all"
 	}
-	kc.Topics, kc.AllowedTopics = map[string]string{}, map[string][]string{}
+	kc.Topics, kc.AllowedTopics, kc.Formats = map[string]string{}, map[string][]string{}, map[string]recordformat.Format{}
 	for dest, r := range routes {
+		kc.Formats[dest] = r.RecordFormat() // the operator's choice: a message never picks its format
 		if r.Topic != "" {
 			kc.Topics[dest] = r.Topic // always wins over the message's Route
 		} else if r.AllowedTopics != nil {

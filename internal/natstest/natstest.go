@@ -6,20 +6,18 @@ package natstest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgoutbox/pgoutbox/internal/testenv"
 )
 
 // EnvURL names the environment variable that points tests at a running server.
@@ -29,30 +27,23 @@ const EnvURL = "PGOUTBOX_TEST_NATS_URL"
 // PGOUTBOX_TEST_NATS_URL is unset.
 func URL(t testing.TB) string {
 	t.Helper()
-	if v := strings.TrimSpace(os.Getenv(EnvURL)); v != "" {
-		return v
-	}
-	msg := fmt.Sprintf("no NATS server: %s is unset; run `svc=$(scripts/nats.sh up) && eval \"$svc\"` to start one", EnvURL)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true: integration tests may not skip)")
-	}
-	t.Skip(msg)
-	return ""
+	return testenv.Endpoint(t, EnvURL, "NATS server", `svc=$(scripts/nats.sh up) && eval "$svc"`)
+}
+
+// Own starts a nats-server for t alone with scripts/nats.sh, in a state dir of its own (port, JetStream
+// store), for tests that kill or restart the real binary; it is removed when t ends. It skips or fails
+// t as URL does.
+func Own(t testing.TB) *testenv.Script {
+	t.Helper()
+	URL(t)
+	return testenv.StartScript(t, "nats.sh", "PGOUTBOX_NATS_DIR", EnvURL, "nats.pid")
 }
 
 var unsafe = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
 
 // Name returns a name unique to this test run, derived from t.Name(), usable as a stream name and as a
 // subject token.
-func Name(t testing.TB) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := unsafe.ReplaceAllString(t.Name(), "_")
-	if len(name) > 100 {
-		name = name[:100]
-	}
-	return fmt.Sprintf("pgoutbox_%s_%s", name, hex.EncodeToString(b[:]))
-}
+func Name(t testing.TB) string { return testenv.Name(t, "_", unsafe) }
 
 // Connect returns a JetStream context on url; the connection is closed when t ends.
 func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {

@@ -5,12 +5,8 @@ package rabbitmqtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/pgoutbox/pgoutbox/internal/oracle"
+	"github.com/pgoutbox/pgoutbox/internal/testenv"
 )
 
 // EnvURL names the environment variable that points tests at a running broker.
@@ -27,34 +24,33 @@ const EnvURL = "PGOUTBOX_TEST_RABBITMQ_URL"
 // is unset.
 func URL(t testing.TB) string {
 	t.Helper()
-	if v := strings.TrimSpace(os.Getenv(EnvURL)); v != "" {
-		return v
-	}
-	msg := fmt.Sprintf("no RabbitMQ: %s is unset; run `svc=$(scripts/rabbitmq.sh up) && eval \"$svc\"` to start one", EnvURL)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (CI=true: integration tests may not skip)")
-	}
-	t.Skip(msg)
-	return ""
+	return testenv.Endpoint(t, EnvURL, "RabbitMQ", `svc=$(scripts/rabbitmq.sh up) && eval "$svc"`)
+}
+
+// Own starts a RabbitMQ node for t alone with scripts/rabbitmq.sh, in a state dir of its own (ports,
+// epmd, Mnesia), for tests that kill, restart or alarm it; it is removed when t ends. It skips or fails
+// t as URL does.
+func Own(t testing.TB) *testenv.Script {
+	t.Helper()
+	URL(t)
+	return testenv.StartScript(t, "rabbitmq.sh", "PGOUTBOX_RABBITMQ_DIR", EnvURL, "rabbitmq.pid")
 }
 
 var unsafe = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
 // Name returns a name unique to this test run, derived from t.Name().
-func Name(t testing.TB) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := unsafe.ReplaceAllString(t.Name(), "_")
-	if len(name) > 100 {
-		name = name[:100]
-	}
-	return fmt.Sprintf("pgoutbox.%s.%s", name, hex.EncodeToString(b[:]))
-}
+func Name(t testing.TB) string { return testenv.Name(t, ".", unsafe) }
 
 // Topology declares a durable exchange of kind, and for each binding key a durable queue bound to it
 // (queue name = exchange name + "." + index); everything is deleted when t ends. It returns the
 // exchange and the queues.
 func Topology(t testing.TB, url, kind string, bindings ...string) (string, []string) {
+	t.Helper()
+	return TopologyWith(t, url, kind, nil, bindings...)
+}
+
+// TopologyWith is Topology with queue arguments (x-queue-type, x-queue-version, …) for every queue.
+func TopologyWith(t testing.TB, url, kind string, args amqp.Table, bindings ...string) (string, []string) {
 	t.Helper()
 	conn, err := amqp.Dial(url)
 	if err != nil {
@@ -72,7 +68,7 @@ func Topology(t testing.TB, url, kind string, bindings ...string) (string, []str
 	var queues []string
 	for i, b := range bindings {
 		q := fmt.Sprintf("%s.%d", ex, i)
-		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
 			t.Fatalf("rabbitmqtest: declare queue: %v", err)
 		}
 		if err := ch.QueueBind(q, b, ex, false, nil); err != nil {

@@ -1,6 +1,7 @@
 // Package cloudevents lays out outbox records as CloudEvents 1.0 for the sinks that offer a record
-// format (NATS, RabbitMQ, webhook): the event's context attributes for binary content mode, which each
-// sink writes into its protocol's headers (ce-… on HTTP and NATS, cloudEvents_… on AMQP), and the JSON
+// format (Kafka, NATS, RabbitMQ, webhook): the event's context attributes for binary content mode, which
+// each sink writes into its protocol's headers (ce_… on Kafka, ce-… on HTTP and NATS, cloudEvents_… on
+// AMQP), and the JSON
 // envelope of structured content mode. It depends on no client library.
 //
 // The event of a record: id = the message id, source = Options.Source (default

@@ -13,6 +13,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/pgoutbox/pgoutbox/sink/kafka/recordformat"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
 
@@ -35,6 +36,12 @@ type Config struct {
 	// with neither a topic nor an allow-list takes any Route that is a legal topic name. Setting both a
 	// topic and an allow-list for one destination is an error: the topic would always win.
 	AllowedTopics map[string][]string
+	// Formats sets, per Destination, how its records are laid out (see [recordformat]): raw (the
+	// default: the payload as the value, the Key as the key, pgoutbox headers), CloudEvents 1.0 in binary
+	// mode (ce_… headers, content-type) or structured mode (a JSON envelope as the value) per the Kafka
+	// protocol binding, or debezium-outbox (the layout of Debezium's outbox event router: "id" and
+	// "eventType" headers). Only the configuration picks a format; a message never does.
+	Formats map[string]recordformat.Format
 	// KafkaVersion is the lowest broker version the producer assumes (default "3.0.0"; at least 0.11.0,
 	// which idempotent producing needs).
 	KafkaVersion string
@@ -150,6 +157,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateTopics()...)
 	errs = append(errs, c.validateExactlyOnce()...)
+	errs = append(errs, c.validateFormats()...)
 	durations := []struct {
 		name string
 		d    time.Duration

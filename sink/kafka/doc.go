@@ -13,6 +13,15 @@
 // producers agree on a key's partition. Headers are [HeaderID], [HeaderType], [HeaderDestination] and
 // then the message's own headers, sorted by name. The payload is sent byte-exact.
 //
+// Formats: [Config.Formats] lays out a destination's records in another format than raw (see
+// [recordformat]); only the configuration picks it, never a message. [FormatCloudEventsBinary] and
+// [FormatCloudEventsStructured] follow the CloudEvents 1.0 Kafka protocol binding (ce_… headers and
+// content-type, or the JSON envelope of [github.com/pgoutbox/pgoutbox/sink/cloudevents] as the value);
+// [FormatDebeziumOutbox] follows Debezium's outbox event router (an "id" header holding the message id,
+// the type in an "eventType" header). Every format keeps the key, the sink's own headers and the
+// message's headers, except those that would set what the format owns. The size check applies to the
+// record as sent.
+//
 // Errors are classified in one place:
 //   - broker down, no leader, not enough replicas, timeouts: the whole Send fails with
 //     [outbox.ErrUnavailable], so the relay blocks and retries without dead-lettering;

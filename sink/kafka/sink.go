@@ -244,6 +244,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		return err
 	}
 	newMessages(batch, topics, errs, msgs)
+	s.applyFormats(batch, msgs)
 	for i := range batch {
 		if msgs[i] == nil {
 			continue
@@ -272,6 +273,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 		}
 		s.stats.tooLargeRetried.Add(1)
 		one := []*sarama.ProducerMessage{newMessage(&batch[i], topics[i])}
+		s.applyFormats(batch[i:i+1], one)
 		oneErr := []error{nil}
 		if err := s.produce(ctx, batch[i:i+1], one, oneErr); err != nil {
 			return err

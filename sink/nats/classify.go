@@ -8,28 +8,16 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 )
 
-// kind is the outcome of one record.
-type kind uint8
-
+// The sink's own outcomes, besides flight's OK, Permanent, Unavailable and NotAttempted.
 const (
-	kindPending      kind = iota
-	kindOK                // stored (PubAck)
-	kindDuplicate         // the stream already held its message id: stored before
-	kindPermanent         // retrying cannot help: dead-letter
-	kindUnavailable       // systemic: the destination blocks
-	kindNoStream          // no stream takes the subject (no responders)
-	kindRetry             // this record failed: retried with backoff
-	kindNotAttempted      // held back behind a failed record of its key
+	kindDuplicate = flight.Own + iota // the stream already held its message id: stored before
+	kindNoStream                      // no stream takes the subject (no responders)
+	kindRetry                         // this record failed: retried with backoff
 )
-
-// result is the outcome of one published record.
-type result struct {
-	idx  int
-	kind kind
-	err  error
-}
 
 // apiError is the error of a JetStream PubAck.
 type apiError struct {
@@ -58,56 +46,56 @@ var (
 
 // parseAck turns the reply to record idx into its result: a PubAck, a PubAck with a JetStream error,
 // or a no-responders status (no stream takes the subject).
-func parseAck(m *nats.Msg, idx int) result {
+func parseAck(m *nats.Msg, idx int) flight.Result {
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-		return result{idx: idx, kind: kindNoStream, err: nats.ErrNoResponders}
+		return flight.Result{Idx: idx, Kind: kindNoStream, Err: nats.ErrNoResponders}
 	}
 	if !bytes.Contains(m.Data, ackErrorKey) {
 		if duplicate(m.Data) {
-			return result{idx: idx, kind: kindDuplicate}
+			return flight.Result{Idx: idx, Kind: kindDuplicate}
 		}
-		return result{idx: idx, kind: kindOK}
+		return flight.Result{Idx: idx, Kind: flight.OK}
 	}
 	var ack struct {
 		Error *apiError `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &ack); err != nil || ack.Error == nil {
-		return result{idx: idx, kind: kindRetry, err: fmt.Errorf("nats: unreadable PubAck %.200q", m.Data)}
+		return flight.Result{Idx: idx, Kind: kindRetry, Err: fmt.Errorf("nats: unreadable PubAck %.200q", m.Data)}
 	}
-	return result{idx: idx, kind: classifyAPI(ack.Error), err: ack.Error}
+	return flight.Result{Idx: idx, Kind: classifyAPI(ack.Error), Err: ack.Error}
 }
 
 // classifyAPI is the one place that sorts JetStream's verdicts: about the message itself (too large)
 // permanent; about the stream or the server (full, out of resources, unavailable) systemic; any other
 // retried for that record.
-func classifyAPI(e *apiError) kind {
+func classifyAPI(e *apiError) flight.Kind {
 	switch e.ErrCode {
 	case errCodeMessageTooLarge, errCodeHeaderTooLarge:
-		return kindPermanent
+		return flight.Permanent
 	case errCodeStoreFailed:
 		if strings.Contains(strings.ToLower(e.Description), "too large") {
-			return kindPermanent
+			return flight.Permanent
 		}
-		return kindUnavailable // a full stream (discard new) or a store failure: nothing goes in now
+		return flight.Unavailable // a full stream (discard new) or a store failure: nothing goes in now
 	case errCodeAccountResources:
-		return kindUnavailable
+		return flight.Unavailable
 	case errCodeDuplicateInProcess:
 		return kindRetry
 	}
 	if e.Code >= 500 {
-		return kindUnavailable
+		return flight.Unavailable
 	}
 	return kindRetry
 }
 
 // classifyPublish sorts an error of publishing (before any reply): too large is permanent, anything
 // else (closed, reconnecting, no buffer while disconnected) is the connection's: systemic.
-func classifyPublish(err error) kind {
+func classifyPublish(err error) flight.Kind {
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrBadHeaderMsg):
-		return kindPermanent
+		return flight.Permanent
 	}
-	return kindUnavailable
+	return flight.Unavailable
 }
 
 // duplicate reports whether a PubAck says "duplicate": true (the server writes it with and without a

@@ -2,12 +2,10 @@ package nats
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
+	"github.com/pgoutbox/pgoutbox/sink/internal/tlsconfig"
 	"github.com/pgoutbox/pgoutbox/sink/nats/subject"
 )
 
@@ -126,8 +125,8 @@ func (c Config) Validate() error {
 	if c.Password != "" && c.User == "" {
 		bad("Password is set without User")
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		bad("TLS.CertFile and TLS.KeyFile must be set together")
+	if err := c.TLS.files().Validate(); err != nil {
+		bad("%v", err)
 	}
 	return errors.Join(errs...)
 }
@@ -203,25 +202,14 @@ func (c Config) hasTLSURL() bool {
 	return false
 }
 
+func (t TLSConfig) files() tlsconfig.Files {
+	return tlsconfig.Files{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+}
+
 func (t TLSConfig) build() (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as test-only
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats: config: TLS.CAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("nats: config: TLS.CAFile %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats: config: TLS.CertFile/KeyFile: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := t.files().Build("")
+	if err != nil {
+		return nil, fmt.Errorf("nats: config: %w", err)
 	}
 	return tc, nil
 }

@@ -45,18 +45,6 @@ func newLocal(t *testing.T, url string, edit func(*natssink.Config)) *natssink.S
 	return s
 }
 
-func errsOf(t *testing.T, err error, n int) []error {
-	t.Helper()
-	if err == nil {
-		return make([]error, n)
-	}
-	var be *outbox.BatchError
-	if !errors.As(err, &be) || len(be.Errs) != n {
-		t.Fatalf("Send = %v, want a *BatchError with %d entries", err, n)
-	}
-	return be.Errs
-}
-
 func ids(t *testing.T, js jetstream.JetStream, stream string) []string {
 	t.Helper()
 	msgs, err := natstest.ReadAll(ctx(t), js, stream)
@@ -76,7 +64,7 @@ func TestNoStreamForConfiguredSubjectIsUnavailable(t *testing.T) {
 	srv := natstest.Start(t, nil)
 	s := newLocal(t, srv.URL(), func(c *natssink.Config) { c.Subjects = map[string]string{"sinktest": "orders.created"} })
 	batch := []outbox.Record{sinktest.Record("a", 0), sinktest.Record("b", 0)}
-	for i, e := range errsOf(t, s.Send(ctx(t), batch), 2) {
+	for i, e := range sinktest.RecordErrors(t, s.Send(ctx(t), batch), 2) {
 		if !outbox.IsUnavailable(e) || !strings.Contains(e.Error(), "no stream takes subject") {
 			t.Errorf("record %d: %v, want unavailable naming the missing stream", i, e)
 		}
@@ -101,7 +89,7 @@ func TestRouteWithoutStreamFailsOnlyThatRecord(t *testing.T) {
 	s := newLocal(t, srv.URL(), nil)
 	batch := []outbox.Record{sinktest.Record("a", 0), sinktest.Record("a", 1), sinktest.Record("b", 0)}
 	batch[0].Route, batch[1].Route, batch[2].Route = "nowhere.x", "events.a", "events.b"
-	errs := errsOf(t, s.Send(ctx(t), batch), 3)
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), 3)
 	if errs[0] == nil || outbox.IsUnavailable(errs[0]) || outbox.IsPermanent(errs[0]) {
 		t.Errorf("record to a subject without stream: %v, want a retryable per-record error", errs[0])
 	}
@@ -128,7 +116,7 @@ func TestOverMaxPayloadIsPermanent(t *testing.T) {
 	s := newLocal(t, srv.URL(), func(c *natssink.Config) { c.Subjects = map[string]string{"sinktest": "big.one"} })
 	batch := []outbox.Record{sinktest.Record("a", 0), sinktest.Record("a", 1), sinktest.Record("a", 2)}
 	batch[1].Payload = bytes.Repeat([]byte{'x'}, 9<<10)
-	errs := errsOf(t, s.Send(ctx(t), batch), 3)
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), 3)
 	if !outbox.IsPermanent(errs[1]) || !strings.Contains(errs[1].Error(), "max_payload 8192") {
 		t.Errorf("too large: %v, want permanent naming max_payload 8192", errs[1])
 	}
@@ -150,7 +138,7 @@ func TestFullStreamKeepsOrderPerKey(t *testing.T) {
 	// The first record of each key is published at once; the second of a key only after its first's PubAck.
 	batch := []outbox.Record{sinktest.Record("a", 0), sinktest.Record("b", 0), sinktest.Record("a", 1),
 		sinktest.Record("c", 0), sinktest.Record("a", 2), sinktest.Record("b", 1)}
-	errs := errsOf(t, s.Send(ctx(t), batch), 6)
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), 6)
 	for i, want := range []string{"nil", "nil", "unavailable", "nil", "not attempted", "unavailable"} {
 		got := "nil"
 		switch e := errs[i]; {
@@ -207,7 +195,7 @@ func TestServerDownIsUnavailableThenRecovers(t *testing.T) {
 	srv.Shutdown()
 	started := time.Now()
 	batch := []outbox.Record{sinktest.Record("a", 1), sinktest.Record("b", 0)}
-	for i, e := range errsOf(t, s.Send(ctx(t), batch), 2) {
+	for i, e := range sinktest.RecordErrors(t, s.Send(ctx(t), batch), 2) {
 		if !outbox.IsUnavailable(e) {
 			t.Errorf("record %d while the server is down: %v, want unavailable", i, e)
 		}
@@ -246,7 +234,7 @@ func TestAckTimeoutIsUnavailable(t *testing.T) {
 		c.Subjects = map[string]string{"sinktest": "silent.one"}
 		c.AckTimeout = 300 * time.Millisecond
 	})
-	errs := errsOf(t, s.Send(ctx(t), []outbox.Record{sinktest.Record("a", 0), sinktest.Record("a", 1)}), 2)
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), []outbox.Record{sinktest.Record("a", 0), sinktest.Record("a", 1)}), 2)
 	if !outbox.IsUnavailable(errs[0]) || !strings.Contains(errs[0].Error(), "no PubAck within 300ms") {
 		t.Errorf("record without PubAck: %v, want unavailable naming the timeout", errs[0])
 	}
@@ -303,7 +291,7 @@ func TestRouteRules(t *testing.T) {
 	}
 	batch := []outbox.Record{mk("fixed", "orders.x"), mk("routed", "orders.eu"), mk("routed", "orders.eu.x"),
 		mk("routed", "$JS.API.STREAM.DELETE."+stream), mk("free", "$JS.API.STREAM.PURGE."+stream), mk("free", "orders.>"), mk("free", "")}
-	errs := errsOf(t, s.Send(ctx(t), batch), len(batch))
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), len(batch))
 	for i, wantOK := range []bool{true, true, false, false, false, false, false} {
 		if ok := errs[i] == nil; ok != wantOK || !ok && !outbox.IsPermanent(errs[i]) {
 			t.Errorf("record %d (%s → %q): %v, want delivered %v (else permanent)", i, batch[i].Destination, batch[i].Route, errs[i], wantOK)

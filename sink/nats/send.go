@@ -9,36 +9,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
-	"github.com/pgoutbox/pgoutbox/sink/internal/keychain"
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 )
 
-// record states within a call.
-const (
-	statePending uint8 = iota
-	stateInFlight
-	stateDone
-)
-
-// call is one Send: its records, their chains per key and their results.
+// call is one Send: the records with their subjects, and the reply token of each record in flight.
+// It is the flight.Publisher of its records.
 type call struct {
-	batch    []outbox.Record
+	*flight.Call
+	s        *Sink
 	subjects []string
 	route    []bool   // subject taken from the Route
-	errs     []error  // per record
-	kinds    []kind   // per record, once done
-	next     []int32  // next record of the same key in this call, or -1
-	state    []uint8  // statePending, stateInFlight, stateDone
 	tokens   []uint64 // reply token of a record in flight
-	results  chan result
-	inFlight int
-	// sent lists published records in publish order with their deadlines: its head is the first to
-	// time out.
-	sent []sentRecord
-}
-
-type sentRecord struct {
-	idx      int
-	deadline time.Time
 }
 
 // Send publishes batch and waits for every record's PubAck. See [outbox.Sink] for what it returns.
@@ -56,153 +37,66 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	c, ready := s.newCall(batch)
-	if err := s.run(ctx, c, ready); err != nil {
-		return err
+	c := s.newCall(batch)
+	if err := c.Run(ctx, c); err != nil {
+		return outbox.Unavailable(fmt.Errorf("nats: wait for PubAcks: %w", err))
 	}
 	return s.result(c)
 }
 
-// newCall resolves every record's subject and chains the records of each key; it returns the call and
-// the records that can be published at once (the first of each key, and every keyless record).
-func (s *Sink) newCall(batch []outbox.Record) (*call, []int) {
+// newCall resolves every record's subject; a record without one fails permanently.
+func (s *Sink) newCall(batch []outbox.Record) *call {
 	n := len(batch)
-	c := &call{batch: batch, subjects: make([]string, n), route: make([]bool, n), errs: make([]error, n),
-		kinds: make([]kind, n), state: make([]uint8, n), tokens: make([]uint64, n),
-		results: make(chan result, n)}
-	chain := keychain.New(n)
-	for i := range batch {
-		subj, fromRoute, err := s.subjectFor(&batch[i])
-		if err != nil {
-			c.errs[i], c.kinds[i], c.state[i] = err, kindPermanent, stateDone
-			continue
-		}
-		c.subjects[i], c.route[i] = subj, fromRoute
-		chain.Add(i, batch[i].Key)
-	}
-	c.next = chain.Next
-	return c, chain.Ready
+	c := &call{s: s, subjects: make([]string, n), route: make([]bool, n), tokens: make([]uint64, n)}
+	c.Call = flight.New("nats", batch, s.slots, s.cfg.AckTimeout, func(i int) (err error) {
+		c.subjects[i], c.route[i], err = s.subjectFor(&batch[i])
+		return err
+	})
+	return c
 }
 
-// run publishes the ready records as slots free up, and each record's successor of its key once its
-// PubAck arrives, until every record is done. It returns an error only when ctx ends.
-func (s *Sink) run(ctx context.Context, c *call, ready []int) error {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for len(ready) > 0 || c.inFlight > 0 {
-		var acquire chan struct{}
-		if len(ready) > 0 {
-			acquire = s.slots
-		}
-		var expire <-chan time.Time
-		if len(c.sent) > 0 {
-			if timer == nil {
-				timer = time.NewTimer(time.Until(c.sent[0].deadline))
-			}
-			expire = timer.C
-		}
-		select {
-		case acquire <- struct{}{}:
-			ready = s.publish(c, ready[0], ready[1:])
-			for len(ready) > 0 { // publish what fits without waiting
-				select {
-				case s.slots <- struct{}{}:
-					ready = s.publish(c, ready[0], ready[1:])
-					continue
-				default:
-				}
-				break
-			}
-		case r := <-c.results:
-			c.inFlight--
-			ready = s.finish(c, r.idx, r.kind, r.err, ready)
-		case <-expire:
-			timer = nil
-			ready = s.expire(c, ready)
-		case <-ctx.Done():
-			s.abandon(c)
-			return outbox.Unavailable(fmt.Errorf("nats: wait for PubAcks: %w", ctx.Err()))
-		}
-	}
-	return nil
-}
-
-// publish sends record i (a slot is held for it) and returns ready; a record that cannot be sent is
-// finished at once and its slot released.
-func (s *Sink) publish(c *call, i int, ready []int) []int {
-	r := &c.batch[i]
+// Publish sends record i (a slot is held for it).
+func (c *call) Publish(_ context.Context, i int) (bool, flight.Kind, error) {
+	s := c.s
+	r := &c.Batch[i]
 	m := s.message(r, c.subjects[i])
 	if limit := s.nc.MaxPayload(); limit > 0 {
 		if size := msgSize(m); size > limit {
-			<-s.slots
-			err := outbox.Permanent(fmt.Errorf("nats: message %s is %d bytes with its headers, over the server's max_payload %d: %w",
+			s.slots.Release()
+			return false, flight.Permanent, outbox.Permanent(fmt.Errorf("nats: message %s is %d bytes with its headers, over the server's max_payload %d: %w",
 				r.ID, size, limit, nats.ErrMaxPayload))
-			return s.finish(c, i, kindPermanent, err, ready)
 		}
 	}
 	token, reply := s.register(c, i)
 	m.Reply = reply
-	c.tokens[i], c.state[i] = token, stateInFlight
-	c.inFlight++
+	c.tokens[i] = token
 	if err := s.nc.PublishMsg(m); err != nil {
 		if !s.unregister(token) {
-			return ready // a disconnect failed it meanwhile: its result is on the way
+			return true, 0, nil // a disconnect failed it meanwhile: its result is on the way
 		}
-		c.inFlight--
-		k := classifyPublish(err)
-		return s.finish(c, i, k, fmt.Errorf("nats: publish message %s to %q: %w", r.ID, c.subjects[i], err), ready)
+		return false, classifyPublish(err), fmt.Errorf("nats: publish message %s to %q: %w", r.ID, c.subjects[i], err)
 	}
-	c.sent = append(c.sent, sentRecord{idx: i, deadline: time.Now().Add(s.cfg.AckTimeout)})
-	return ready
+	return true, 0, nil
 }
 
-// finish records the outcome of record i and returns ready with its successor of its key: ready to go
-// when i was delivered or failed permanently, held back (ErrNotAttempted) when it failed otherwise.
-func (s *Sink) finish(c *call, i int, k kind, err error, ready []int) []int {
-	c.state[i], c.kinds[i] = stateDone, k
-	if err != nil {
-		c.errs[i] = err
-	}
-	n := c.next[i]
-	if n < 0 {
-		return ready
-	}
-	if k == kindOK || k == kindDuplicate || k == kindPermanent {
-		return append(ready, int(n))
-	}
-	for ; n >= 0; n = c.next[n] {
-		c.state[n], c.kinds[n] = stateDone, kindNotAttempted
-		c.errs[n] = outbox.NotAttempted(fmt.Errorf("nats: message %s waits behind message %s of its key %q, which failed",
-			c.batch[n].ID, c.batch[i].ID, c.batch[i].Key))
-	}
-	return ready
+// Proceeds lets the next record of a key go once one is stored (a duplicate was stored before) or
+// failed for good.
+func (c *call) Proceeds(k flight.Kind) bool {
+	return k == flight.OK || k == kindDuplicate || k == flight.Permanent
 }
 
-// expire fails the records whose PubAck is overdue.
-func (s *Sink) expire(c *call, ready []int) []int {
-	now := time.Now()
-	for len(c.sent) > 0 {
-		h := c.sent[0]
-		if c.state[h.idx] != stateInFlight {
-			c.sent = c.sent[1:]
-			continue
-		}
-		if h.deadline.After(now) {
-			break
-		}
-		c.sent = c.sent[1:]
-		if s.unregister(c.tokens[h.idx]) {
-			c.inFlight--
-			ready = s.finish(c, h.idx, kindUnavailable, outbox.Unavailable(ackTimeoutErr(s.cfg.AckTimeout)), ready)
-			s.checkConn()
-		}
+// Overdue fails record i, whose PubAck did not come within AckTimeout, as unavailable, and checks
+// that the connection still answers.
+func (c *call) Overdue(i int) (bool, flight.Kind, error) {
+	if !c.s.unregister(c.tokens[i]) {
+		return false, 0, nil
 	}
-	return ready
+	c.s.checkConn()
+	return true, flight.Unavailable, outbox.Unavailable(ackTimeoutErr(c.s.cfg.AckTimeout))
 }
+
+// Abandon stops waiting for record i's PubAck: its slot is released and a late PubAck dropped.
+func (c *call) Abandon(i int) { c.s.unregister(c.tokens[i]) }
 
 // checkConn checks, once at a time, that the connection still answers a PING after a PubAck timed
 // out; if not (a silent network cut, which PINGs notice only after several intervals), it reconnects
@@ -220,21 +114,12 @@ func (s *Sink) checkConn() {
 	}()
 }
 
-// abandon stops waiting for c's records in flight: their slots are released and late PubAcks dropped.
-func (s *Sink) abandon(c *call) {
-	for i, st := range c.state {
-		if st == stateInFlight {
-			s.unregister(c.tokens[i])
-		}
-	}
-}
-
 // result classifies the call's outcome into what Send returns, counts it and updates Blocked.
 func (s *Sink) result(c *call) error {
 	failed := false
-	for i, k := range c.kinds {
+	for i, k := range c.Kinds {
 		switch k {
-		case kindOK, kindDuplicate:
+		case flight.OK, kindDuplicate:
 			s.stats.delivered.Add(1)
 			if k == kindDuplicate {
 				s.stats.duplicates.Add(1)
@@ -243,32 +128,32 @@ func (s *Sink) result(c *call) error {
 				s.unblock(c.subjects[i])
 			}
 			continue
-		case kindPermanent:
+		case flight.Permanent:
 			s.stats.permanent.Add(1)
-			if !outbox.IsPermanent(c.errs[i]) {
-				c.errs[i] = outbox.Permanent(fmt.Errorf("nats: message %s to %q: %w", c.batch[i].ID, c.subjects[i], c.errs[i]))
+			if !outbox.IsPermanent(c.Errs[i]) {
+				c.Errs[i] = outbox.Permanent(fmt.Errorf("nats: message %s to %q: %w", c.Batch[i].ID, c.subjects[i], c.Errs[i]))
 			}
 		case kindRetry:
-			c.errs[i] = fmt.Errorf("nats: message %s to %q: %w", c.batch[i].ID, c.subjects[i], c.errs[i])
-		case kindUnavailable:
+			c.Errs[i] = fmt.Errorf("nats: message %s to %q: %w", c.Batch[i].ID, c.subjects[i], c.Errs[i])
+		case flight.Unavailable:
 			s.stats.unavailable.Add(1)
-			c.errs[i] = outbox.Unavailable(c.errs[i])
+			c.Errs[i] = outbox.Unavailable(c.Errs[i])
 		case kindNoStream:
-			r := &c.batch[i]
+			r := &c.Batch[i]
 			if c.route[i] {
 				s.stats.routeNoStream.Add(1)
-				c.errs[i] = fmt.Errorf("nats: message %s: no stream takes subject %q named by its Route (destination %q has no configured subject): %w",
-					r.ID, c.subjects[i], r.Destination, c.errs[i])
+				c.Errs[i] = fmt.Errorf("nats: message %s: no stream takes subject %q named by its Route (destination %q has no configured subject): %w",
+					r.ID, c.subjects[i], r.Destination, c.Errs[i])
 			} else {
 				s.stats.noStream.Add(1)
 				s.block(c.subjects[i], string(r.Destination))
-				c.errs[i] = outbox.Unavailable(fmt.Errorf("nats: no stream takes subject %q (destination %q): %w", c.subjects[i], r.Destination, c.errs[i]))
+				c.Errs[i] = outbox.Unavailable(fmt.Errorf("nats: no stream takes subject %q (destination %q): %w", c.subjects[i], r.Destination, c.Errs[i]))
 			}
 		}
 		failed = true
 	}
 	if failed {
-		return &outbox.BatchError{Errs: c.errs}
+		return &outbox.BatchError{Errs: c.Errs}
 	}
 	return nil
 }

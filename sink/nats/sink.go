@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 	"github.com/pgoutbox/pgoutbox/sink/nats/subject"
 )
 
@@ -34,7 +35,7 @@ type Sink struct {
 	sub     *nats.Subscription
 	inbox   string // reply subject prefix, "_INBOX.<nuid>."
 	allowed map[string]*subject.AllowList
-	slots   chan struct{} // one per record awaiting its PubAck
+	slots   flight.Slots // one per record awaiting its PubAck
 
 	seq     atomic.Uint64
 	mu      sync.Mutex
@@ -78,7 +79,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{cfg: cfg, log: zap.NewNop(), allowed: map[string]*subject.AllowList{}, waiting: map[uint64]waiter{},
-		blocked: map[string]string{}, slots: make(chan struct{}, cfg.MaxInFlight)}
+		blocked: map[string]string{}, slots: flight.NewSlots(cfg.MaxInFlight)}
 	for dest, patterns := range cfg.AllowedSubjects {
 		a, err := subject.NewAllowList(patterns)
 		if err != nil {
@@ -226,7 +227,7 @@ func (s *Sink) unregister(token uint64) bool {
 	delete(s.waiting, token)
 	s.mu.Unlock()
 	if ok {
-		<-s.slots
+		s.slots.Release()
 	}
 	return ok
 }
@@ -244,8 +245,8 @@ func (s *Sink) onReply(m *nats.Msg) {
 	if !ok {
 		return // timed out, abandoned or failed by a disconnect
 	}
-	<-s.slots
-	w.c.results <- parseAck(m, w.idx)
+	s.slots.Release()
+	w.c.Deliver(parseAck(m, w.idx))
 }
 
 // failWaiting fails every record awaiting a PubAck with err (a lost connection, Close).
@@ -255,8 +256,8 @@ func (s *Sink) failWaiting(err error) {
 	s.waiting = map[uint64]waiter{}
 	s.mu.Unlock()
 	for _, w := range all {
-		<-s.slots
-		w.c.results <- result{idx: w.idx, kind: kindUnavailable, err: err}
+		s.slots.Release()
+		w.c.Deliver(flight.Result{Idx: w.idx, Kind: flight.Unavailable, Err: err})
 	}
 }
 

@@ -1,9 +1,6 @@
 package rabbitmq_test
 
 import (
-	"bytes"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -11,34 +8,15 @@ import (
 	"github.com/pgoutbox/pgoutbox/internal/rabbitmqtest"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/rabbitmq"
+	"github.com/pgoutbox/pgoutbox/sink/sinktest"
 )
-
-// node runs scripts/rabbitmq.sh for a node of this test's own (an alarm is node-wide).
-func node(t *testing.T) (url string, script func(args ...string) string) {
-	t.Helper()
-	rabbitmqtest.URL(t) // same skip/fail rules as every RabbitMQ test
-	dir := t.TempDir()
-	script = func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("../../scripts/rabbitmq.sh", args...)
-		cmd.Env = append(os.Environ(), "PGOUTBOX_RABBITMQ_DIR="+dir)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("rabbitmq.sh %v: %v\n%s", args, err, stderr.String())
-		}
-		return string(out)
-	}
-	t.Cleanup(func() { script("clean") })
-	return strings.TrimPrefix(strings.TrimSpace(script("up")), "export "+rabbitmqtest.EnvURL+"="), script
-}
 
 // A memory alarm makes the broker block publishing (connection.blocked): records fail as unavailable,
 // naming the alarm, instead of stalling on a connection the broker no longer reads; once it clears,
 // they are delivered.
 func TestBrokerAlarmIsUnavailable(t *testing.T) {
-	url, script := node(t)
+	node := rabbitmqtest.Own(t) // an alarm is node-wide
+	url, script := node.URL, node.Run
 	ex, queues := rabbitmqtest.Topology(t, url, "direct", "rk")
 	s := newRouted(t, url, map[string]rabbitmq.Destination{"d": {Exchange: ex, RoutingKey: "rk"}}, func(c *rabbitmq.Config) {
 		c.ConfirmTimeout = 3 * time.Second
@@ -52,7 +30,7 @@ func TestBrokerAlarmIsUnavailable(t *testing.T) {
 	for {
 		err := s.Send(ctx(t), batch)
 		if err != nil && strings.Contains(err.Error(), "blocks publishing") {
-			for i, e := range errsOf(t, err, 2) {
+			for i, e := range sinktest.RecordErrors(t, err, 2) {
 				if !outbox.IsUnavailable(e) {
 					t.Errorf("record %d during the alarm: %v, want unavailable", i, e)
 				}

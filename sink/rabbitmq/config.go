@@ -2,16 +2,15 @@ package rabbitmq
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"net/url"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
+	"github.com/pgoutbox/pgoutbox/sink/internal/tlsconfig"
 	"github.com/pgoutbox/pgoutbox/sink/rabbitmq/routingkey"
 )
 
@@ -40,8 +39,9 @@ type Config struct {
 	Destinations map[string]Destination
 	// Unroutable is UnroutablePermanent (default) or UnroutableUnavailable.
 	Unroutable string
-	// Channels is the number of AMQP channels publishing (default 4); the broker runs each in a
-	// process of its own.
+	// Channels is the number of AMQP channels publishing (default 16); the broker runs each in a
+	// process of its own, and the client scans a channel's unconfirmed messages on each multiple ack,
+	// so more channels spread both (BenchmarkSendChannels).
 	Channels int
 	// MaxInFlight bounds the records published and awaiting their confirm, over all Sends (default 4096).
 	MaxInFlight int
@@ -93,7 +93,7 @@ type TLSConfig struct {
 // DefaultConfig returns a Config with every default filled in and no broker.
 func DefaultConfig() Config {
 	return Config{
-		Name: "pgoutbox", Unroutable: UnroutablePermanent, Channels: 4, MaxInFlight: 4096, ConfirmTimeout: 10 * time.Second,
+		Name: "pgoutbox", Unroutable: UnroutablePermanent, Channels: 16, MaxInFlight: 4096, ConfirmTimeout: 10 * time.Second,
 		MaxMessageBytes: 16 << 20, DialTimeout: 5 * time.Second, Heartbeat: 10 * time.Second, ReconnectWait: 500 * time.Millisecond,
 	}
 }
@@ -137,8 +137,8 @@ func (c Config) Validate() error {
 			bad("%s is %v; it must be positive", d.name, d.d)
 		}
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		bad("TLS.CertFile and TLS.KeyFile must be set together")
+	if err := c.TLS.files().Validate(); err != nil {
+		bad("%v", err)
 	}
 	return errors.Join(errs...)
 }
@@ -171,28 +171,14 @@ func validateDestination(dest string, d Destination) []error {
 	return errs
 }
 
+func (t TLSConfig) files() tlsconfig.Files {
+	return tlsconfig.Files{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+}
+
 func (t TLSConfig) build(serverName string) (*tls.Config, error) {
-	if t.ServerName != "" {
-		serverName = t.ServerName
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as test-only
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: config: TLS.CAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("rabbitmq: config: TLS.CAFile %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: config: TLS.CertFile/KeyFile: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := t.files().Build(serverName)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: config: %w", err)
 	}
 	return tc, nil
 }

@@ -17,18 +17,6 @@ import (
 	"github.com/pgoutbox/pgoutbox/sink/sinktest"
 )
 
-func errsOf(t *testing.T, err error, n int) []error {
-	t.Helper()
-	if err == nil {
-		return make([]error, n)
-	}
-	var be *outbox.BatchError
-	if !errors.As(err, &be) || len(be.Errs) != n {
-		t.Fatalf("Send = %v, want a *BatchError with %d entries", err, n)
-	}
-	return be.Errs
-}
-
 func routed(dest, route, key string, seq int) outbox.Record {
 	r := sinktest.Record(key, seq)
 	r.Destination, r.Route = outbox.Destination(dest), route
@@ -42,7 +30,7 @@ func TestUnroutableIsPermanentByDefault(t *testing.T) {
 	ex, queues := rabbitmqtest.Topology(t, url, "direct", "bound")
 	s := newRouted(t, url, map[string]rabbitmq.Destination{"d": {Exchange: ex}}, nil)
 	batch := []outbox.Record{routed("d", "bound", "a", 0), routed("d", "unbound", "a", 1), routed("d", "bound", "a", 2)}
-	errs := errsOf(t, s.Send(ctx(t), batch), 3)
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), 3)
 	if !outbox.IsPermanent(errs[1]) || !strings.Contains(errs[1].Error(), `routed it to no queue (routing key "unbound")`) {
 		t.Errorf("unroutable: %v, want permanent naming the routing key", errs[1])
 	}
@@ -61,7 +49,7 @@ func TestUnroutableCanBlock(t *testing.T) {
 	ex, _ := rabbitmqtest.Topology(t, url, "direct", "bound")
 	s := newRouted(t, url, map[string]rabbitmq.Destination{"d": {Exchange: ex}}, func(c *rabbitmq.Config) { c.Unroutable = rabbitmq.UnroutableUnavailable })
 	batch := []outbox.Record{routed("d", "unbound", "a", 0), routed("d", "bound", "a", 1), routed("d", "bound", "b", 0)}
-	errs := errsOf(t, s.Send(ctx(t), batch), 3)
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), 3)
 	if !outbox.IsUnavailable(errs[0]) || !errors.Is(errs[1], outbox.ErrNotAttempted) || errs[2] != nil {
 		t.Errorf("errors %v; want unavailable, not attempted, delivered", errs)
 	}
@@ -128,7 +116,7 @@ func TestConnectionLossIsUnavailableAndReconnects(t *testing.T) {
 	// Whole-batch unavailable when the loss was noticed before the Send, else per record: the first
 	// unavailable, the second of its key not attempted.
 	if err := s.Send(ctx(t), batch); !outbox.IsUnavailable(err) {
-		errs := errsOf(t, err, 2)
+		errs := sinktest.RecordErrors(t, err, 2)
 		if !outbox.IsUnavailable(errs[0]) || !errors.Is(errs[1], outbox.ErrNotAttempted) {
 			t.Fatalf("Send while cut: %v, want unavailable, then not attempted (its key waits)", errs)
 		}
@@ -189,7 +177,7 @@ func TestRouteRules(t *testing.T) {
 		"routed": {Exchange: ex, AllowedRoutingKeys: []string{"orders.#"}}, "free": {Exchange: ex}}, nil)
 	batch := []outbox.Record{routed("fixed", "orders.x", "k1", 0), routed("routed", "orders.eu.x", "k2", 0),
 		routed("routed", "billing.x", "k3", 0), routed("free", "any.thing", "k4", 0), routed("nowhere", "x", "k5", 0)}
-	errs := errsOf(t, s.Send(ctx(t), batch), len(batch))
+	errs := sinktest.RecordErrors(t, s.Send(ctx(t), batch), len(batch))
 	for i, ok := range []bool{true, true, false, true, false} {
 		if (errs[i] == nil) != ok || !ok && !outbox.IsPermanent(errs[i]) {
 			t.Errorf("record %d (%s → %q): %v, want delivered %v (else permanent)", i, batch[i].Destination, batch[i].Route, errs[i], ok)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 )
 
 // link is one connection and its publishing channels. It dies as a whole: when the connection or any
@@ -57,7 +60,7 @@ func (s *Sink) dial() (*link, error) {
 		u.User = url.UserPassword(c.User, c.Password)
 	}
 	ac := amqp.Config{Heartbeat: c.Heartbeat, Properties: amqp.NewConnectionProperties(),
-		Dial: amqp.DefaultDial(c.DialTimeout)} // the deadline covers the handshake too: a cut link never answers it
+		Dial: dialer(c.DialTimeout)}
 	ac.Properties.SetClientConnectionName(c.Name)
 	if u.Scheme == "amqps" || c.TLS.Enable {
 		if ac.TLSClientConfig, err = c.TLS.build(u.Hostname()); err != nil {
@@ -90,6 +93,19 @@ func (s *Sink) dial() (*link, error) {
 		}
 	}()
 	return l, nil
+}
+
+// dialer connects with amqp091-go's DefaultDial (its deadline covers the handshake too: a cut link
+// never answers it) and coalesces the connection's writes.
+func dialer(timeout time.Duration) func(network, addr string) (net.Conn, error) {
+	dial := amqp.DefaultDial(timeout)
+	return func(network, addr string) (net.Conn, error) {
+		conn, err := dial(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newCoalescingConn(conn), nil
+	}
 }
 
 func (s *Sink) openPublisher(l *link) (*publisher, error) {
@@ -188,20 +204,31 @@ func (p *publisher) confirm(cf amqp.Confirmation) {
 	if !ok {
 		return // timed out or abandoned
 	}
-	<-p.s.slots
+	p.s.slots.Release()
 	c := w.c
-	key := returnKey(c.batch[w.idx].ID, c.exchanges[w.idx], c.keys[w.idx])
 	switch {
-	case p.returned[key] > 0:
-		if p.returned[key]--; p.returned[key] == 0 {
-			delete(p.returned, key)
-		}
-		c.results <- result{idx: w.idx, kind: kindUnroutable}
+	case len(p.returned) > 0 && p.takeReturned(returnKey(c.Batch[w.idx].ID, c.exchanges[w.idx], c.keys[w.idx])):
+		c.Deliver(c.unroutable(w.idx))
 	case cf.Ack:
-		c.results <- result{idx: w.idx, kind: kindOK}
+		c.Deliver(flight.Result{Idx: w.idx, Kind: flight.OK})
 	default:
-		c.results <- result{idx: w.idx, kind: kindUnavailable, err: errors.New("rabbitmq: the broker nacked the message (an internal error or a queue refusing publishes)")}
+		c.Deliver(flight.Result{Idx: w.idx, Kind: flight.Unavailable,
+			Err: errors.New("rabbitmq: the broker nacked the message (an internal error or a queue refusing publishes)")})
 	}
+}
+
+// takeReturned reports whether a message of key was returned, forgetting one return of it.
+func (p *publisher) takeReturned(key string) bool {
+	n := p.returned[key]
+	switch {
+	case n == 0:
+		return false
+	case n == 1:
+		delete(p.returned, key)
+	default:
+		p.returned[key] = n - 1
+	}
+	return true
 }
 
 // failAll fails every record awaiting a confirm on p with err; later publishes on p fail at once.
@@ -212,8 +239,8 @@ func (p *publisher) failAll(err error) {
 	p.closed = true
 	p.mu.Unlock()
 	for _, w := range all {
-		<-p.s.slots
-		w.c.results <- result{idx: w.idx, kind: kindUnavailable, err: err}
+		p.s.slots.Release()
+		w.c.Deliver(flight.Result{Idx: w.idx, Kind: flight.Unavailable, Err: err})
 	}
 }
 
@@ -224,7 +251,7 @@ func (p *publisher) unregister(tag uint64) bool {
 	delete(p.pending, tag)
 	p.mu.Unlock()
 	if ok {
-		<-p.s.slots
+		p.s.slots.Release()
 	}
 	return ok
 }

@@ -3,57 +3,20 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
-	"github.com/pgoutbox/pgoutbox/sink/internal/keychain"
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 )
 
-// kind is the outcome of one record.
-type kind uint8
-
-const (
-	kindPending      kind = iota
-	kindOK                // confirmed (routed)
-	kindPermanent         // retrying cannot help: dead-letter
-	kindUnavailable       // systemic: the destination blocks
-	kindUnroutable        // returned: no queue bound for its routing key
-	kindNotAttempted      // held back behind a failed record of its key
-)
-
-// result is the outcome of one published record.
-type result struct {
-	idx  int
-	kind kind
-	err  error
-}
-
-// record states within a call.
-const (
-	statePending uint8 = iota
-	stateInFlight
-	stateDone
-)
-
-// call is one Send: its records, their chains per key and their results.
+// call is one Send: the records with their exchanges and routing keys, and for each record in flight
+// the channel it went out on and its delivery tag there. It is the flight.Publisher of its records.
 type call struct {
-	batch     []outbox.Record
+	*flight.Call
+	s         *Sink
 	exchanges []string
 	keys      []string
-	errs      []error
-	kinds     []kind
-	next      []int32
-	state     []uint8
-	pubs      []*publisher // the channel a record in flight went out on
-	tags      []uint64     // its delivery tag there
-	results   chan result
-	inFlight  int
-	sent      []sentRecord // published records in publish order, with their deadlines
-}
-
-type sentRecord struct {
-	idx      int
-	deadline time.Time
+	pubs      []*publisher
+	tags      []uint64
 }
 
 // Send publishes batch and waits for every record's publisher confirm. See [outbox.Sink] for what it
@@ -74,7 +37,7 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 	if l == nil {
 		return outbox.Unavailable(s.notConnected())
 	}
-	c, ready := s.newCall(batch)
+	c := s.newCall(batch)
 	for _, ex := range uniqueExchanges(c) {
 		if err := s.checkExchange(l, ex); err != nil {
 			s.stats.unavailable.Add(uint64(len(batch)))
@@ -84,8 +47,8 @@ func (s *Sink) Send(ctx context.Context, batch []outbox.Record) error {
 			return outbox.Unavailable(err)
 		}
 	}
-	if err := s.run(ctx, c, ready); err != nil {
-		return err
+	if err := c.Run(ctx, c); err != nil {
+		return outbox.Unavailable(fmt.Errorf("rabbitmq: wait for confirms: %w", err))
 	}
 	return s.result(c)
 }
@@ -94,7 +57,7 @@ func uniqueExchanges(c *call) []string {
 	var out []string
 	seen := map[string]bool{}
 	for i, ex := range c.exchanges {
-		if c.state[i] == stateDone || seen[ex] {
+		if c.Done(i) || seen[ex] {
 			continue
 		}
 		seen[ex] = true
@@ -103,102 +66,42 @@ func uniqueExchanges(c *call) []string {
 	return out
 }
 
-// newCall resolves every record's exchange and routing key and chains the records of each key; it
-// returns the call and the records that can be published at once.
-func (s *Sink) newCall(batch []outbox.Record) (*call, []int) {
+// newCall resolves every record's exchange and routing key; a record without one fails permanently.
+func (s *Sink) newCall(batch []outbox.Record) *call {
 	n := len(batch)
-	c := &call{batch: batch, exchanges: make([]string, n), keys: make([]string, n), errs: make([]error, n), kinds: make([]kind, n),
-		state: make([]uint8, n), pubs: make([]*publisher, n), tags: make([]uint64, n), results: make(chan result, n)}
-	chain := keychain.New(n)
-	for i := range batch {
-		ex, key, err := s.routeFor(&batch[i])
-		if err != nil {
-			c.errs[i], c.kinds[i], c.state[i] = err, kindPermanent, stateDone
-			continue
-		}
-		c.exchanges[i], c.keys[i] = ex, key
-		chain.Add(i, batch[i].Key)
-	}
-	c.next = chain.Next
-	return c, chain.Ready
+	c := &call{s: s, exchanges: make([]string, n), keys: make([]string, n), pubs: make([]*publisher, n), tags: make([]uint64, n)}
+	c.Call = flight.New("rabbitmq", batch, s.slots, s.cfg.ConfirmTimeout, func(i int) (err error) {
+		c.exchanges[i], c.keys[i], err = s.routeFor(&batch[i])
+		return err
+	})
+	return c
 }
 
-// run publishes the ready records as slots free up, and each record's successor of its key once it is
-// confirmed, until every record is done. It returns an error only when ctx ends.
-func (s *Sink) run(ctx context.Context, c *call, ready []int) error {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for len(ready) > 0 || c.inFlight > 0 {
-		var acquire chan struct{}
-		if len(ready) > 0 {
-			acquire = s.slots
-		}
-		var expire <-chan time.Time
-		if len(c.sent) > 0 {
-			if timer == nil {
-				timer = time.NewTimer(time.Until(c.sent[0].deadline))
-			}
-			expire = timer.C
-		}
-		select {
-		case acquire <- struct{}{}:
-			ready = s.publish(ctx, c, ready[0], ready[1:])
-			for len(ready) > 0 {
-				select {
-				case s.slots <- struct{}{}:
-					ready = s.publish(ctx, c, ready[0], ready[1:])
-					continue
-				default:
-				}
-				break
-			}
-		case r := <-c.results:
-			c.inFlight--
-			ready = s.finish(c, r.idx, r.kind, r.err, ready)
-		case <-expire:
-			timer = nil
-			ready = s.expire(c, ready)
-		case <-ctx.Done():
-			for i, st := range c.state {
-				if st == stateInFlight {
-					c.pubs[i].unregister(c.tags[i])
-				}
-			}
-			return outbox.Unavailable(fmt.Errorf("rabbitmq: wait for confirms: %w", ctx.Err()))
-		}
-	}
-	return nil
-}
-
-// publish sends record i (a slot is held for it) on the next channel and returns ready; a record that
-// cannot be sent is finished at once and its slot released.
-func (s *Sink) publish(ctx context.Context, c *call, i int, ready []int) []int {
+// Publish sends record i (a slot is held for it) on the next channel.
+func (c *call) Publish(ctx context.Context, i int) (bool, flight.Kind, error) {
+	s := c.s
 	l := s.link.Load()
 	if l == nil {
-		<-s.slots
-		return s.finish(c, i, kindUnavailable, s.notConnected(), ready)
+		s.slots.Release()
+		return false, flight.Unavailable, s.notConnected()
 	}
 	if why := l.blocked.Load(); why != nil {
-		<-s.slots
-		return s.finish(c, i, kindUnavailable, fmt.Errorf("rabbitmq: the broker blocks publishing: %s", *why), ready)
+		s.slots.Release()
+		return false, flight.Unavailable, fmt.Errorf("rabbitmq: the broker blocks publishing: %s", *why)
 	}
-	r := &c.batch[i]
+	r := &c.Batch[i]
 	msg := s.publishing(r)
 	if len(msg.Body) > s.cfg.MaxMessageBytes {
-		<-s.slots
-		return s.finish(c, i, kindPermanent, outbox.Permanent(fmt.Errorf("rabbitmq: message %s is %d bytes as a body, over MaxMessageBytes %d",
-			r.ID, len(msg.Body), s.cfg.MaxMessageBytes)), ready)
+		s.slots.Release()
+		return false, flight.Permanent, outbox.Permanent(fmt.Errorf("rabbitmq: message %s is %d bytes as a body, over MaxMessageBytes %d",
+			r.ID, len(msg.Body), s.cfg.MaxMessageBytes))
 	}
 	p := l.pubs[s.rr.Add(1)%uint64(len(l.pubs))]
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		<-s.slots
-		return s.finish(c, i, kindUnavailable, s.notConnected(), ready)
+		s.slots.Release()
+		return false, flight.Unavailable, s.notConnected()
 	}
 	tag := p.ch.GetNextPublishSeqNo()
 	p.pending[tag] = waiter{c: c, idx: i}
@@ -208,11 +111,15 @@ func (s *Sink) publish(ctx context.Context, c *call, i int, ready []int) []int {
 	}
 	p.mu.Unlock()
 	if err != nil {
-		<-s.slots
-		return s.finish(c, i, kindUnavailable, fmt.Errorf("rabbitmq: publish message %s: %w", r.ID, err), ready)
+		s.slots.Release()
+		return false, flight.Unavailable, fmt.Errorf("rabbitmq: publish message %s: %w", r.ID, err)
 	}
-	c.pubs[i], c.tags[i], c.state[i] = p, tag, stateInFlight
-	c.inFlight++
-	c.sent = append(c.sent, sentRecord{idx: i, deadline: time.Now().Add(s.cfg.ConfirmTimeout)})
-	return ready
+	c.pubs[i], c.tags[i] = p, tag
+	return true, 0, nil
 }
+
+// Abandon stops waiting for record i's confirm.
+func (c *call) Abandon(i int) { c.pubs[i].unregister(c.tags[i]) }
+
+// Proceeds lets the next record of a key go once one is confirmed or failed for good.
+func (c *call) Proceeds(k flight.Kind) bool { return k == flight.OK || k == flight.Permanent }

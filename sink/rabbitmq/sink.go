@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
 	"github.com/pgoutbox/pgoutbox/sink/rabbitmq/routingkey"
 )
 
@@ -36,7 +37,7 @@ type Sink struct {
 	cfg     Config
 	log     *zap.Logger
 	allowed map[string]*routingkey.AllowList
-	slots   chan struct{}
+	slots   flight.Slots
 	rr      atomic.Uint64
 
 	link    atomic.Pointer[link] // nil while disconnected
@@ -74,7 +75,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Sink{cfg: cfg, log: zap.NewNop(), allowed: map[string]*routingkey.AllowList{}, slots: make(chan struct{}, cfg.MaxInFlight),
+	s := &Sink{cfg: cfg, log: zap.NewNop(), allowed: map[string]*routingkey.AllowList{}, slots: flight.NewSlots(cfg.MaxInFlight),
 		exchanges: map[string]time.Time{}, blocked: map[string]string{}, stopped: make(chan struct{})}
 	for dest, d := range cfg.Destinations {
 		if d.AllowedRoutingKeys != nil {

@@ -57,6 +57,21 @@ func RunWithoutPermanentFailures(t *testing.T, newSink Factory) {
 	t.Run("OrderPerKeyConcurrent", func(t *testing.T) { testOrderPerKey(t, newSink) })
 }
 
+// RecordErrors returns the per-record errors of err, what a Send of n records returned: n nils for
+// nil, else the entries of its *outbox.BatchError. It fails t when err is another error or its
+// BatchError does not have n entries.
+func RecordErrors(t testing.TB, err error, n int) []error {
+	t.Helper()
+	if err == nil {
+		return make([]error, n)
+	}
+	var be *outbox.BatchError
+	if !errors.As(err, &be) || len(be.Errs) != n {
+		t.Fatalf("Send = %v, want a *BatchError with %d entries", err, n)
+	}
+	return be.Errs
+}
+
 // Record returns a record of the suite with a deterministic id, key and payload.
 func Record(key string, seq int) outbox.Record {
 	id := fmt.Sprintf("%s-%06d", key, seq)

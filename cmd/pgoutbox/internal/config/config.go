@@ -135,6 +135,11 @@ type Route struct {
 type KafkaRoute struct {
 	Topic         string   `yaml:"topic"`
 	AllowedTopics []string `yaml:"allowed_topics"`
+	// Format, CloudEventsSource, CloudEventsType and DebeziumTypeHeader: see RecordFormat (kafka.go).
+	Format             string `yaml:"format"`
+	CloudEventsSource  string `yaml:"cloudevents_source"`
+	CloudEventsType    string `yaml:"cloudevents_type"`
+	DebeziumTypeHeader string `yaml:"debezium_type_header"`
 }
 
 // WebhookRoute posts each message to URL (with AppendRoute, plus the message's Route as one escaped
@@ -503,7 +508,7 @@ func (c *Config) validateRoutes() []error {
 
 // validateKafkaRoute checks a kafka route's topic and allowed_topics (key is "routes.<dest>.kafka").
 func validateKafkaRoute(key string, k *KafkaRoute) []error {
-	var errs []error
+	errs := validateKafkaFormat(key, k)
 	bad := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
 	if k.Topic != "" {
 		if err := topicname.Validate(k.Topic); err != nil {

@@ -46,7 +46,7 @@ type RabbitMQ struct {
 }
 
 func defaultRabbitMQ() RabbitMQ {
-	return RabbitMQ{Name: "pgoutbox", Unroutable: "permanent", Channels: 4, MaxInFlight: 4096,
+	return RabbitMQ{Name: "pgoutbox", Unroutable: "permanent", Channels: 16, MaxInFlight: 4096,
 		ConfirmTimeout: Duration(10 * time.Second), MaxMessageBytes: 16 << 20, DialTimeout: Duration(5 * time.Second),
 		Heartbeat: Duration(10 * time.Second), ReconnectWait: Duration(500 * time.Millisecond)}
 }

@@ -44,6 +44,7 @@ type Metrics struct {
 	parked       [4]prometheus.Gauge   // keys, messages, oldest age, WAL pinned
 	reg          prometheus.Registerer // for metrics added after NewMetrics (webhook.go)
 	ignored      ignoredMessages       // logical.go
+	source       sourceDelay           // source.go
 }
 
 var _ outbox.Observer = (*Metrics)(nil)
@@ -103,6 +104,7 @@ func NewMetrics(reg prometheus.Registerer, outbox string) *Metrics {
 	reg.MustRegister(m.delivered, m.failed, m.deadLettered, m.latency, m.blocked, m.inFlight, m.role, m.reconnects,
 		m.lag, m.retained, m.confirmed, m.slotActive, m.snapshot, m.walStatus, m.deadLetters, m.pollErrors,
 		m.parked[0], m.parked[1], m.parked[2], m.parked[3])
+	m.source = newSourceDelay(reg)
 	m.SetState("starting")
 	return m
 }
