@@ -28,8 +28,9 @@ type ExactlyOnceConfig struct {
 	// CommitRecords closes a transaction once it holds this many records (default 50,000).
 	CommitRecords int
 	// PositionMaxBytes bounds the encoded position (default 900,000; at most MaxMessageBytes - 1,000).
-	// When records parked for long would make it larger, the sink reports itself unavailable until the
-	// relay's watermark moves.
+	// When records parked for long hold the relay's watermark back so far that the position would be
+	// larger, the newest records committed above it are left out of it (counted, with a warning): after a
+	// crash in that state they are produced again (at least once for them, never lost).
 	PositionMaxBytes int
 	// TransactionTimeout is transaction.timeout.ms: the broker aborts a transaction open longer (default
 	// 60s; at most the broker's transaction.max.timeout.ms).
