@@ -96,6 +96,10 @@ func (b *bench) drain(ctx context.Context, workload, title string, bl backlog, k
 			return nil, err
 		}
 		defer b.deleteTopic(context.WithoutCancel(ctx), d.topic)
+		if err := b.createTopic(ctx, d.topic+".positions", 1); err != nil { // exactly-once variants
+			return nil, err
+		}
+		defer b.deleteTopic(context.WithoutCancel(ctx), d.topic+".positions")
 	}
 	slots := d.slots()
 	if err := createSlots(ctx, b.pool, slots); err != nil {
@@ -258,7 +262,7 @@ func (d *drainer) runRelay(ctx context.Context, c consumer, slotName, profile st
 	s.Schema, s.Slot, s.N, s.Timeout, s.CPUProfile = bl.Schema, slotName, int64(bl.N), d.timeout, profile
 	s.LogicalMessages = bl.Transport == outbox.LogicalMessage
 	if s.Sink == "kafka" {
-		s.Brokers, s.Topic = b.brokers, d.topic
+		s.Brokers, s.Topic, s.PositionTopic = b.brokers, d.topic, d.topic+".positions"
 	} else if err := b.prepareSink(ctx, &s, bl.Schema); err != nil {
 		return DrainRun{}, err
 	}

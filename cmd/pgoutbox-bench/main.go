@@ -191,6 +191,7 @@ var (
 
 func (b *bench) w3(ctx context.Context, n int) (*DrainResult, error) {
 	cs := append([]consumer{recvConsumer, handlerConsumer}, b.kafkaConsumers()...)
+	cs = append(cs, consumer{Name: "relay → Kafka (exactly-once, sink defaults)", Short: "keos", Relay: relaySpec{Sink: "kafka", ExactlyOnce: true}})
 	return b.drain(ctx, "W3", "Backlog drain", backlog{Schema: "b3", N: n, PerTx: 100, Payload: 200, Key: uniformKeys(10_000), Conns: 4},
 		"10,000 distinct", cs)
 }

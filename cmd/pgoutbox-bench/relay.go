@@ -57,6 +57,9 @@ type relaySpec struct {
 	AckSeries bool `json:"ack_series,omitempty"`
 	// wrap, in-process runs only, wraps the sink (W2 stamps records on their way through it).
 	wrap func(outbox.Sink) outbox.Sink
+	// ExactlyOnce runs the Kafka sink in exactly-once mode, its positions in PositionTopic.
+	ExactlyOnce   bool   `json:"exactly_once,omitempty"`
+	PositionTopic string `json:"position_topic,omitempty"`
 	// LingerSet: Linger is set even when 0 (a zero Linger otherwise means the sink's default).
 	LingerSet bool `json:"linger_set,omitempty"`
 	// SinkURL and Target are the server and the subject or exchange of the "nats" and "rabbitmq"
@@ -182,6 +185,9 @@ func startRelay(ctx context.Context, s relaySpec, obs outbox.Observer) (*running
 		}
 		if s.BatchBytes > 0 {
 			cfg.BatchBytes = s.BatchBytes
+		}
+		if s.ExactlyOnce {
+			cfg.ExactlyOnce.Enable, cfg.ExactlyOnce.PositionTopic = true, s.PositionTopic
 		}
 		if rr.sink, err = kafka.New(cfg); err != nil {
 			pool.Close()
