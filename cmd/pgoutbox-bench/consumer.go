@@ -11,12 +11,13 @@ import (
 
 // consumeVisible reads every partition of topic from its current end with an independent sarama
 // consumer and records, for each record, the time from the send time in its payload to its arrival
-// here in probe's current window: what a consumer of the topic sees. stop ends it.
-func consumeVisible(ctx context.Context, brokers []string, topic string, probe *w2Probe) (stop func(), err error) {
+// here in probe's current window: what a consumer of the topic sees (with readCommitted, a
+// read_committed one: what the exactly-once mode guarantees). stop ends it.
+func consumeVisible(ctx context.Context, brokers []string, topic string, readCommitted bool, probe *w2Probe) (stop func(), err error) {
 	var c sarama.Consumer
 	var pcs []sarama.PartitionConsumer
 	for try := 0; ; try++ { // a new topic's partition leaders take a moment to be known
-		if c, pcs, err = openPartitions(brokers, topic); err == nil || try == 50 || ctx.Err() != nil {
+		if c, pcs, err = openPartitions(brokers, topic, readCommitted); err == nil || try == 50 || ctx.Err() != nil {
 			break
 		}
 		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
@@ -49,8 +50,11 @@ func consumeVisible(ctx context.Context, brokers []string, topic string, probe *
 }
 
 // openPartitions starts a consumer of every partition of topic at its end.
-func openPartitions(brokers []string, topic string) (sarama.Consumer, []sarama.PartitionConsumer, error) {
+func openPartitions(brokers []string, topic string, readCommitted bool) (sarama.Consumer, []sarama.PartitionConsumer, error) {
 	cfg := sarama.NewConfig()
+	if readCommitted {
+		cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
 	cfg.Consumer.Fetch.Min = 1
 	cfg.Consumer.MaxWaitTime = 10 * time.Millisecond
 	c, err := sarama.NewConsumer(brokers, cfg)

@@ -21,6 +21,7 @@ type options struct {
 	w3n, w4n, w5n      int
 	rates              string
 	clients, nice      int
+	w2EOS              bool
 	linger             time.Duration
 	lingers            string
 	streamMem          int // MiB
@@ -42,6 +43,7 @@ func parseFlags() *options {
 	flag.IntVar(&o.w5n, "w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
 	flag.StringVar(&o.rates, "w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 	flag.IntVar(&o.clients, "w2-clients", 16, "W2's pgbench connections")
+	flag.BoolVar(&o.w2EOS, "w2-exactly-once", false, "W2 with the Kafka sink in exactly-once mode and a read_committed consumer")
 	flag.IntVar(&o.nice, "w2-walsender-nice", 0, "W2 diagnostic: renice the slot's walsender to this value (e.g. -10: it gets the CPU before the load's backends; needs root)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the bench database afterwards")
 	flag.DurationVar(&o.linger, "w2-linger", -1, "W2's Kafka linger (default: the sink's default)")
@@ -68,7 +70,7 @@ func (o *options) size(flagV, full, quick int) int {
 // after checking that what they need is there.
 func newBench(o *options) (*bench, map[string]bool, error) {
 	b := &bench{quick: o.quick, repeats: o.repeats, partitions: o.partitions, streamMem: o.streamMem << 20, linger: o.linger,
-		w2Clients: o.clients, w2Nice: o.nice, rabbitmqQueues: o.rmqQueues, start: time.Now()}
+		w2Clients: o.clients, w2Nice: o.nice, w2EOS: o.w2EOS, rabbitmqQueues: o.rmqQueues, start: time.Now()}
 	if err := b.readEnv(); err != nil {
 		return nil, nil, err
 	}

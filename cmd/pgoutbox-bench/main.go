@@ -38,6 +38,7 @@ type bench struct {
 	w2Rates         []int
 	w2Clients       int
 	w2Nice          int             // W2: the walsender's nice value (0: left alone)
+	w2EOS           bool            // W2: exactly-once mode, read_committed consumer
 	linger          time.Duration   // W2's Kafka linger; < 0: the sink's default
 	lingers         []time.Duration // extra relay → Kafka drain variants
 	streamMem       int

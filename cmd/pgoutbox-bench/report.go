@@ -319,6 +319,9 @@ func w2Section(w func(string, ...any), x *W2Result) {
 	w("Open-loop load from pgbench in its own process (`-R`, %d connections, %d message of 200 B per transaction: one INSERT into the outbox, so the load generator shares nothing with the relay; Enqueue's own cost is W1) → relay (in the bench process, defaults) → Kafka (%d partitions, linger %.0f ms, acks=all, idempotent) → an independent sarama consumer. "+
 		"Latency = `clock_timestamp()` at the INSERT (carried in the payload) → the record arriving at the consumer. %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms.\n\n",
 		x.Producers, x.PerTx, x.Partitions, x.Linger, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))
+	if x.ExactlyOnce {
+		w("**Exactly-once run:** the Kafka sink in exactly-once mode (`-w2-exactly-once`, sink defaults), the consumer `read_committed`.\n\n")
+	}
 	if x.WalsenderNice != 0 {
 		w("**Diagnostic run:** the slot's walsender was reniced to %d (`-w2-walsender-nice`), so that it gets a CPU before the load's backends.\n\n", x.WalsenderNice)
 	}

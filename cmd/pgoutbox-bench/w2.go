@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox-bench/internal/hist"
@@ -48,6 +49,7 @@ type W2Result struct {
 	Partitions    int       `json:"kafka_partitions"`
 	Linger        float64   `json:"linger_ms"`
 	WalsenderNice int       `json:"walsender_nice,omitempty"` // -w2-walsender-nice
+	ExactlyOnce   bool      `json:"exactly_once,omitempty"`   // -w2-exactly-once: the relay in exactly-once mode, a read_committed consumer
 	HighestFlat   int       `json:"highest_flat_rate"`
 	FlatRule      string    `json:"flat_rule"`
 	Quick         bool      `json:"quick"`
@@ -108,6 +110,27 @@ func (s *stampedSink) Send(ctx context.Context, batch []outbox.Record) error {
 	return err
 }
 
+// stamp wraps s in a stampedSink that, when s is an outbox.PositionSink (the exactly-once Kafka sink),
+// is one too: the relay must find it to resume it.
+func stamp(s outbox.Sink, probe *w2Probe) outbox.Sink {
+	st := &stampedSink{next: s, probe: probe}
+	if ps, ok := s.(outbox.PositionSink); ok {
+		return stampedPositionSink{stampedSink: st, ps: ps}
+	}
+	return st
+}
+
+type stampedPositionSink struct {
+	*stampedSink
+	ps outbox.PositionSink
+}
+
+func (s stampedPositionSink) Resume(ctx context.Context, info outbox.ResumeInfo) (func(*outbox.Record) bool, error) {
+	return s.ps.Resume(ctx, info)
+}
+
+func (s stampedPositionSink) Confirmable(w pglogrepl.LSN) pglogrepl.LSN { return s.ps.Confirmable(w) }
+
 func sentAt(payload []byte) (time.Time, bool) {
 	if len(payload) < 8 {
 		return time.Time{}, false
@@ -150,9 +173,16 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		run.loadOnly[rate] = busy
 	}
 	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
-		wrap: func(s outbox.Sink) outbox.Sink { return &stampedSink{next: s, probe: probe} }}
+		wrap: func(s outbox.Sink) outbox.Sink { return stamp(s, probe) }}
 	if b.linger >= 0 {
 		spec.Linger, spec.LingerSet = b.linger, true
+	}
+	if b.w2EOS {
+		spec.ExactlyOnce, spec.PositionTopic, res.ExactlyOnce = true, topic+".positions", true
+		if err := b.createTopic(ctx, spec.PositionTopic, 1); err != nil {
+			return nil, err
+		}
+		defer b.deleteTopic(context.WithoutCancel(ctx), spec.PositionTopic)
 	}
 	rr, err := startRelay(ctx, spec, obs)
 	if err != nil {
@@ -166,7 +196,7 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		}
 		res.WalsenderNice = b.w2Nice
 	}
-	stopConsumer, err := consumeVisible(ctx, b.brokers, topic, probe)
+	stopConsumer, err := consumeVisible(ctx, b.brokers, topic, b.w2EOS, probe)
 	if err != nil {
 		return nil, err
 	}

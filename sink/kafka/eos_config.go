@@ -12,7 +12,10 @@ import (
 // ExactlyOnceConfig turns on exactly-once delivery: the sink produces in Kafka transactions and stores
 // the relay's delivered position in each, so a restarted relay skips what a read_committed consumer
 // already sees (see docs/design.md, "Exactly-once into Kafka"). The Sink then implements
-// [outbox.PositionSink]; the relay calls its Resume before the first record.
+// [outbox.PositionSink]; the relay calls its Resume before the first record. A wrapper around the Sink
+// (metrics, tracing) must implement outbox.PositionSink too, forwarding Resume and Confirmable: a relay
+// that does not see one never resumes the sink, and every Send fails as unavailable (the destination
+// blocks, saying so) until it does.
 type ExactlyOnceConfig struct {
 	// Enable turns the mode on (default off: at-least-once).
 	Enable bool
