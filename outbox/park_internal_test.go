@@ -397,11 +397,19 @@ func TestParkedKeyBoundStopsIntake(t *testing.T) {
 	defer cancel()
 	go r.lanes[0].run(ctx)
 	fed := make(chan int, 100)
+	rest := make(chan struct{}) // the other keys' records are fed once the bad key is parked full
 	go func() {
 		for i := range 40 {
 			key := fmt.Sprint("ok", i)
 			if i < 5 {
 				key = "bad" // the head and 4 behind it: one over the per-key bound
+			}
+			if i == 5 {
+				select {
+				case <-rest:
+				case <-ctx.Done():
+					return
+				}
 			}
 			x := r.tracker.Begin()
 			x.Add(1)
@@ -415,6 +423,15 @@ func TestParkedKeyBoundStopsIntake(t *testing.T) {
 			fed <- i
 		}
 	}()
+	// Only once the bad key holds its bound is intake expected to stop (records read before that, while
+	// its first attempt was in flight, are read legitimately).
+	for deadline := time.Now().Add(10 * time.Second); r.Stats().Parked.Records < cfg.maxParkedPerKey; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bad key never parked %d records: %+v", cfg.maxParkedPerKey, r.Stats().Parked)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(rest)
 	time.Sleep(300 * time.Millisecond) // the bad key retries meanwhile, every 10–20 ms
 	st := r.Stats().Parked
 	if st.Keys != 1 || st.Records < cfg.maxParkedPerKey {
