@@ -79,6 +79,9 @@ func (s *Sink) Confirmable(w pglogrepl.LSN) pglogrepl.LSN {
 }
 
 // startEOS connects the transactional producer.
+// txnRetryBackoff is the wait between retries of the transaction coordinator's requests.
+const txnRetryBackoff = 5 * time.Millisecond
+
 func (s *Sink) startEOS(info outbox.ResumeInfo) (*eos, error) {
 	c := s.cfg.ExactlyOnce
 	e := &eos{cfg: c, log: s.log, brokers: s.cfg.Brokers, txnID: c.TransactionalID, mark: info.Watermark, pending: map[recKey]*txn{},
@@ -101,6 +104,11 @@ func (s *Sink) startEOS(info outbox.ResumeInfo) (*eos, error) {
 	pc.Producer.Retry.BackoffFunc = nil
 	pc.Producer.Transaction.ID = e.txnID
 	pc.Producer.Transaction.Timeout = c.TransactionTimeout
+	// The coordinator answers CONCURRENT_TRANSACTIONS while the markers of the transaction just
+	// committed are being written: sarama's default 100 ms backoff then made every transaction after
+	// the first wait 100 ms (W2: p50 200 ms at 1k msgs/s). Retry sooner, as often over the same 5 s.
+	pc.Producer.Transaction.Retry.Backoff = txnRetryBackoff
+	pc.Producer.Transaction.Retry.Max = int(5 * time.Second / txnRetryBackoff)
 	posTopic := c.PositionTopic
 	pc.Producer.Partitioner = func(topic string) sarama.Partitioner {
 		if topic == posTopic {
