@@ -5,14 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
 
+	"github.com/pgoutbox/pgoutbox/sink/internal/routes"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/recordformat"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
@@ -155,7 +154,7 @@ func (c Config) Validate() error {
 	} else if v, _ := sarama.ParseKafkaVersion(c.KafkaVersion); !v.IsAtLeast(sarama.V0_11_0_0) {
 		bad("KafkaVersion %q is below 0.11.0, which idempotent producing needs", c.KafkaVersion)
 	}
-	errs = append(errs, c.validateTopics()...)
+	errs = append(errs, topicRoutes.Check(c.Topics, c.AllowedTopics)...)
 	errs = append(errs, c.validateExactlyOnce()...)
 	errs = append(errs, c.validateFormats()...)
 	durations := []struct {
@@ -202,41 +201,21 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// validateTopics checks Topics and AllowedTopics, in destination order so the errors are stable.
-func (c Config) validateTopics() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("kafka: config: "+format, args...)) }
-	for _, dest := range slices.Sorted(maps.Keys(c.Topics)) {
-		topic := c.Topics[dest]
-		if dest == "" || topic == "" {
-			bad("Topics: empty destination or topic in %q → %q", dest, topic)
-			continue
-		}
-		if err := topicname.Validate(topic); err != nil {
-			bad("Topics[%q]: %v", dest, err)
-		}
-	}
-	for _, dest := range slices.Sorted(maps.Keys(c.AllowedTopics)) {
-		if dest == "" {
-			bad("AllowedTopics: empty destination")
-			continue
-		}
-		if t := c.Topics[dest]; t != "" {
-			bad("AllowedTopics[%q] is set but Topics[%q] is %q, which always wins: remove one of them", dest, dest, t)
-			continue
-		}
-		pats := c.AllowedTopics[dest]
+// topicRoutes checks Topics and AllowedTopics.
+var topicRoutes = routes.Spec{Prefix: "kafka: config: ", Field: "Topics", Allowed: "AllowedTopics", Noun: "topic",
+	Valid: topicname.Validate,
+	Allow: func(pats []string) []error {
 		if len(pats) == 0 {
-			bad("AllowedTopics[%q] is empty: it would reject every record; leave the destination out to allow any Route", dest)
+			return []error{errors.New(" is empty: it would reject every record; leave the destination out to allow any Route")}
 		}
+		var errs []error
 		for i, p := range pats {
 			if err := topicname.ValidatePattern(p); err != nil {
-				bad("AllowedTopics[%q][%d]: %v", dest, i, err)
+				errs = append(errs, fmt.Errorf("[%d]: %w", i, err))
 			}
 		}
-	}
-	return errs
-}
+		return errs
+	}}
 
 func compressionCodec(s string) (sarama.CompressionCodec, error) {
 	switch strings.ToLower(s) {

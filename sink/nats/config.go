@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pgoutbox/pgoutbox/sink/cloudevents"
+	"github.com/pgoutbox/pgoutbox/sink/internal/routes"
 	"github.com/pgoutbox/pgoutbox/sink/internal/tlsconfig"
 	"github.com/pgoutbox/pgoutbox/sink/nats/subject"
 )
@@ -96,7 +97,7 @@ func (c Config) Validate() error {
 			bad("URLs[%d]: %q is not nats://host:port or tls://host:port", i, redact(u))
 		}
 	}
-	errs = append(errs, c.validateSubjects()...)
+	errs = append(errs, subjectRoutes.Check(c.Subjects, c.AllowedSubjects)...)
 	for _, dest := range slices.Sorted(maps.Keys(c.Formats)) {
 		if err := c.Formats[dest].Validate(); err != nil {
 			bad("Formats[%q]: %v", dest, err)
@@ -131,35 +132,15 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// validateSubjects checks Subjects and AllowedSubjects, in destination order so the errors are stable.
-func (c Config) validateSubjects() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("nats: config: "+format, args...)) }
-	for _, dest := range slices.Sorted(maps.Keys(c.Subjects)) {
-		s := c.Subjects[dest]
-		if dest == "" || s == "" {
-			bad("Subjects: empty destination or subject in %q → %q", dest, s)
-			continue
+// subjectRoutes checks Subjects and AllowedSubjects.
+var subjectRoutes = routes.Spec{Prefix: "nats: config: ", Field: "Subjects", Allowed: "AllowedSubjects", Noun: "subject",
+	Valid: subject.Validate,
+	Allow: func(pats []string) []error {
+		if _, err := subject.NewAllowList(pats); err != nil {
+			return []error{err}
 		}
-		if err := subject.Validate(s); err != nil {
-			bad("Subjects[%q]: %v", dest, err)
-		}
-	}
-	for _, dest := range slices.Sorted(maps.Keys(c.AllowedSubjects)) {
-		if dest == "" {
-			bad("AllowedSubjects: empty destination")
-			continue
-		}
-		if s := c.Subjects[dest]; s != "" {
-			bad("AllowedSubjects[%q] is set but Subjects[%q] is %q, which always wins: remove one of them", dest, dest, s)
-			continue
-		}
-		if _, err := subject.NewAllowList(c.AllowedSubjects[dest]); err != nil {
-			bad("AllowedSubjects[%q]%v", dest, err)
-		}
-	}
-	return errs
-}
+		return nil
+	}}
 
 // options translates c (already validated) into connection options: reconnect forever, and no
 // reconnect buffer, so that a publish while disconnected fails at once instead of being sent on the

@@ -1,0 +1,54 @@
+// Package routes checks the part of a sink's configuration that every sink with named targets has: a
+// map from destination to the target the operator configured (a Kafka topic, a NATS subject), and a map
+// from destination to the allow-list a message's Route must match when no target is configured.
+package routes
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// Spec names one sink's fields and checks its names.
+type Spec struct {
+	Prefix  string // of every error, e.g. "kafka: config: "
+	Field   string // the configured targets' field, e.g. "Topics"
+	Allowed string // the allow-lists' field, e.g. "AllowedTopics"
+	Noun    string // one target, e.g. "topic"
+	// Valid checks a configured target.
+	Valid func(string) error
+	// Allow checks one allow-list; each error's text follows "<Allowed>[<destination>]" directly.
+	Allow func([]string) []error
+}
+
+// Check returns an error for each bad entry of targets and allowed, in destination order so that the
+// errors are stable. A destination with a configured target must not have an allow-list too: the
+// target always wins.
+func (s Spec) Check(targets map[string]string, allowed map[string][]string) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(s.Prefix+format, args...)) }
+	for _, dest := range slices.Sorted(maps.Keys(targets)) {
+		t := targets[dest]
+		if dest == "" || t == "" {
+			bad("%s: empty destination or %s in %q → %q", s.Field, s.Noun, dest, t)
+			continue
+		}
+		if err := s.Valid(t); err != nil {
+			bad("%s[%q]: %v", s.Field, dest, err)
+		}
+	}
+	for _, dest := range slices.Sorted(maps.Keys(allowed)) {
+		if dest == "" {
+			bad("%s: empty destination", s.Allowed)
+			continue
+		}
+		if t := targets[dest]; t != "" {
+			bad("%s[%q] is set but %s[%q] is %q, which always wins: remove one of them", s.Allowed, dest, s.Field, dest, t)
+			continue
+		}
+		for _, err := range s.Allow(allowed[dest]) {
+			bad("%s[%q]%v", s.Allowed, dest, err)
+		}
+	}
+	return errs
+}
