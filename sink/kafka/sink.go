@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink/internal/routes"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
 
@@ -495,22 +496,7 @@ func (s *Sink) prechecked(limit int) bool {
 // topic always wins; otherwise the Route, if it is a legal topic name inside the destination's
 // allow-list. Any other case is a permanent failure.
 func (s *Sink) topicFor(r *outbox.Record) (topic string, fromRoute bool, err error) {
-	if t := s.cfg.Topics[string(r.Destination)]; t != "" {
-		return t, false, nil
-	}
-	if r.Route == "" {
-		return "", false, outbox.Permanent(fmt.Errorf("kafka: message %s has no Route and destination %q has no topic in Config.Topics", r.ID, r.Destination))
-	}
-	if err := topicname.Validate(r.Route); err != nil {
-		s.stats.routeNotAllowed.Add(1)
-		return "", true, outbox.Permanent(fmt.Errorf("kafka: message %s of destination %q: its Route cannot be a topic: %w", r.ID, r.Destination, err))
-	}
-	if a := s.allowed[string(r.Destination)]; a != nil && !a.Allows(r.Route) {
-		s.stats.routeNotAllowed.Add(1)
-		return "", true, outbox.Permanent(fmt.Errorf("kafka: message %s of destination %q: Route %q is not an allowed topic (allowed topics: %s)",
-			r.ID, r.Destination, r.Route, a))
-	}
-	return r.Route, true, nil
+	return routes.Target(topicRoutes, "kafka", s.cfg.Topics, s.allowed, &s.stats.routeNotAllowed, r)
 }
 
 func (s *Sink) unknownTopic(topic string, r *outbox.Record) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink/internal/flight"
+	"github.com/pgoutbox/pgoutbox/sink/internal/routes"
 	"github.com/pgoutbox/pgoutbox/sink/nats/subject"
 )
 
@@ -166,22 +167,7 @@ func (s *Sink) Stats() Stats {
 // subjectFor returns the subject of r: its destination's configured subject always wins; otherwise its
 // Route, if it is a valid subject inside the destination's allow-list. Any other case fails permanently.
 func (s *Sink) subjectFor(r *outbox.Record) (subj string, fromRoute bool, err error) {
-	if subj := s.cfg.Subjects[string(r.Destination)]; subj != "" {
-		return subj, false, nil
-	}
-	if r.Route == "" {
-		return "", false, outbox.Permanent(fmt.Errorf("nats: message %s has no Route and destination %q has no subject in Config.Subjects", r.ID, r.Destination))
-	}
-	if err := subject.Validate(r.Route); err != nil {
-		s.stats.routeNotAllowed.Add(1)
-		return "", true, outbox.Permanent(fmt.Errorf("nats: message %s of destination %q: its Route cannot be a subject: %w", r.ID, r.Destination, err))
-	}
-	if a := s.allowed[string(r.Destination)]; a != nil && !a.Allows(r.Route) {
-		s.stats.routeNotAllowed.Add(1)
-		return "", true, outbox.Permanent(fmt.Errorf("nats: message %s of destination %q: Route %q is not an allowed subject (allowed subjects: %s)",
-			r.ID, r.Destination, r.Route, a))
-	}
-	return r.Route, true, nil
+	return routes.Target(subjectRoutes, "nats", s.cfg.Subjects, s.allowed, &s.stats.routeNotAllowed, r)
 }
 
 // block lists a configured subject without a stream; unblock removes it once a record is stored there.

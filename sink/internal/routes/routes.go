@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
 )
 
 // Spec names one sink's fields and checks its names.
@@ -51,4 +54,33 @@ func (s Spec) Check(targets map[string]string, allowed map[string][]string) []er
 		}
 	}
 	return errs
+}
+
+// AllowList is a compiled allow-list of one destination.
+type AllowList interface {
+	Allows(route string) bool
+	String() string
+}
+
+// Target returns where r goes and whether that came from its Route: its destination's configured target
+// always wins; otherwise its Route, when it is a valid target inside the destination's allow-list
+// (counted in notAllowed when it is not). Any other case fails permanently. sink names the sink in
+// errors ("kafka").
+func Target[A AllowList](s Spec, sink string, targets map[string]string, allowed map[string]A, notAllowed *atomic.Uint64, r *outbox.Record) (string, bool, error) {
+	if t := targets[string(r.Destination)]; t != "" {
+		return t, false, nil
+	}
+	if r.Route == "" {
+		return "", false, outbox.Permanent(fmt.Errorf("%s: message %s has no Route and destination %q has no %s in Config.%s", sink, r.ID, r.Destination, s.Noun, s.Field))
+	}
+	if err := s.Valid(r.Route); err != nil {
+		notAllowed.Add(1)
+		return "", true, outbox.Permanent(fmt.Errorf("%s: message %s of destination %q: its Route cannot be a %s: %w", sink, r.ID, r.Destination, s.Noun, err))
+	}
+	if a, ok := allowed[string(r.Destination)]; ok && !a.Allows(r.Route) {
+		notAllowed.Add(1)
+		return "", true, outbox.Permanent(fmt.Errorf("%s: message %s of destination %q: Route %q is not an allowed %s (allowed %ss: %s)",
+			sink, r.ID, r.Destination, r.Route, s.Noun, s.Noun, a))
+	}
+	return r.Route, true, nil
 }
