@@ -100,11 +100,14 @@ func TestExactlyOnceKill9(t *testing.T) {
 // Exactly-once mode, two relays on one slot: the active one is paused (SIGSTOP) inside an open Kafka
 // transaction, the standby takes over (its producer fences the paused one's transactional.id), then
 // the paused one resumes: its commit is fenced and nothing it sent becomes visible to read_committed
-// consumers; every committed message is seen exactly once.
+// consumers; it exits (code 1) instead of failing every Send, and started again, as a supervisor
+// would, it stands by; every committed message is seen exactly once.
 func TestExactlyOnceZombieFenced(t *testing.T) {
 	e := newEnv(t, nil).withTopic(kafkatest.Brokers(t), 3, nil)
 	// A transaction stays open 2s after its first message: the pause lands inside one.
-	a := e.start("active", e.withExactlyOnce(e.config("zombie-a"), "  commit_interval: 2s\n"))
+	ca := e.withExactlyOnce(e.config("zombie-a"), "  commit_interval: 2s\n").write(t)
+	a := startDaemon(t, "active", "--config", ca, "run")
+	a.waitStreaming(60 * time.Second)
 	cb := e.config("zombie-b")
 	cb.KafkaExtra = fmt.Sprintf("  exactly_once: true\n  position_topic: %q\n", e.topic+".positions")
 	b := startDaemon(t, "standby", "--config", cb.write(t), "run")
@@ -121,23 +124,24 @@ func TestExactlyOnceZombieFenced(t *testing.T) {
 	if err := syscall.Kill(a.pid(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !a.stderr.contains("producer fenced") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
+	code := a.wait(60 * time.Second)
+	fenced := a.stderr.contains("producer fenced") && a.stderr.contains("FATAL")
+	if code != 1 || !fenced {
+		t.Errorf("the resumed zombie exited %d, want 1 with its producer fenced (FATAL); stderr tail:\n%s", code, a.stderr.tail(20))
 	}
-	fenced := a.stderr.contains("producer fenced")
-	if !fenced {
-		t.Errorf("the resumed zombie never reported its producer fenced; stderr tail:\n%s", a.stderr.tail(20))
-	}
+	again := startDaemon(t, "zombie-restarted", "--config", ca, "run")
+	again.waitHTTP("/readyz", 60*time.Second, func(code int, body string) bool { return strings.Contains(body, "standby") })
 	rec := e.markerDelivered(time.Now(), 60*time.Second)
 	_ = gen.Stop()
 	v := e.l.Verify(t, 120*time.Second, false, topic.CommittedSource(t, e.brokers, e.topic))
-	a.kill()
+	if code := again.stop(30 * time.Second); code != 0 {
+		t.Errorf("SIGTERM of the restarted zombie (standing by): exit %d, want 0", code)
+	}
 	if code := b.stop(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM of the new active relay: exit %d, want 0", code)
 	}
 	e.row("exactly-once: active relay paused (SIGSTOP) in an open Kafka transaction, standby takes over, zombie resumed", v, took,
-		fmt.Sprintf("zombie fenced: %v; marker after resume %s; read_committed consumer", fenced, rec.Round(10*time.Millisecond)))
+		fmt.Sprintf("zombie fenced, exited %d, restarted as a standby; marker after resume %s; read_committed consumer", code, rec.Round(10*time.Millisecond)))
 }
 
 // Exactly-once mode: the broker (our own) is killed with SIGKILL mid-stream and restarted 10 s later.

@@ -26,7 +26,8 @@ import (
 type PositionSink interface {
 	Sink
 	// Resume is called once per relay, when it holds the slot and before it routes any record (the
-	// initial snapshot's included). It returns the predicate of the records the sink already delivered:
+	// initial snapshot's included); a new relay with the same sink (one started again after a failure)
+	// calls it again, and the sink then starts over from its stored position. It returns the predicate of the records the sink already delivered:
 	// the relay skips them (neither sent nor counted in flight, as if acked at once). A nil predicate skips
 	// nothing. An error wrapping ErrUnavailable is retried with backoff; any other error stops the relay.
 	// The predicate is called from the relay's decode goroutine only.
@@ -70,19 +71,6 @@ type positions struct {
 	resumed atomic.Bool
 	skip    []func(*Record) bool // written once by resume, before resumed is set
 	skipped atomic.Int64
-	fatal   chan error // a Resume failure that must end the relay (from the snapshot, too)
-}
-
-// failed returns the error that ended a resume, or nil when ctx ends first. It is one of the relay's
-// goroutines, so that a failure in the initial snapshot (run by the stream, which would retry it) ends
-// the relay like one in the decode loop.
-func (p *positions) failed(ctx context.Context) error {
-	select {
-	case err := <-p.fatal:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
 }
 
 // collectPositionSinks returns the PositionSinks among the relay's sinks, each once.
@@ -151,10 +139,7 @@ func (r *Relay) resume(ctx context.Context, snapshot bool) error {
 			return ctx.Err()
 		case !IsUnavailable(err):
 			err = fmt.Errorf("outbox: resume from the sink's stored position: %w", err)
-			select {
-			case p.fatal <- err:
-			default:
-			}
+			r.fail(err)
 			return err
 		}
 		wait := max(r.backoff(attempt), RetryAfterOf(err))

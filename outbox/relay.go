@@ -70,6 +70,7 @@ type Relay struct {
 	writeDeadLetter func(ctx context.Context, it *item) bool
 	snapshotAt      atomic.Uint64 // consistent point of an initial snapshot not yet complete
 	positions       positions     // the PositionSinks among the sinks (exactly-once)
+	fatal           chan error    // a failure that must end the relay (fail)
 }
 
 // Start starts a relay for the outbox in schema: it creates (first start) or reuses the replication
@@ -162,7 +163,7 @@ func newRelay(pool *pgxpool.Pool, schema string, handlers map[Destination]Handle
 	}
 	r.stream, r.dec = stream, dec
 	r.writeDeadLetter = r.deadLetter
-	r.positions.sinks, r.positions.fatal = collectPositionSinks(&r.cfg), make(chan error, 1)
+	r.positions.sinks, r.fatal = collectPositionSinks(&r.cfg), make(chan error, 1)
 	for range cfg.lanes {
 		r.lanes = append(r.lanes, newLane(r))
 	}
@@ -225,7 +226,7 @@ func (r *Relay) run(ctx context.Context) <-chan error {
 		g.Go(func() error { l.run(gctx); return nil })
 	}
 	g.Go(func() error { r.statusLoop(gctx); return nil })
-	g.Go(func() error { return r.positions.failed(gctx) })
+	g.Go(func() error { return r.failed(gctx) })
 	if r.cfg.retention > 0 {
 		g.Go(func() error { r.pruneLoop(gctx); return nil })
 	}
@@ -243,6 +244,27 @@ func (r *Relay) run(ctx context.Context) <-chan error {
 		close(r.done)
 	}()
 	return streamErr
+}
+
+// fail ends the relay with err (the first one wins), from any goroutine: a PositionSink's Resume that
+// failed for good, or a sink that failed itself ([Fatal]).
+func (r *Relay) fail(err error) {
+	select {
+	case r.fatal <- err:
+	default:
+	}
+}
+
+// failed returns the error given to fail, or nil when ctx ends first. It is one of the relay's
+// goroutines, so that a failure in the initial snapshot (run by the stream, which would retry it) or in
+// a lane ends the relay like one in the decode loop.
+func (r *Relay) failed(ctx context.Context) error {
+	select {
+	case err := <-r.fatal:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // awaitStreaming waits until the relay streams, takes its initial snapshot or stands by; if the

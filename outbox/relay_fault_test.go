@@ -195,3 +195,77 @@ func TestRelayFatalErrorMidStreamEndsRelay(t *testing.T) {
 		t.Fatal("the relay did not end after a fatal replication error")
 	}
 }
+
+// fatalSink delivers to the harness, except that a batch holding the record failID fails with
+// outbox.Fatal(errSinkGone): the sink itself can deliver nothing more.
+type fatalSink struct {
+	*harness
+	failID string
+}
+
+var errSinkGone = errors.New("test: the sink's producer was fenced")
+
+func (s *fatalSink) Send(ctx context.Context, batch []outbox.Record) error {
+	for _, r := range batch {
+		if r.ID == s.failID {
+			return outbox.Fatal(errSinkGone)
+		}
+	}
+	return s.harness.Send(ctx, batch)
+}
+
+// A sink that fails for good (outbox.Fatal) stops the relay with its error: the failed record is
+// neither dead-lettered nor counted as an attempt, the slot stays below it, and the next relay on the
+// slot delivers it. A handler returning outbox.Fatal stops the relay the same way.
+func TestFatalSinkErrorStopsRelay(t *testing.T) {
+	t.Parallel()
+	for _, via := range []string{"sink", "handler"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			db := migrated(t)
+			o := newOracle(db)
+			slot := slotName()
+			bad := newID()
+			opts := []outbox.Option{outbox.WithSlotName(slot), outbox.WithStatusInterval(50 * time.Millisecond)}
+			var handlers map[outbox.Destination]outbox.Handler
+			if via == "sink" {
+				opts = append(opts, outbox.WithSink(outbox.EventBus, &fatalSink{harness: o, failID: bad}))
+			} else {
+				handlers = map[outbox.Destination]outbox.Handler{outbox.EventBus: func(ctx context.Context, m outbox.Message) error {
+					if m.ID == bad {
+						return outbox.Fatal(errSinkGone)
+					}
+					return o.Handle(ctx, m)
+				}}
+			}
+			r1, err := outbox.Start(context.Background(), db.Pool, "app", handlers, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { // bounded: a relay that never stopped holds its record in flight
+				stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = r1.Stop(stopCtx)
+			}()
+			o.commitBatch(t, []outbox.Message{{ID: newID(), Destination: outbox.EventBus, Key: "a"}})
+			o.commitBatch(t, []outbox.Message{{ID: bad, Destination: outbox.EventBus, Key: "b"}})
+			done := make(chan error, 1)
+			go func() { done <- r1.Wait() }()
+			select {
+			case err := <-done:
+				if !outbox.IsFatal(err) || !errors.Is(err, errSinkGone) {
+					t.Fatalf("Wait() = %v, want the sink's fatal error", err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("the relay did not stop after the sink failed for good")
+			}
+			if st := r1.Stats(); st.DeadLettered != 0 || o.Has(bad) {
+				t.Fatalf("the failed record: dead-lettered %d, delivered %v; want neither", st.DeadLettered, o.Has(bad))
+			}
+			// The next relay on the slot (the restart) delivers it.
+			startRelay(t, db, nil, outbox.WithSlotName(slot), outbox.WithSink(outbox.EventBus, o))
+			o.waitDelivered(t, 60*time.Second)
+			o.check(t, true)
+		})
+	}
+}

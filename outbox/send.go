@@ -150,6 +150,12 @@ func (l *lane) settle(ctx context.Context, dest Destination, pending []*item, er
 		}
 		return nil, nil, true
 	}
+	if f := fatalOf(err); f != nil { // the sink is done for: stop the relay, settle nothing
+		l.r.log.Error("sink failed for good: the relay stops (a new start resumes from the slot)",
+			zap.String("destination", string(dest)), zap.Error(f))
+		l.r.fail(fmt.Errorf("outbox: destination %s: %w", dest, f))
+		err = f
+	}
 	if IsUnavailable(err) { // the destination as a whole: nothing counts as an attempt, the slot stays put
 		for _, it := range pending {
 			it.rec.Attempt--

@@ -27,6 +27,9 @@ import (
 //     an attempt, one wrapping ErrUnavailable blocks the destination like a whole-batch ErrUnavailable
 //     (retried, no attempt counted, never dead-lettered), and any other one is retried with backoff
 //     until the relay's MaxAttempts;
+//   - an error wrapping ErrFatal ([Fatal]) when the sink itself can deliver nothing more until the relay
+//     is started again: the relay stops with it, as unavailable for the batch (nothing acked, dead-lettered
+//     or counted);
 //   - any other error: every record of the batch failed with it.
 //
 // A record that failed with a retryable error parks its key: it waits for its next attempt and the
@@ -44,8 +47,8 @@ type Sink interface {
 // Handler is an in-process destination: it returns nil once the message is handled.
 // A returned error (or a panic) counts as a failed attempt and parks the message's key until it is
 // handled or dead-lettered, like a Sink's per-record failure; an error wrapping ErrPermanent
-// dead-letters it at once, and one wrapping ErrUnavailable blocks the destination without counting
-// an attempt.
+// dead-letters it at once, one wrapping ErrUnavailable blocks the destination without counting
+// an attempt, and one wrapping ErrFatal stops the relay.
 type Handler func(ctx context.Context, m Message) error
 
 var (
@@ -55,6 +58,9 @@ var (
 	ErrPermanent = errors.New("outbox: permanent delivery failure")
 	// ErrNotAttempted marks a record the sink did not try to deliver in this Send.
 	ErrNotAttempted = errors.New("outbox: not attempted")
+	// ErrFatal marks a failure of the sink itself that no retry by this relay can heal, e.g. a
+	// transactional Kafka producer fenced by another instance: the relay stops with it (see [Fatal]).
+	ErrFatal = errors.New("outbox: sink failed for good")
 )
 
 // BatchError reports per-record results of a Sink.Send: Errs has one entry per record of the batch,
@@ -96,6 +102,35 @@ func (c *classified) Error() string {
 }
 
 func (c *classified) Unwrap() []error { return []error{c.kind, c.err} }
+
+// Fatal wraps err as a failure of the sink itself (see ErrFatal). The relay stops with it: [Relay.Wait]
+// returns it, the records of the call are not acked (as for [ErrUnavailable]) and the slot keeps the
+// position of what was acked before, so a new relay (a restart of the process, or the daemon starting an
+// outbox again) delivers them. A sink returns it when only starting over can heal it: a
+// [PositionSink] resumes again then. The error also wraps ErrUnavailable.
+func Fatal(err error) error {
+	return &classified{kind: ErrFatal, err: &classified{kind: ErrUnavailable, err: err}}
+}
+
+// IsFatal reports whether err is a failure of the sink itself ([Fatal]).
+func IsFatal(err error) bool { return errors.Is(err, ErrFatal) }
+
+// fatalOf returns err when it is [Fatal], else the first per-record error of a *BatchError in it that is,
+// else nil.
+func fatalOf(err error) error {
+	if IsFatal(err) {
+		return err
+	}
+	var be *BatchError
+	if errors.As(err, &be) {
+		for _, e := range be.Errs {
+			if IsFatal(e) {
+				return e
+			}
+		}
+	}
+	return nil
+}
 
 // NotAttempted wraps err for a record the sink did not try (see ErrNotAttempted): no attempt is counted.
 func NotAttempted(err error) error { return &classified{kind: ErrNotAttempted, err: err} }

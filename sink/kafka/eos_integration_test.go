@@ -164,7 +164,9 @@ func TestExactlyOnceSendsAndResume(t *testing.T) {
 }
 
 // A second sink with the same transactional.id fences the first: the zombie's open transaction never
-// becomes visible, its Sends fail unavailable (ErrFenced) and its records are delivered by the successor.
+// becomes visible, its Sends fail fatal (ErrFenced: its relay stops) and its records are delivered by
+// the successor. Resumed again, as a new relay holding the slot resumes it, the fenced sink starts over
+// with a new producer and fences the successor in turn.
 func TestExactlyOnceZombieIsFenced(t *testing.T) {
 	t.Parallel()
 	env := newEOSEnv(t)
@@ -202,21 +204,41 @@ func TestExactlyOnceZombieIsFenced(t *testing.T) {
 	}
 	select {
 	case err := <-zerr:
-		if !outbox.IsUnavailable(err) || !errors.Is(err, kafka.ErrFenced) {
-			t.Fatalf("the zombie's Send = %v, want unavailable with ErrFenced", err)
+		if !outbox.IsFatal(err) || !errors.Is(err, kafka.ErrFenced) {
+			t.Fatalf("the zombie's Send = %v, want fatal with ErrFenced", err)
 		}
 		t.Logf("zombie Send: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("the zombie's Send did not return")
 	}
-	if err := zombie.Send(ctx(t, 10*time.Second), []outbox.Record{eosRecord(50)}); !errors.Is(err, kafka.ErrFenced) {
-		t.Errorf("a fenced sink's next Send = %v, want ErrFenced", err)
+	if err := zombie.Send(ctx(t, 10*time.Second), []outbox.Record{eosRecord(50)}); !outbox.IsFatal(err) || !errors.Is(err, kafka.ErrFenced) {
+		t.Errorf("a fenced sink's next Send = %v, want fatal with ErrFenced", err)
+	}
+
+	skip, err = resume(t, zombie, 900, &w)
+	if err != nil {
+		t.Fatalf("Resume of the fenced sink again: %v", err)
+	}
+	if r := eosRecord(3); !skip(&r) {
+		t.Error("resumed again, the sink does not skip a record the successor committed")
+	}
+	if err := zombie.Send(ctx(t, 30*time.Second), []outbox.Record{eosRecord(50)}); err != nil {
+		t.Fatalf("Send after resuming again: %v", err)
+	}
+	if err := successor.Send(ctx(t, 30*time.Second), []outbox.Record{eosRecord(51)}); !outbox.IsFatal(err) || !errors.Is(err, kafka.ErrFenced) {
+		t.Errorf("the successor's Send after the first sink resumed again = %v, want fatal with ErrFenced", err)
 	}
 	seen := env.committedIDs(t)
 	for i := range 20 {
 		if id := eosRecord(i).ID; seen[id] != 1 {
 			t.Errorf("%s seen %d times by read_committed, want 1 (the successor's)", id, seen[id])
 		}
+	}
+	if id := eosRecord(50).ID; seen[id] != 1 {
+		t.Errorf("%s (sent after resuming again) seen %d times by read_committed, want 1", id, seen[id])
+	}
+	if id := eosRecord(51).ID; seen[id] != 0 {
+		t.Errorf("%s (sent by the fenced successor) seen %d times by read_committed, want 0", id, seen[id])
 	}
 }
 

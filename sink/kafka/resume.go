@@ -30,15 +30,18 @@ const eosRetries = 5
 // to a marker it commits itself) and returns the predicate of the records it says were delivered. A
 // position of another database or slot ([ErrPositionMismatch]) or behind the slot's confirmed position
 // ([ErrPositionBehindSlot]) is an error; brokers that cannot be reached are unavailable (the relay
-// retries). Resume is called once, before any Send.
+// retries). A relay calls it before its first Send; a new relay (one started again after the last
+// stopped, e.g. because this producer was fenced) calls it again: the sink then closes its producer
+// (aborting its open transaction) and starts over with a new one.
 func (s *Sink) Resume(ctx context.Context, info outbox.ResumeInfo) (func(*outbox.Record) bool, error) {
 	if !s.cfg.ExactlyOnce.Enable {
 		return nil, nil
 	}
 	s.resumeMu.Lock()
 	defer s.resumeMu.Unlock()
-	if s.eos.Load() != nil {
-		return nil, errors.New("kafka: Resume called twice")
+	if old := s.eos.Swap(nil); old != nil {
+		old.close()
+		s.log.Info("exactly-once: resuming again: the previous producer is closed", zap.String("transactional_id", old.txnID))
 	}
 	e, err := s.startEOS(info)
 	if err != nil {
@@ -262,17 +265,20 @@ func (e *eos) shutdown() {
 
 // close stops the committer (the open transaction is aborted; its Sends fail unavailable) and closes
 // the producer. A committer stuck in an outage is cut off after closeTimeout by closing the client.
+// It is idempotent: Close and a second Resume may both close the same producer.
 func (e *eos) close() {
-	close(e.stop)
-	select {
-	case <-e.done:
-	case <-time.After(closeTimeout):
-		e.log.Warn("close: the exactly-once committer is still waiting for the brokers; abandoning its transaction")
-		_ = e.client.Close()
+	e.closeOnce.Do(func() {
+		close(e.stop)
 		select {
 		case <-e.done:
 		case <-time.After(closeTimeout):
+			e.log.Warn("close: the exactly-once committer is still waiting for the brokers; abandoning its transaction")
+			_ = e.client.Close()
+			select {
+			case <-e.done:
+			case <-time.After(closeTimeout):
+			}
 		}
-	}
-	e.shutdown()
+		e.shutdown()
+	})
 }

@@ -16,8 +16,10 @@ import (
 )
 
 var (
-	// ErrFenced means another instance with the same transactional.id took over: this sink can commit
-	// nothing any more (every Send fails with it, as unavailable). Restart the relay to let it stand by.
+	// ErrFenced means another instance with the same transactional.id took over, or the broker aborted a
+	// transaction that outlived TransactionTimeout: this producer can commit nothing any more. Every Send
+	// fails with it as [outbox.Fatal], which stops the relay; a new relay resumes the sink with a new
+	// producer once it holds the slot (a zombie never does: the slot is the other instance's).
 	ErrFenced = errors.New("kafka: producer fenced: another relay instance with the same transactional.id took over")
 	// ErrPositionBehindSlot means the position stored in the position topic is behind the slot's confirmed
 	// position, which the sink never lets the relay pass: the position topic lost data, or the slot was
@@ -43,15 +45,16 @@ type eos struct {
 	open    *txn
 	pos     *position       // the last committed position
 	pending map[recKey]*txn // records fed to the open transaction
-	broken  error           // fenced or fatal: every Send fails with it
+	broken  error           // fenced or fatal (outbox.Fatal): every Send fails with it
 	durable atomic.Uint64   // W of the last committed position
 	// overflow counts the records left out of a position that would not fit in PositionMaxBytes.
 	overflow atomic.Uint64
 
-	kick  chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
-	drain sync.WaitGroup
+	kick      chan struct{}
+	stop      chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
+	drain     sync.WaitGroup
 }
 
 // txn is one Kafka transaction.
@@ -120,7 +123,7 @@ func (e *eos) join(ctx context.Context) (*txn, error) {
 		t, broken := e.open, e.broken
 		e.mu.Unlock()
 		if broken != nil {
-			return nil, outbox.Unavailable(broken)
+			return nil, broken // fatal: the relay stops
 		}
 		select {
 		case <-t.begun:
@@ -234,6 +237,8 @@ func (t *txn) outcome(r *outbox.Record, sl *txnSlot) error {
 	switch {
 	case t.err == nil:
 		return nil
+	case outbox.IsFatal(t.err): // fenced: the relay stops, nothing counts against the record
+		return t.err
 	case sl.t == t && sl.err != nil:
 		return sl.err // classified by Sink.result
 	case t.byRec:

@@ -69,16 +69,17 @@ func (e *eos) begin(t *txn) bool {
 }
 
 // fail marks the sink broken by err (fenced, or a fatal producer error) and t failed with it; it
-// returns the error every Send now fails with.
+// returns the error every Send now fails with ([outbox.Fatal]: the relay stops).
 func (e *eos) fail(t *txn, err error) error {
 	broken := fmt.Errorf("kafka: transactional producer %q failed for good: %w", e.txnID, err)
 	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
 		broken = fmt.Errorf("%w (transactional.id %q): %w", ErrFenced, e.txnID, err)
 	}
+	broken = outbox.Fatal(broken)
 	e.mu.Lock()
 	if e.broken == nil {
 		e.broken = broken
-		e.log.Error("exactly-once sink stops: restart the relay", zap.Error(broken))
+		e.log.Error("exactly-once producer failed for good: the relay stops; a new start resumes from the stored position", zap.Error(broken))
 	}
 	broken = e.broken
 	e.mu.Unlock()
