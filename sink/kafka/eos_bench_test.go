@@ -24,6 +24,9 @@ func BenchmarkKafkaSendExactlyOnce(b *testing.B) {
 	for _, interval := range []time.Duration{0, 5 * time.Millisecond} {
 		b.Run(fmt.Sprint("commit_interval=", interval), func(b *testing.B) { benchSendEOS(b, 8, 500, interval) })
 	}
+	// One record per Send, one Send at a time: ns/op is the sink's transaction cycle (compare with
+	// BenchmarkTxnCycle, the same transaction without the sink).
+	b.Run("one-record", func(b *testing.B) { benchSendEOS(b, 1, 1, 0) })
 }
 
 func benchSendEOS(b *testing.B, goroutines, batchSize int, interval time.Duration) {

@@ -83,7 +83,7 @@ func (s *Sink) Confirmable(w pglogrepl.LSN) pglogrepl.LSN {
 
 // startEOS connects the transactional producer.
 // txnRetryBackoff is the wait between retries of the transaction coordinator's requests.
-const txnRetryBackoff = 5 * time.Millisecond
+const txnRetryBackoff = time.Millisecond
 
 func (s *Sink) startEOS(info outbox.ResumeInfo) (*eos, error) {
 	c := s.cfg.ExactlyOnce

@@ -62,7 +62,10 @@ type txn struct {
 	begun  chan struct{} // closed once BeginTxn succeeded, or with err set when it never will
 	feed   sync.RWMutex  // held shared while a Send feeds the producer, exclusively to close
 	closed bool          // under eos.mu: takes no more records
-	n      int           // records fed, under eos.mu
+	// joining counts the Sends that chose this transaction and have not fed it yet, under eos.mu: the
+	// committer lets them in before it closes the transaction (up to joinGrace).
+	joining int
+	n       int // records fed, under eos.mu
 	first  time.Time     // when the first record was fed, under eos.mu
 	keys   []recKey      // records fed, under eos.mu
 	acks   sync.WaitGroup
@@ -116,11 +119,14 @@ func (e *eos) drainResults() {
 }
 
 // join waits for the open transaction to begin and returns it with its feed lock held shared and e.mu
-// held, or an error for the whole Send.
+// held, or an error for the whole Send. The Send counts as joining the transaction until settleFeed.
 func (e *eos) join(ctx context.Context) (*txn, error) {
 	for {
 		e.mu.Lock()
 		t, broken := e.open, e.broken
+		if broken == nil {
+			t.joining++
+		}
 		e.mu.Unlock()
 		if broken != nil {
 			return nil, broken // fatal: the relay stops
@@ -128,11 +134,14 @@ func (e *eos) join(ctx context.Context) (*txn, error) {
 		select {
 		case <-t.begun:
 		case <-ctx.Done():
+			e.leave(t)
 			return nil, outbox.Unavailable(fmt.Errorf("kafka: wait for the next transaction: %w", ctx.Err()))
 		case <-e.stop:
+			e.leave(t)
 			return nil, ErrClosed
 		}
 		if t.err != nil {
+			e.leave(t)
 			return nil, outbox.Unavailable(t.err)
 		}
 		t.feed.RLock()
@@ -140,8 +149,25 @@ func (e *eos) join(ctx context.Context) (*txn, error) {
 		if !t.closed {
 			return t, nil
 		}
+		t.joining--
 		e.mu.Unlock()
 		t.feed.RUnlock()
+	}
+}
+
+// leave counts a Send that gave up joining t out of it.
+func (e *eos) leave(t *txn) {
+	e.mu.Lock()
+	t.joining--
+	e.mu.Unlock()
+	e.wake()
+}
+
+// wake tells the committer that the open transaction changed.
+func (e *eos) wake() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -208,7 +234,8 @@ feeding:
 	return nil
 }
 
-// settleFeed records the first fed records of feed in t and forgets the others; e.mu is taken.
+// settleFeed records the first fed records of feed in t and forgets the others, and counts the Send
+// as no longer joining t; e.mu is taken.
 func (e *eos) settleFeed(t *txn, batch []outbox.Record, feed []int, fed int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -220,15 +247,15 @@ func (e *eos) settleFeed(t *txn, batch []outbox.Record, feed []int, fed int) {
 			delete(e.pending, k)
 		}
 	}
+	t.joining--
 	if fed > 0 {
 		if t.n == 0 {
 			t.first = time.Now()
 		}
 		t.n += fed
-		select {
-		case e.kick <- struct{}{}:
-		default:
-		}
+	}
+	if fed > 0 || t.joining == 0 {
+		e.wake()
 	}
 }
 
@@ -252,10 +279,7 @@ func (t *txn) outcome(r *outbox.Record, sl *txnSlot) error {
 func (e *eos) confirmable(w pglogrepl.LSN) pglogrepl.LSN {
 	d := pglogrepl.LSN(e.durable.Load())
 	if w > d {
-		select {
-		case e.kick <- struct{}{}:
-		default:
-		}
+		e.wake()
 	}
 	return min(w, d)
 }

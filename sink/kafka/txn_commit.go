@@ -92,20 +92,29 @@ func (e *eos) fail(t *txn, err error) error {
 	return broken
 }
 
-// due waits until t should be committed: it holds records and CommitInterval has passed since the
-// first (or it holds CommitRecords), or it holds none but the relay's watermark moved past the stored
-// position and the last commit is idleCommitEvery old. False on stop.
+// joinGrace bounds how long a transaction holding records stays open for the Sends that chose it but
+// have not fed it yet (woken together when it began, they reach it one after another).
+const joinGrace = 10 * time.Millisecond
+
+// due waits until t should be committed: it holds records, CommitInterval has passed since the first
+// and no Send is still joining it (or joinGrace has passed), or it holds CommitRecords; or it holds
+// none but the relay's watermark moved past the stored position and the last commit is
+// idleCommitEvery old. False on stop.
 func (e *eos) due(t *txn, idle *time.Ticker, last time.Time) bool {
 	var timer <-chan time.Time
 	for {
 		e.mu.Lock()
-		n, first := t.n, t.first
+		n, first, joining := t.n, t.first, t.joining
 		e.mu.Unlock()
 		switch {
 		case n >= e.cfg.CommitRecords:
 			return true
 		case n > 0:
-			wait := time.Until(first.Add(e.cfg.CommitInterval))
+			hold := first.Add(e.cfg.CommitInterval)
+			if joining > 0 {
+				hold = later(hold, first.Add(joinGrace))
+			}
+			wait := time.Until(hold)
 			if wait <= 0 {
 				return true
 			}
@@ -121,6 +130,13 @@ func (e *eos) due(t *txn, idle *time.Ticker, last time.Time) bool {
 			return false
 		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // close closes t to new records and makes a new transaction the open one; it returns t's records.
