@@ -65,16 +65,16 @@ type txn struct {
 	// joining counts the Sends that chose this transaction and have not fed it yet, under eos.mu: the
 	// committer lets them in before it closes the transaction (up to joinGrace).
 	joining int
-	n       int // records fed, under eos.mu
-	first  time.Time     // when the first record was fed, under eos.mu
-	keys   []recKey      // records fed, under eos.mu
-	acks   sync.WaitGroup
-	failMu sync.Mutex
-	failed error // first producer error of a record (not the position)
-	posErr error // producer error of the position record
-	done   chan struct{}
-	err    error // the outcome, once done is closed: nil when committed
-	byRec  bool  // aborted because a record failed in the producer
+	n       int       // records fed, under eos.mu
+	first   time.Time // when the first record was fed, under eos.mu
+	keys    []recKey  // records fed, under eos.mu
+	acks    sync.WaitGroup
+	failMu  sync.Mutex
+	failed  error // first producer error of a record (not the position)
+	posErr  error // producer error of the position record
+	done    chan struct{}
+	err     error // the outcome, once done is closed: nil when committed
+	byRec   bool  // aborted because a record failed in the producer
 }
 
 func newTxn() *txn { return &txn{begun: make(chan struct{}), done: make(chan struct{})} }
