@@ -44,6 +44,7 @@ func registeredMetrics(t *testing.T) series {
 	m.Reconnected(1)
 	m.SetSlot(observe.SlotStatus{Exists: true, WALStatus: "reserved"}, nil)
 	m.WebhookDroppedHeaders("orders", func() uint64 { return 0 })
+	m.KafkaTransactions(func() observe.KafkaTxn { return observe.KafkaTxn{} })
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

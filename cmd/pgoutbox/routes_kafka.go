@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/config"
+	"github.com/pgoutbox/pgoutbox/cmd/pgoutbox/internal/observe"
 	"github.com/pgoutbox/pgoutbox/sink/kafka"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/recordformat"
 )
@@ -55,4 +56,17 @@ var newKafkaSink = func(k config.Kafka, routes map[string]config.KafkaRoute, log
 		return nil, withCode(exitUsage, fmt.Errorf("%w: kafka: %w", config.ErrInvalid, err))
 	}
 	return kafka.New(kc, kafka.WithLogger(log))
+}
+
+// exportKafkaStats exports the exactly-once Kafka sink's transaction counters as metrics.
+func (s *sinkSet) exportKafkaStats(m *observe.Metrics, exactlyOnce bool) {
+	ks, ok := s.kafka.(*kafka.Sink)
+	if !ok || !exactlyOnce {
+		return
+	}
+	m.KafkaTransactions(func() observe.KafkaTxn {
+		st := ks.Stats().Transactions
+		return observe.KafkaTxn{Committed: st.Committed, Aborted: st.Aborted, Records: st.Records, Fenced: st.Fenced,
+			PositionOverflow: st.PositionOverflow, Seconds: st.Seconds}
+	})
 }

@@ -214,6 +214,7 @@ func (d *daemon) runOnce(ctx, sigCtx context.Context) error {
 		}
 		d.metrics.InitDestinations(d.sinks.destinations())
 		d.sinks.exportWebhookStats(d.metrics)
+		d.sinks.exportKafkaStats(d.metrics, cfg.Kafka.ExactlyOnce)
 	}
 
 	// The relay outlives the signal context: a signal must drain it through Stop, not cut it off.

@@ -123,6 +123,10 @@ func TestExactlyOnceSendsAndResume(t *testing.T) {
 	if got := s1.Confirmable(1000); got != 1000 {
 		t.Errorf("Confirmable(1000) = %s, want at most what is asked", got)
 	}
+	// 240 records in transactions, plus the idle one holding only the position; none aborted.
+	if st := s1.Stats().Transactions; st.Records != 240 || st.Committed < 2 || st.Aborted != 0 || st.Fenced != 0 || st.Seconds <= 0 {
+		t.Errorf("Stats().Transactions = %+v, want 240 records in at least 2 committed transactions, none aborted or fenced", st)
+	}
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +220,9 @@ func TestExactlyOnceZombieIsFenced(t *testing.T) {
 		t.Errorf("a fenced sink's next Send = %v, want fatal with ErrFenced", err)
 	}
 
+	if st := zombie.Stats().Transactions; st.Fenced != 1 || st.Aborted == 0 {
+		t.Errorf("the zombie's Stats().Transactions = %+v, want 1 fenced producer and its transaction aborted", st)
+	}
 	skip, err = resume(t, zombie, 900, &w)
 	if err != nil {
 		t.Fatalf("Resume of the fenced sink again: %v", err)

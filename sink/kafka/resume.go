@@ -87,7 +87,7 @@ const txnRetryBackoff = time.Millisecond
 
 func (s *Sink) startEOS(info outbox.ResumeInfo) (*eos, error) {
 	c := s.cfg.ExactlyOnce
-	e := &eos{cfg: c, log: s.log, brokers: s.cfg.Brokers, txnID: c.TransactionalID, mark: info.Watermark, pending: map[recKey]*txn{},
+	e := &eos{cfg: c, log: s.log, stats: &s.stats.txn, brokers: s.cfg.Brokers, txnID: c.TransactionalID, mark: info.Watermark, pending: map[recKey]*txn{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), open: newTxn()}
 	if e.txnID == "" {
 		if info.SystemID == "" {

@@ -62,6 +62,7 @@ type Sink struct {
 	stats struct {
 		delivered, permanent, unavailable, unknownTopic, tooLargeRetried, rejoined atomic.Uint64
 		routeNotAllowed, routeTopicMissing                                         atomic.Uint64
+		txn                                                                        txnStats
 	}
 }
 
@@ -201,6 +202,23 @@ type Stats struct {
 	// RouteTopicMissing counts attempts of records whose Route named a topic that does not exist
 	// (failed for that record only, retried by the relay).
 	RouteTopicMissing uint64
+	// Transactions is the exactly-once side (zero without ExactlyOnce).
+	Transactions TxnStats
+}
+
+// TxnStats counts the Kafka transactions of the exactly-once mode, over every producer the sink had.
+type TxnStats struct {
+	Committed uint64 // transactions committed (with their position)
+	Aborted   uint64 // transactions aborted: a record failed, the position did not fit, the commit failed
+	// Records counts the records committed in transactions; Seconds the time from their first record
+	// to their commit, summed over committed transactions (Seconds / Committed is the mean).
+	Records uint64
+	Seconds float64
+	// Fenced counts the producers that failed for good (fenced by another instance, or by a broker
+	// that aborted a transaction older than TransactionTimeout); each stopped its relay.
+	Fenced uint64
+	// PositionOverflow counts the records left out of a position that would not fit PositionMaxBytes.
+	PositionOverflow uint64
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -214,6 +232,7 @@ func (s *Sink) Stats() Stats {
 		Rejoined:          s.stats.rejoined.Load(),
 		RouteNotAllowed:   s.stats.routeNotAllowed.Load(),
 		RouteTopicMissing: s.stats.routeTopicMissing.Load(),
+		Transactions:      s.stats.txn.snapshot(),
 	}
 }
 

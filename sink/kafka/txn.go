@@ -47,14 +47,23 @@ type eos struct {
 	pending map[recKey]*txn // records fed to the open transaction
 	broken  error           // fenced or fatal (outbox.Fatal): every Send fails with it
 	durable atomic.Uint64   // W of the last committed position
-	// overflow counts the records left out of a position that would not fit in PositionMaxBytes.
-	overflow atomic.Uint64
+	stats   *txnStats       // the Sink's, across producers
 
 	kick      chan struct{}
 	stop      chan struct{}
 	closeOnce sync.Once
 	done      chan struct{}
 	drain     sync.WaitGroup
+}
+
+// txnStats are the counters behind TxnStats.
+type txnStats struct {
+	committed, aborted, records, nanos, fenced, overflow atomic.Uint64
+}
+
+func (s *txnStats) snapshot() TxnStats {
+	return TxnStats{Committed: s.committed.Load(), Aborted: s.aborted.Load(), Records: s.records.Load(),
+		Seconds: time.Duration(s.nanos.Load()).Seconds(), Fenced: s.fenced.Load(), PositionOverflow: s.overflow.Load()}
 }
 
 // txn is one Kafka transaction.

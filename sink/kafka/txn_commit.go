@@ -79,6 +79,7 @@ func (e *eos) fail(t *txn, err error) error {
 	e.mu.Lock()
 	if e.broken == nil {
 		e.broken = broken
+		e.stats.fenced.Add(1)
 		e.log.Error("exactly-once producer failed for good: the relay stops; a new start resumes from the stored position", zap.Error(broken))
 	}
 	broken = e.broken
@@ -159,7 +160,7 @@ func (e *eos) commit(t *txn) {
 	if len(val) > e.cfg.PositionMaxBytes {
 		var left int
 		next, val, left = next.fit(e.cfg.PositionMaxBytes)
-		e.overflow.Add(uint64(left))
+		e.stats.overflow.Add(uint64(left))
 		e.log.Warn("position too large: the newest records committed above the relay's watermark are left out of it and would be delivered again after a crash (a record parked for long holds the watermark back?)",
 			zap.Int("left_out", left), zap.String("watermark", next.w.String()), zap.Int("max_bytes", e.cfg.PositionMaxBytes))
 	}
@@ -212,7 +213,17 @@ func (e *eos) settle(t *txn, keys []recKey, next *position, err error) {
 		e.pos = next
 		e.durable.Store(uint64(next.w))
 	}
+	first := t.first
 	e.mu.Unlock()
+	if err == nil {
+		e.stats.committed.Add(1)
+		e.stats.records.Add(uint64(len(keys)))
+		if len(keys) > 0 {
+			e.stats.nanos.Add(uint64(time.Since(first)))
+		}
+	} else {
+		e.stats.aborted.Add(1)
+	}
 	if fatal {
 		err = e.fail(e.current(), err)
 	} else if err != nil && !t.byRec {
