@@ -18,14 +18,7 @@ import (
 
 func txnProducer(t *testing.T, brokers []string, txnID string) sarama.AsyncProducer {
 	t.Helper()
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V3_0_0_0
-	sc.Producer.Idempotent = true
-	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Net.MaxOpenRequests = 1
-	sc.Producer.Return.Successes = true
-	sc.Producer.Return.Errors = true
-	sc.Producer.Transaction.ID = txnID
+	sc := saramaTxnConfig(txnID)
 	sc.Producer.Transaction.Timeout = 20 * time.Second
 	sc.Producer.Partitioner = sarama.NewManualPartitioner
 	p, err := sarama.NewAsyncProducer(brokers, sc)

@@ -88,7 +88,9 @@ func benchTxnCycle(b *testing.B, brokers []string, newCycler func(testing.TB, []
 	report(total, "total")
 }
 
-func saramaBenchConfig(txnID string) *sarama.Config {
+// saramaTxnConfig is a transactional (or, with an empty txnID, idempotent) producer's configuration, as
+// the sink sets it up.
+func saramaTxnConfig(txnID string) *sarama.Config {
 	sc := sarama.NewConfig()
 	sc.Version = sarama.V3_0_0_0
 	sc.Producer.Idempotent = true
@@ -104,7 +106,7 @@ func saramaBenchConfig(txnID string) *sarama.Config {
 
 // newSaramaCycler: BeginTxn, the record and the position record (each acked), CommitTxn.
 func newSaramaCycler(t testing.TB, brokers []string, topic, posTopic string) cycler {
-	p, err := sarama.NewAsyncProducer(brokers, saramaBenchConfig(topic+".txn"))
+	p, err := sarama.NewAsyncProducer(brokers, saramaTxnConfig(topic+".txn"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func newSaramaCycler(t testing.TB, brokers []string, topic, posTopic string) cyc
 
 // newSaramaPlain: the default mode's path, one idempotent record acked.
 func newSaramaPlain(t testing.TB, brokers []string, topic, _ string) cycler {
-	sc := saramaBenchConfig("")
+	sc := saramaTxnConfig("")
 	sc.Producer.Transaction.ID = ""
 	p, err := sarama.NewAsyncProducer(brokers, sc)
 	if err != nil {
