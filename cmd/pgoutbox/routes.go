@@ -194,7 +194,11 @@ type routeInfo struct {
 	RoutingKey         string   `json:"routing_key,omitempty"`
 	RoutingKeyFrom     string   `json:"routing_key_from,omitempty"`
 	AllowedRoutingKeys []string `json:"allowed_routing_keys,omitempty"`
-	Rule               string   `json:"rule"` // all of the above in words
+	// Format is the record format (raw, cloudevents-binary, cloudevents-structured, debezium-outbox);
+	// ExactlyOnce is set on the kafka routes of an outbox with kafka.exactly_once.
+	Format      string `json:"format,omitempty"`
+	ExactlyOnce bool   `json:"exactly_once,omitempty"`
+	Rule        string `json:"rule"` // all of the above in words
 }
 
 // describeRoutes describes every configured destination, sorted.
@@ -236,7 +240,31 @@ func describeRoute(cfg config.Config, dest string) routeInfo {
 		ri.Sink = r.Kind()
 		ri.Rule = ri.Sink
 	}
+	describeFormat(&ri, r, cfg.Kafka.ExactlyOnce)
 	return ri
+}
+
+// describeFormat adds the route's record format, and exactly-once for a kafka route, to ri.
+func describeFormat(ri *routeInfo, r config.Route, exactlyOnce bool) {
+	switch {
+	case r.Kafka != nil:
+		ri.Format, ri.ExactlyOnce = r.Kafka.Format, exactlyOnce
+	case r.NATS != nil:
+		ri.Format = r.NATS.Format
+	case r.RabbitMQ != nil:
+		ri.Format = r.RabbitMQ.Format
+	case r.Webhook != nil:
+		ri.Format = r.Webhook.Format
+	}
+	if ri.Format == "" && ri.Sink != "stdout" {
+		ri.Format = "raw"
+	}
+	if ri.Format != "" {
+		ri.Rule += "; format " + ri.Format
+	}
+	if ri.ExactlyOnce {
+		ri.Rule += "; exactly once (Kafka transactions)"
+	}
 }
 
 // safeURL returns u without user info and with query values elided: a URL may carry a token.

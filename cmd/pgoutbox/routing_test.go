@@ -91,7 +91,7 @@ func TestRunKafkaRoutingPrecedence(t *testing.T) {
 		"--set", "routes.orders.kafka.allowed_topics="+base+".orders.*", "--instance-id", "routing",
 		"--set", "delivery.max_attempts=3", "--set", "delivery.backoff_min=20ms", "--set", "delivery.backoff_max=200ms")
 	d.waitHTTP("/readyz", 60*time.Second, func(code int, _ string) bool { return code == 200 })
-	d.waitLog(`"destination":"event_bus","sink":"kafka topic `+configured+` (configured: every message goes there, its Route is ignored)"`, 5*time.Second)
+	d.waitLog(`"destination":"event_bus","sink":"kafka topic `+configured+` (configured: every message goes there, its Route is ignored); format raw"`, 5*time.Second)
 	d.waitLog(`"destination":"orders","sink":"kafka topic from each message's Route, allowed: `+base+`.orders.*`, 5*time.Second)
 
 	bus := enqueueRouted(t, db, "event_bus", "k1", "bench", outside, "")
@@ -143,17 +143,22 @@ func TestRunKafkaRoutingPrecedence(t *testing.T) {
 			Destination, Topic string
 			TopicFrom          string   `json:"topic_from"`
 			AllowedTopics      []string `json:"allowed_topics"`
+			Format             string
 		} `json:"routes"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	if got := fmt.Sprintf("%+v", st.Routes); got != fmt.Sprintf("[{Destination:event_bus Topic:%s TopicFrom:config AllowedTopics:[]} {Destination:orders Topic: TopicFrom:route AllowedTopics:[%s.orders.*]}]", configured, base) {
+	if got := fmt.Sprintf("%+v", st.Routes); got != fmt.Sprintf("[{Destination:event_bus Topic:%s TopicFrom:config AllowedTopics:[] Format:raw} {Destination:orders Topic: TopicFrom:route AllowedTopics:[%s.orders.*] Format:raw}]", configured, base) {
 		t.Errorf("status routes = %s", got)
 	}
 	_, out, _ = cli(t, env, "status", "--set", "routes.orders.kafka.allowed_topics=a.*,b")
 	if !strings.Contains(out, "route orders") || !strings.Contains(out, "kafka topic from each message's Route, allowed: a.*, b") {
 		t.Errorf("status lacks the orders route:\n%s", out)
+	}
+	_, out, _ = cli(t, env, "status", "--set", "routes.orders.kafka.format=debezium-outbox", "--set", "kafka.exactly_once=true")
+	if !strings.Contains(out, "format debezium-outbox; exactly once (Kafka transactions)") {
+		t.Errorf("status lacks the orders route's format and exactly-once:\n%s", out)
 	}
 	d.signal(syscall.SIGTERM)
 	if code := d.wait(40 * time.Second); code != 0 {
