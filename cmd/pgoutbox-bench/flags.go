@@ -19,7 +19,7 @@ type options struct {
 	repeats            int
 	partitions         int
 	w3n, w4n, w5n      int
-	rates              string
+	rates, eosRates    string
 	clients, nice      int
 	w2EOS              bool
 	linger             time.Duration
@@ -34,7 +34,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.out, "out", "bench", "directory for BENCH.md, results.json and the charts")
 	flag.BoolVar(&o.quick, "quick", false, "smaller backlogs and shorter runs")
 	flag.StringVar(&o.db, "db", "pgoutbox_bench", "the database the bench creates (dropping one of that name) and drops afterwards")
-	flag.StringVar(&o.workloads, "workloads", "W1,W2,W3,W4,W5,W6,WT", "comma-separated workloads to run")
+	flag.StringVar(&o.workloads, "workloads", "W1,W2,W2E,W3,W4,W5,W6,WT", "comma-separated workloads to run (W2E: W2 in exactly-once mode at -w2e-rates, beside W2)")
 	flag.IntVar(&o.repeats, "repeats", 3, "repeats per measurement (median and spread are reported)")
 	flag.IntVar(&o.partitions, "partitions", 8, "partitions of the Kafka topics")
 	flag.BoolVar(&o.profile, "profile", false, "also run each relay drain variant once more under the CPU profiler (written to <out>/profiles)")
@@ -43,6 +43,7 @@ func parseFlags() *options {
 	flag.IntVar(&o.w5n, "w5-n", 0, "W5 backlog size per key pattern (default 200,000; -quick 50,000)")
 	flag.StringVar(&o.rates, "w2-rates", "", "W2 target rates in msgs/s (default 1000,5000,10000,20000)")
 	flag.IntVar(&o.clients, "w2-clients", 16, "W2's pgbench connections")
+	flag.StringVar(&o.eosRates, "w2e-rates", "1000", "W2E target rates in msgs/s (W2 in exactly-once mode; its goal compares it with W2 at the same rate)")
 	flag.BoolVar(&o.w2EOS, "w2-exactly-once", false, "W2 with the Kafka sink in exactly-once mode and a read_committed consumer")
 	flag.IntVar(&o.nice, "w2-walsender-nice", 0, "W2 diagnostic: renice the slot's walsender to this value (e.g. -10: it gets the CPU before the load's backends; needs root)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the bench database afterwards")
@@ -90,6 +91,9 @@ func newBench(o *options) (*bench, map[string]bool, error) {
 			return nil, nil, fmt.Errorf("-w2-rates: %w", err)
 		}
 	}
+	if b.w2eRates, err = parseRates(o.eosRates); err != nil {
+		return nil, nil, fmt.Errorf("-w2e-rates: %w", err)
+	}
 	return b, selected, nil
 }
 
@@ -117,11 +121,11 @@ func parseWorkloads(s string) (map[string]bool, error) {
 	for _, w := range strings.Split(s, ",") {
 		w = strings.ToUpper(strings.TrimSpace(w))
 		switch w {
-		case "W1", "W2", "W3", "W4", "W5", "W6", "WT", "W3S":
+		case "W1", "W2", "W2E", "W3", "W4", "W5", "W6", "WT", "W3S":
 			selected[w] = true
 		case "":
 		default:
-			return nil, fmt.Errorf("-workloads: unknown workload %q (W1..W6, WT)", w)
+			return nil, fmt.Errorf("-workloads: unknown workload %q (W1..W6, W2E, WT, W3S)", w)
 		}
 	}
 	return selected, nil
@@ -129,10 +133,10 @@ func parseWorkloads(s string) (map[string]bool, error) {
 
 // checkNeeds checks that Kafka, pgbench and pg_recvlogical are there for the selected workloads that need them.
 func (b *bench) checkNeeds(selected map[string]bool) error {
-	if (selected["W2"] || selected["W3"] || selected["W5"] || selected["W6"] || selected["WT"]) && len(b.brokers) == 0 {
-		return errors.New(`W2, W3, W5, W6 and WT need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
+	if (selected["W2"] || selected["W2E"] || selected["W3"] || selected["W5"] || selected["W6"] || selected["WT"]) && len(b.brokers) == 0 {
+		return errors.New(`W2, W2E, W3, W5, W6 and WT need Kafka: PGOUTBOX_TEST_KAFKA_BROKERS is unset; run eval "$(scripts/kafka.sh up)"`)
 	}
-	if selected["W2"] {
+	if selected["W2"] || selected["W2E"] {
 		if _, err := exec.LookPath(b.pgbench); err != nil {
 			return fmt.Errorf("pgbench not found (%s): set PGOUTBOX_PG_BIN: %w", b.pgbench, err)
 		}

@@ -36,6 +36,7 @@ type bench struct {
 	partitions      int
 	profileDir      string
 	w2Rates         []int
+	w2eRates        []int // W2E: W2 in exactly-once mode
 	w2Clients       int
 	w2Nice          int             // W2: the walsender's nice value (0: left alone)
 	w2EOS           bool            // W2: exactly-once mode, read_committed consumer
@@ -153,6 +154,7 @@ func (b *bench) runWorkloads(ctx context.Context, o *options, selected map[strin
 		{"W5", func() (err error) { res.W5, err = b.w5(ctx, n5); return err }, true},
 		{"W6", func() (err error) { res.W6, err = b.w6(ctx); return err }, true},
 		{"W2", func() (err error) { res.W2, err = b.w2(ctx); return err }, true},
+		{"W2E", func() (err error) { res.W2E, err = b.w2ExactlyOnce(ctx); return err }, true},
 		{"WT", func() (err error) { res.WT, err = b.wt(ctx, n3); return err }, true},
 	}
 	for _, w := range workloads {

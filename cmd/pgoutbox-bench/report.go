@@ -19,6 +19,7 @@ type Results struct {
 	Machine Machine          `json:"machine"`
 	W1      *W1Result        `json:"w1_enqueue_cost,omitempty"`
 	W2      *W2Result        `json:"w2_live_latency,omitempty"`
+	W2E     *W2Result        `json:"w2_exactly_once,omitempty"` // W2 in exactly-once mode
 	W3      *DrainResult     `json:"w3_backlog_drain,omitempty"`
 	W4      *DrainResult     `json:"w4_huge_transaction,omitempty"`
 	W5      *W5Result        `json:"w5_keys,omitempty"`
@@ -98,6 +99,7 @@ func goals(r *Results) []Goal {
 			}
 		}
 	}
+	g = append(g, w2eGoals(r)...)
 	if r.W6 != nil {
 		x := r.W6
 		g = append(g,
@@ -196,7 +198,10 @@ func markdown(dir string, r *Results) string {
 		w3Section(w, r.W3)
 	}
 	if r.W2 != nil {
-		w2Section(w, r.W2)
+		w2Section(w, "W2 — live latency", r.W2)
+	}
+	if r.W2E != nil {
+		w2Section(w, "W2E — live latency in exactly-once mode", r.W2E)
 	}
 	if r.W4 != nil {
 		w4Section(w, r.W4)
@@ -314,8 +319,31 @@ func fileSections(w func(string, ...any), dir string) {
 	}
 }
 
-func w2Section(w func(string, ...any), x *W2Result) {
-	w("## W2 — live latency\n\n")
+// w2eGoals compares W2E's p99 with W2's at the same rate: exactly-once ≤ 2 × the default mode (issue 17).
+func w2eGoals(r *Results) []Goal {
+	if r.W2 == nil || r.W2E == nil {
+		return nil
+	}
+	var g []Goal
+	for _, e := range r.W2E.Points {
+		for _, d := range r.W2.Points {
+			if d.Rate != e.Rate {
+				continue
+			}
+			runs := "same run"
+			if gap := r.W2E.When.Sub(r.W2.When); gap < 0 || gap > time.Hour {
+				runs = "different runs"
+			}
+			ratio := e.P99MS.Median / d.P99MS.Median
+			g = append(g, Goal{fmt.Sprintf("exactly-once p99 commit → read_committed consumer ≤ 2 × the default's at %dk msgs/s (W2E vs W2)", e.Rate/1000),
+				fmt.Sprintf("%.1f vs %.1f ms: %.1f × (%s)", e.P99MS.Median, d.P99MS.Median, ratio, runs), verdict(ratio <= 2)})
+		}
+	}
+	return g
+}
+
+func w2Section(w func(string, ...any), title string, x *W2Result) {
+	w("## %s\n\n", title)
 	w("Open-loop load from pgbench in its own process (`-R`, %d connections, %d message of 200 B per transaction: one INSERT into the outbox, so the load generator shares nothing with the relay; Enqueue's own cost is W1) → relay (in the bench process, defaults) → Kafka (%d partitions, linger %.0f ms, acks=all, idempotent) → an independent sarama consumer. "+
 		"Latency = `clock_timestamp()` at the INSERT (carried in the payload) → the record arriving at the consumer. %.0f s warm-up, then %d windows of %.0f s per rate%s. Slot lag = `pg_current_wal_lsn() - confirmed_flush_lsn`, sampled every 200 ms.\n\n",
 		x.Producers, x.PerTx, x.Partitions, x.Linger, x.Warmup, x.Windows, x.Window, quickNote(x.Quick))

@@ -153,7 +153,10 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		return nil, err
 	}
 	defer b.deleteTopic(context.WithoutCancel(ctx), topic)
-	const slot = "b2_live"
+	slot := "b2_live"
+	if b.w2EOS {
+		slot = "b2_live_eos" // W2E after W2: the relay records the slot it streamed, which W2 dropped
+	}
 	defer func() { _ = dropSlot(context.WithoutCancel(ctx), b.pool, slot) }()
 
 	probe := &w2Probe{}
@@ -211,6 +214,15 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	}
 	res.judgeFlat()
 	return res, nil
+}
+
+// w2ExactlyOnce is W2 in exactly-once mode (read_committed consumer) at the -w2e-rates, run right after
+// W2 so that its goal compares the two modes' p99 at the same rate in the same run.
+func (b *bench) w2ExactlyOnce(ctx context.Context) (*W2Result, error) {
+	rates, eos := b.w2Rates, b.w2EOS
+	defer func() { b.w2Rates, b.w2EOS = rates, eos }()
+	b.w2Rates, b.w2EOS = b.w2eRates, true
+	return b.w2(ctx)
 }
 
 func (res *W2Result) judgeFlat() {
