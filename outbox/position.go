@@ -137,7 +137,7 @@ func (r *Relay) resume(ctx context.Context, snapshot bool) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case !IsUnavailable(err):
+		case IsFatal(err) || !IsUnavailable(err): // Fatal also wraps ErrUnavailable
 			err = fmt.Errorf("outbox: resume from the sink's stored position: %w", err)
 			r.fail(err)
 			return err

@@ -145,18 +145,18 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 	if b.quick {
 		res.Window, res.Warmup = 4, 2
 	}
-	if err := outbox.Migrate(ctx, b.pool, w2Schema); err != nil {
+	schema, slot := w2Schema, "b2_live"
+	if b.w2EOS { // W2E after W2: an outbox and a slot of its own (W2's rows would be its initial snapshot)
+		schema, slot = w2Schema+"e", "b2e_live"
+	}
+	if err := outbox.Migrate(ctx, b.pool, schema); err != nil {
 		return nil, err
 	}
-	topic := "pgoutbox-bench." + w2Schema
+	topic := "pgoutbox-bench." + schema
 	if err := b.createTopic(ctx, topic, b.partitions); err != nil {
 		return nil, err
 	}
 	defer b.deleteTopic(context.WithoutCancel(ctx), topic)
-	slot := "b2_live"
-	if b.w2EOS {
-		slot = "b2_live_eos" // W2E after W2: the relay records the slot it streamed, which W2 dropped
-	}
 	defer func() { _ = dropSlot(context.WithoutCancel(ctx), b.pool, slot) }()
 
 	probe := &w2Probe{}
@@ -167,7 +167,7 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		h.stages[stWalsender].Record(walsender)
 		h.stages[stReceive].Record(receive)
 	}
-	run := &w2Run{b: b, res: res, probe: probe, obs: obs, slot: slot, loadOnly: map[int]float64{}}
+	run := &w2Run{b: b, res: res, probe: probe, obs: obs, schema: schema, slot: slot, loadOnly: map[int]float64{}}
 	for _, rate := range b.w2Rates { // before the slot exists: no walsender, no relay, no Kafka traffic
 		busy, err := run.loadOnlyBusy(ctx, rate)
 		if err != nil {
@@ -175,7 +175,7 @@ func (b *bench) w2(ctx context.Context) (*W2Result, error) {
 		}
 		run.loadOnly[rate] = busy
 	}
-	spec := relaySpec{DBURL: b.dbURL, Schema: w2Schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
+	spec := relaySpec{DBURL: b.dbURL, Schema: schema, Slot: slot, CreateSlot: true, Sink: "kafka", Brokers: b.brokers, Topic: topic,
 		wrap: func(s outbox.Sink) outbox.Sink { return stamp(s, probe) }}
 	if b.linger >= 0 {
 		spec.Linger, spec.LingerSet = b.linger, true
@@ -247,6 +247,7 @@ type w2Run struct {
 	res      *W2Result
 	probe    *w2Probe
 	obs      *counter
+	schema   string // the outbox the load inserts into
 	slot     string
 	produced atomic.Int64
 	loadOnly map[int]float64 // rate → machine busy % with the load alone
@@ -340,7 +341,7 @@ func (w *w2Run) produce(ctx context.Context, rate int) (stop func(), wait func()
 	script := fmt.Sprintf(`\set k random(0, 9999)
 INSERT INTO %s (id, destination, key, type, payload) VALUES (gen_random_uuid(), '%s', 'key-' || :k, 'BenchEvent',
   int8send((extract(epoch FROM clock_timestamp()) * 1000000000)::int8) || decode(repeat('00', 192), 'hex'));
-`, names.Table(w2Schema, names.OutboxTable), benchDest)
+`, names.Table(w.schema, names.OutboxTable), benchDest)
 	f, err := os.CreateTemp("", "pgoutbox-w2-*.sql")
 	if err == nil {
 		_, err = f.WriteString(script)

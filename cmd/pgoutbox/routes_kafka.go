@@ -66,7 +66,7 @@ func (s *sinkSet) exportKafkaStats(m *observe.Metrics, exactlyOnce bool) {
 	}
 	m.KafkaTransactions(func() observe.KafkaTxn {
 		st := ks.Stats().Transactions
-		return observe.KafkaTxn{Committed: st.Committed, Aborted: st.Aborted, Records: st.Records, Fenced: st.Fenced,
+		return observe.KafkaTxn{Committed: st.Committed, PositionOnly: st.PositionOnly, Aborted: st.Aborted, Records: st.Records, Fenced: st.Fenced,
 			PositionOverflow: st.PositionOverflow, Seconds: st.Seconds}
 	})
 }

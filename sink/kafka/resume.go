@@ -32,14 +32,21 @@ const eosRetries = 5
 // ([ErrPositionBehindSlot]) is an error; brokers that cannot be reached are unavailable (the relay
 // retries). A relay calls it before its first Send; a new relay (one started again after the last
 // stopped, e.g. because this producer was fenced) calls it again: the sink then closes its producer
-// (aborting its open transaction) and starts over with a new one.
+// (aborting its open transaction) and starts over with a new one. A Sink serves one relay at a time:
+// resuming it again ends what the previous relay still had in flight (its Sends fail unavailable).
 func (s *Sink) Resume(ctx context.Context, info outbox.ResumeInfo) (func(*outbox.Record) bool, error) {
 	if !s.cfg.ExactlyOnce.Enable {
 		return nil, nil
 	}
 	s.resumeMu.Lock()
 	defer s.resumeMu.Unlock()
-	if old := s.eos.Swap(nil); old != nil {
+	s.mu.Lock()
+	closed, old := s.closed, s.eos.Swap(nil)
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if old != nil {
 		old.close()
 		s.log.Info("exactly-once: resuming again: the previous producer is closed", zap.String("transactional_id", old.txnID))
 	}

@@ -151,6 +151,8 @@ func (s *Sink) Close() error {
 			if e != nil {
 				e.close()
 			}
+			s.resumeMu.Lock() // a Resume in progress closes what it started, seeing closed
+			s.resumeMu.Unlock()
 			err = s.admin.Close()
 			return
 		}
@@ -208,8 +210,11 @@ type Stats struct {
 
 // TxnStats counts the Kafka transactions of the exactly-once mode, over every producer the sink had.
 type TxnStats struct {
-	Committed uint64 // transactions committed (with their position)
-	Aborted   uint64 // transactions aborted: a record failed, the position did not fit, the commit failed
+	Committed uint64 // transactions committed with records (and the position)
+	// PositionOnly counts the transactions committed with the position alone (the relay's watermark
+	// moved while no record came: the slot follows).
+	PositionOnly uint64
+	Aborted      uint64 // transactions aborted: a record failed, the position did not fit, the commit failed
 	// Records counts the records committed in transactions; Seconds the time from their first record
 	// to their commit, summed over committed transactions (Seconds / Committed is the mean).
 	Records uint64

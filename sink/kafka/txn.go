@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,11 @@ type eos struct {
 
 // txnStats are the counters behind TxnStats.
 type txnStats struct {
-	committed, aborted, records, nanos, fenced, overflow atomic.Uint64
+	committed, positionOnly, aborted, records, nanos, fenced, overflow atomic.Uint64
 }
 
 func (s *txnStats) snapshot() TxnStats {
-	return TxnStats{Committed: s.committed.Load(), Aborted: s.aborted.Load(), Records: s.records.Load(),
+	return TxnStats{Committed: s.committed.Load(), PositionOnly: s.positionOnly.Load(), Aborted: s.aborted.Load(), Records: s.records.Load(),
 		Seconds: time.Duration(s.nanos.Load()).Seconds(), Fenced: s.fenced.Load(), PositionOverflow: s.overflow.Load()}
 }
 
@@ -145,9 +146,9 @@ func (e *eos) join(ctx context.Context) (*txn, error) {
 		case <-ctx.Done():
 			e.leave(t)
 			return nil, outbox.Unavailable(fmt.Errorf("kafka: wait for the next transaction: %w", ctx.Err()))
-		case <-e.stop:
+		case <-e.stop: // the sink closes, or a new relay resumes it
 			e.leave(t)
-			return nil, ErrClosed
+			return nil, outbox.Unavailable(ErrClosed)
 		}
 		if t.err != nil {
 			e.leave(t)
@@ -180,17 +181,18 @@ func (e *eos) wake() {
 	}
 }
 
-// send delivers the records of batch with non-nil msgs in the open Kafka transaction and waits for its
-// outcome, storing each record's result in errs (nil: committed). A record already committed is not
-// produced again, one already in the open transaction (from a Send that gave up) waits for it. It
-// returns a non-nil error only for the whole batch (closed, fenced, ctx ended).
+// send delivers the records of batch with non-nil msgs in the open Kafka transaction and waits for the
+// outcome of every transaction holding one of them, storing each record's result in errs (nil:
+// committed). A record already committed is not produced again; one already in a transaction (fed by
+// a Send that gave up) takes that transaction's outcome, which may be an earlier one still committing.
+// It returns a non-nil error only for the whole batch (closed, fenced, ctx ended).
 func (e *eos) send(ctx context.Context, batch []outbox.Record, msgs []*sarama.ProducerMessage, errs []error) error {
 	t, err := e.join(ctx)
 	if err != nil {
 		return err
 	}
 	slots := make([]txnSlot, len(batch))
-	in := make([]bool, len(batch)) // the record's outcome is t's
+	of := make([]*txn, len(batch)) // the transaction whose outcome is the record's
 	var feed []int
 	for i, m := range msgs {
 		if m == nil {
@@ -204,43 +206,52 @@ func (e *eos) send(ctx context.Context, batch []outbox.Record, msgs []*sarama.Pr
 		case e.pos.committed(k):
 			msgs[i] = nil // delivered by an earlier transaction: errs[i] stays nil
 		case e.pending[k] != nil:
-			msgs[i], in[i] = nil, true // fed by an earlier Send into t
+			msgs[i], of[i] = nil, e.pending[k] // fed by an earlier Send: its transaction decides
 		default:
-			e.pending[k], in[i] = t, true
+			e.pending[k], of[i] = t, t
 			feed = append(feed, i)
 		}
 	}
 	e.mu.Unlock()
-	fed := 0
-feeding:
-	for _, i := range feed {
-		slots[i].t = t
-		msgs[i].Metadata = &slots[i]
-		t.acks.Add(1)
-		select {
-		case e.producer.Input() <- msgs[i]:
-			fed++
-		case <-ctx.Done():
-			t.acks.Done()
-			break feeding
-		}
-	}
+	fed := e.feed(ctx, t, feed, msgs, slots)
 	e.settleFeed(t, batch, feed, fed)
 	t.feed.RUnlock()
 	if fed < len(feed) {
 		return outbox.Unavailable(fmt.Errorf("kafka: feed the transaction: %w", ctx.Err()))
 	}
-	select {
-	case <-t.done:
-	case <-ctx.Done():
-		return outbox.Unavailable(fmt.Errorf("kafka: wait for the transaction's commit (its records stay in it): %w", ctx.Err()))
+	for i, x := range of {
+		if x == nil || slices.Contains(of[:i], x) {
+			continue
+		}
+		select {
+		case <-x.done:
+		case <-ctx.Done():
+			return outbox.Unavailable(fmt.Errorf("kafka: wait for the transaction's commit (its records stay in it): %w", ctx.Err()))
+		}
 	}
-	for i := range batch {
-		if in[i] {
-			errs[i] = t.outcome(&batch[i], &slots[i])
+	for i, x := range of {
+		if x != nil {
+			errs[i] = x.outcome(&batch[i], &slots[i])
 		}
 	}
 	return nil
+}
+
+// feed hands the messages msgs[i], i in feed, to the producer in t and returns how many it took before
+// ctx ended.
+func (e *eos) feed(ctx context.Context, t *txn, feed []int, msgs []*sarama.ProducerMessage, slots []txnSlot) int {
+	for n, i := range feed {
+		slots[i].t = t
+		msgs[i].Metadata = &slots[i]
+		t.acks.Add(1)
+		select {
+		case e.producer.Input() <- msgs[i]:
+		case <-ctx.Done():
+			t.acks.Done()
+			return n
+		}
+	}
+	return len(feed)
 }
 
 // settleFeed records the first fed records of feed in t and forgets the others, and counts the Send

@@ -24,9 +24,9 @@ func (e *eos) run() {
 	last := time.Now()
 	for {
 		e.mu.Lock()
-		t := e.open
+		t, broken := e.open, e.broken
 		e.mu.Unlock()
-		if !e.begin(t) {
+		if broken != nil || !e.begin(t) { // broken: fail already settled t
 			return
 		}
 		if !e.due(t, idle, last) {
@@ -84,10 +84,10 @@ func (e *eos) fail(t *txn, err error) error {
 	}
 	broken = e.broken
 	e.mu.Unlock()
-	t.err = broken
 	select {
-	case <-t.begun:
+	case <-t.begun: // already settled: Sends may be reading t.err
 	default:
+		t.err = broken
 		close(t.begun)
 	}
 	return broken
@@ -215,13 +215,14 @@ func (e *eos) settle(t *txn, keys []recKey, next *position, err error) {
 	}
 	first := t.first
 	e.mu.Unlock()
-	if err == nil {
+	switch {
+	case err == nil && len(keys) == 0:
+		e.stats.positionOnly.Add(1)
+	case err == nil:
 		e.stats.committed.Add(1)
 		e.stats.records.Add(uint64(len(keys)))
-		if len(keys) > 0 {
-			e.stats.nanos.Add(uint64(time.Since(first)))
-		}
-	} else {
+		e.stats.nanos.Add(uint64(time.Since(first)))
+	default:
 		e.stats.aborted.Add(1)
 	}
 	if fatal {
