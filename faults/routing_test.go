@@ -73,7 +73,7 @@ func TestRouteOutsideAllowedTopics(t *testing.T) {
 	d := startDaemon(t, "relay", "--config", path, "run")
 	d.waitStreaming(60 * time.Second)
 	if !d.stderr.contains(`"sink":"kafka topic from each message's Route, allowed: `+strings.Join(allowed, ", ")) ||
-		!d.stderr.contains(`"sink":"kafka topic `+e.topic+` (configured: every message goes there, its Route is ignored)"`) {
+		!d.stderr.contains(`"sink":"kafka topic `+e.topic+` (configured: every message goes there, its Route is ignored); format raw"`) {
 		t.Errorf("the startup log does not say how orders and event_bus are routed:\n%s", d.stderr.tail(30))
 	}
 
