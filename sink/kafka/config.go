@@ -2,16 +2,15 @@ package kafka
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
 
 	"github.com/pgoutbox/pgoutbox/sink/internal/routes"
+	"github.com/pgoutbox/pgoutbox/sink/internal/tlsconfig"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/recordformat"
 	"github.com/pgoutbox/pgoutbox/sink/kafka/topicname"
 )
@@ -307,25 +306,12 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	return sc, nil
 }
 
+// build reads the TLS files (sink/internal/tlsconfig, shared with the NATS and RabbitMQ sinks).
 func (t TLSConfig) build() (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as test-only
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: config: TLS.CAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka: config: TLS.CAFile %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: config: TLS.CertFile/KeyFile: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := tlsconfig.Files{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify}.Build("")
+	if err != nil {
+		return nil, fmt.Errorf("kafka: config: %w", err)
 	}
 	return tc, nil
 }

@@ -1,7 +1,9 @@
 package kafka
 
 import (
+	"crypto/tls"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +135,24 @@ func TestSCRAMSHA256RFC7677(t *testing.T) {
 	_, _ = c2.Step("r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
 	if _, err := c2.Step("v=AAAA"); err == nil {
 		t.Fatal("a wrong server signature verified")
+	}
+}
+
+// The broker TLS settings are read by the shared sink/internal/tlsconfig; errors keep the sink's prefix.
+func TestTLSConfigBuild(t *testing.T) {
+	t.Parallel()
+	c := DefaultConfig()
+	c.Brokers = []string{"127.0.0.1:9092"}
+	c.TLS = TLSConfig{Enable: true, ServerName: "kafka.internal"}
+	sc, err := c.saramaConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sc.Net.TLS.Enable || sc.Net.TLS.Config.ServerName != "kafka.internal" || sc.Net.TLS.Config.MinVersion != tls.VersionTLS12 {
+		t.Errorf("TLS = %v %+v, want enabled, TLS 1.2+, server name kafka.internal", sc.Net.TLS.Enable, sc.Net.TLS.Config)
+	}
+	c.TLS.CAFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := c.saramaConfig(); err == nil || !strings.HasPrefix(err.Error(), "kafka: config: TLS.CAFile: ") {
+		t.Errorf("missing CA file: %v, want it named with the sink's prefix", err)
 	}
 }

@@ -1,5 +1,5 @@
 // Package tlsconfig builds a [tls.Config] from the TLS settings of a sink that names PEM files (the
-// NATS and RabbitMQ sinks' TLSConfig).
+// Kafka, NATS and RabbitMQ sinks' TLSConfig).
 package tlsconfig
 
 import (

@@ -15,16 +15,17 @@ type KafkaTxn struct {
 // count for the mean), pgoutbox_kafka_producer_fenced_total (producers that failed for good; each
 // stopped its relay) and pgoutbox_kafka_position_overflow_total.
 func (m *Metrics) KafkaTransactions(read func() KafkaTxn) {
+	const txnHelp = "Kafka transactions of the exactly-once mode: committed with records (and the position), with the position only, or aborted (their records are sent again)."
 	counter := func(name, help string, labels prometheus.Labels, v func(KafkaTxn) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return v(read()) })
 	}
 	m.reg.MustRegister(
-		counter("pgoutbox_kafka_transactions_total", "Kafka transactions of the exactly-once mode, committed (with the position) or aborted (their records are sent again).",
+		counter("pgoutbox_kafka_transactions_total", txnHelp,
 			prometheus.Labels{"outcome": "committed"}, func(s KafkaTxn) float64 { return float64(s.Committed) }),
-		counter("pgoutbox_kafka_transactions_total", "Kafka transactions of the exactly-once mode, committed (with the position) or aborted (their records are sent again).",
+		counter("pgoutbox_kafka_transactions_total", txnHelp,
 			prometheus.Labels{"outcome": "position_only"}, func(s KafkaTxn) float64 { return float64(s.PositionOnly) }),
-		counter("pgoutbox_kafka_transactions_total", "Kafka transactions of the exactly-once mode, committed (with the position) or aborted (their records are sent again).",
+		counter("pgoutbox_kafka_transactions_total", txnHelp,
 			prometheus.Labels{"outcome": "aborted"}, func(s KafkaTxn) float64 { return float64(s.Aborted) }),
 		counter("pgoutbox_kafka_transaction_records_total", "Records committed in Kafka transactions (exactly-once mode).",
 			nil, func(s KafkaTxn) float64 { return float64(s.Records) }),
