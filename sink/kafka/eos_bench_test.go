@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,4 +89,80 @@ func benchSendEOS(b *testing.B, goroutines, batchSize int, interval time.Duratio
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(total*int64(batchSize))/elapsed.Seconds(), "msgs/s")
+}
+
+// BenchmarkKafkaSendPaced is a live stream without the relay: 16 senders (like lanes) each send one
+// record at a time, 1,000 records/s in all, and the benchmark reports how long a Send takes (p50, p99)
+// in the default mode (acked by the idempotent producer) and in exactly-once mode (committed in a Kafka
+// transaction, so visible to read_committed consumers). It is the sink's share of W2 vs W2E.
+// Run: go test ./sink/kafka -run '^$' -bench KafkaSendPaced -benchtime 8000x
+func BenchmarkKafkaSendPaced(b *testing.B) {
+	for _, eos := range []bool{false, true} {
+		b.Run(fmt.Sprint("exactly_once=", eos), func(b *testing.B) { benchSendPaced(b, eos) })
+	}
+}
+
+func benchSendPaced(b *testing.B, exactlyOnce bool) {
+	const senders, rate = 16, 1000
+	brokers := kafkatest.Brokers(b)
+	topic, posTopic := kafkatest.TopicName(b), kafkatest.TopicName(b)+".pos"
+	kafkatest.CreateTopic(b, brokers, topic, 8, nil)
+	kafkatest.CreateTopic(b, brokers, posTopic, 1, map[string]string{"cleanup.policy": "compact"})
+	s := newRealSink(b, brokers, nil, func(c *kafka.Config) {
+		c.ExactlyOnce.Enable, c.ExactlyOnce.PositionTopic, c.ExactlyOnce.TransactionalID = exactlyOnce, posTopic, topic+".txn"
+	})
+	var inFlight [senders]atomic.Uint64 // the commit LSN each sender sends (MaxUint64: none)
+	for g := range inFlight {
+		inFlight[g].Store(math.MaxUint64)
+	}
+	var acked atomic.Uint64
+	watermark := func() pglogrepl.LSN {
+		w := acked.Load()
+		for g := range inFlight {
+			w = min(w, inFlight[g].Load())
+		}
+		return pglogrepl.LSN(w)
+	}
+	if _, err := s.Resume(context.Background(), outbox.ResumeInfo{Slot: "bench", SystemID: "bench", Watermark: watermark}); err != nil {
+		b.Fatalf("Resume: %v", err)
+	}
+	var mu sync.Mutex
+	took := make([]time.Duration, 0, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(senders * time.Second / rate)
+			defer tick.Stop()
+			for ; ; <-tick.C {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
+				}
+				lsn := uint64(1000 + n)
+				inFlight[g].Store(lsn)
+				r := outbox.Record{Message: outbox.Message{ID: fmt.Sprint(n), Destination: "bench", Route: topic, Key: fmt.Sprint(n), Payload: []byte("x")},
+					CommitLSN: pglogrepl.LSN(lsn)}
+				start := time.Now()
+				if err := s.Send(context.Background(), []outbox.Record{r}); err != nil {
+					b.Error(err)
+					return
+				}
+				d := time.Since(start)
+				inFlight[g].Store(math.MaxUint64)
+				acked.Store(max(acked.Load(), lsn))
+				mu.Lock()
+				took = append(took, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2])/1e6, "send-p50-ms")
+	b.ReportMetric(float64(took[len(took)*99/100])/1e6, "send-p99-ms")
 }
