@@ -33,9 +33,10 @@ cache="${PGOUTBOX_CACHE:-$HOME/.cache/pgoutbox}"
 state="${PGOUTBOX_KAFKA_DIR:-/tmp/pgoutbox-kafka}"
 heap="${PGOUTBOX_KAFKA_HEAP:--Xms256m -Xmx512m}"
 wait_s="${PGOUTBOX_KAFKA_WAIT:-90}"
-
-log() { echo "kafka.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+svc_name=kafka.sh
+svc_pid=kafka.pid
+# shellcheck source=lib/service.sh
+. "$here/lib/service.sh"
 
 kafka_version() {
 	sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom" | head -n1
@@ -60,22 +61,6 @@ libs_dir() {
 		mv "$dir.tmp" "$dir"
 	fi
 	echo "$dir/libs"
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port picks a port below the kernel's ephemeral range (32768+), where outgoing connections of
-# concurrent tests would otherwise take it between this check and the broker's bind.
-free_port() {
-	local p i
-	for i in $(seq 1 200); do
-		p=$((10000 + RANDOM % 22000))
-		if ! port_in_use "$p" && [[ "$p" != "${1:-}" ]]; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port found on 127.0.0.1"
 }
 
 # running succeeds when the pid file names a live JVM started with this state dir's config.
@@ -129,9 +114,7 @@ EOF
 }
 
 cmd_up() {
-	mkdir -p "$state"
-	exec 9>"$state/.lock"
-	flock 9
+	lock_state
 	if running; then
 		env_line
 		return 0
@@ -197,18 +180,8 @@ start_broker() {
 	fi
 
 	log "starting kafka $(kafka_version) on 127.0.0.1:$port (controller $cport), state in $state"
-	# bash -c writes its own pid, then execs the JVM: the pid file names the broker itself.
-	# setsid detaches it from the caller's process group so it outlives the calling shell or test.
-	rm -f "$state/kafka.pid"
-	setsid bash -c 'echo $$ >"$0/kafka.pid.tmp" && mv "$0/kafka.pid.tmp" "$0/kafka.pid" && exec "$@"' "$state" \
-		java $heap -XX:+UseG1GC "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$state/server.properties" \
-		</dev/null >"$state/logs/kafka.out" 2>&1 9>&- &
-	local i
-	for i in $(seq 1 50); do
-		[[ -s "$state/kafka.pid" ]] && break
-		sleep 0.1
-	done
-	pid="$(cat "$state/kafka.pid")"
+	# shellcheck disable=SC2086 # $heap holds several JVM flags
+	pid="$(start_detached "$state/logs/kafka.out" java $heap -XX:+UseG1GC "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$state/server.properties")"
 	java -Xmx128m -cp "$libs/*" "$ready_src" "127.0.0.1:$port" "$wait_s" >"$state/logs/ready.out" 2>&1 &
 	local ready=$! rc
 	while kill -0 "$ready" 2>/dev/null; do
@@ -241,46 +214,13 @@ start_broker() {
 
 cmd_down() {
 	[[ -d "$state" ]] || { log "not running"; return 0; }
-	exec 9>"$state/.lock"
-	flock 9
-	if ! running; then
-		rm -f "$state/kafka.pid"
+	lock_state
+	if running; then
+		stop_pid "$(cat "$state/kafka.pid")" 30 broker
+	else
 		log "not running"
-		return 0
-	fi
-	local pid i
-	pid="$(cat "$state/kafka.pid")"
-	log "stopping broker pid $pid"
-	kill -TERM "$pid"
-	for i in $(seq 1 300); do
-		[[ -d "/proc/$pid" ]] || break
-		sleep 0.1
-	done
-	if [[ -d "/proc/$pid" ]]; then
-		log "broker did not stop in 30s; killing pid $pid"
-		kill -KILL "$pid" 2>/dev/null || true
-		sleep 0.5
 	fi
 	rm -f "$state/kafka.pid"
-}
-
-cmd_env() {
-	running || die "not running (start it with scripts/kafka.sh up)"
-	cat "$state/env"
-}
-
-cmd_status() {
-	if running; then
-		log "running: pid $(cat "$state/kafka.pid"), 127.0.0.1:$(cat "$state/port"), state in $state"
-		return 0
-	fi
-	log "not running (state dir $state)"
-	return 3
-}
-
-cmd_clean() {
-	cmd_down
-	rm -rf "$state"
 }
 
 case "${1:-}" in

@@ -1,4 +1,4 @@
-# scripts/lib/service.sh — what the scripts that run one local server for tests share (scripts/nats.sh,
+# scripts/lib/service.sh — what the scripts that run one local server for tests share (scripts/kafka.sh, scripts/nats.sh,
 # scripts/rabbitmq.sh): messages, free ports, the state dir's lock, starting the server detached with a
 # pid file, stopping it, and the commands env, status and clean. Sourced, never run.
 #
