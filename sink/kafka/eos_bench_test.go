@@ -31,29 +31,9 @@ func BenchmarkKafkaSendExactlyOnce(b *testing.B) {
 }
 
 func benchSendEOS(b *testing.B, goroutines, batchSize int, interval time.Duration) {
-	brokers := kafkatest.Brokers(b)
-	topic, posTopic := kafkatest.TopicName(b), kafkatest.TopicName(b)+".pos"
-	kafkatest.CreateTopic(b, brokers, topic, 8, nil)
-	kafkatest.CreateTopic(b, brokers, posTopic, 1, map[string]string{"cleanup.policy": "compact"})
-	s := newRealSink(b, brokers, nil, func(c *kafka.Config) {
-		c.ExactlyOnce.Enable, c.ExactlyOnce.PositionTopic, c.ExactlyOnce.TransactionalID = true, posTopic, topic+".txn"
-		c.ExactlyOnce.CommitInterval = interval
+	s := newBenchSink(b, goroutines, func(c *kafka.Config) {
+		c.ExactlyOnce.Enable, c.ExactlyOnce.CommitInterval = true, interval
 	})
-	inFlight := make([]atomic.Uint64, goroutines) // the commit LSN each goroutine sends (MaxUint64: none)
-	for g := range inFlight {
-		inFlight[g].Store(math.MaxUint64)
-	}
-	var acked atomic.Uint64 // every LSN below it was acked
-	watermark := func() pglogrepl.LSN {
-		w := acked.Load()
-		for g := range inFlight {
-			w = min(w, inFlight[g].Load())
-		}
-		return pglogrepl.LSN(w)
-	}
-	if _, err := s.Resume(context.Background(), outbox.ResumeInfo{Slot: "bench", SystemID: "bench", Watermark: watermark}); err != nil {
-		b.Fatalf("Resume: %v", err)
-	}
 	payload := bytes.Repeat([]byte("x"), 200)
 	total := int64((b.N + batchSize - 1) / batchSize)
 	var next atomic.Int64
@@ -71,17 +51,14 @@ func benchSendEOS(b *testing.B, goroutines, batchSize int, interval time.Duratio
 					return
 				}
 				lsn := uint64(1000 + n)
-				inFlight[g].Store(lsn)
 				for i := range batch {
-					batch[i] = outbox.Record{Message: outbox.Message{ID: fmt.Sprintf("%d-%d", n, i), Destination: "bench", Route: topic,
+					batch[i] = outbox.Record{Message: outbox.Message{ID: fmt.Sprintf("%d-%d", n, i), Destination: "bench", Route: s.topic,
 						Key: fmt.Sprintf("key-%d-%d", g, i%64), Type: "bench", Payload: payload}, CommitLSN: pglogrepl.LSN(lsn), Seq: int64(i)}
 				}
-				if err := s.Send(context.Background(), batch); err != nil {
+				if err := s.send(g, lsn, batch); err != nil {
 					b.Error(err)
 					return
 				}
-				inFlight[g].Store(math.MaxUint64)
-				acked.Store(max(acked.Load(), lsn)) // approximate: the min over in-flight Sends bounds it
 			}
 		}()
 	}
@@ -89,6 +66,52 @@ func benchSendEOS(b *testing.B, goroutines, batchSize int, interval time.Duratio
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(total*int64(batchSize))/elapsed.Seconds(), "msgs/s")
+}
+
+// benchSink is a sink for a benchmark's senders, resumed with a watermark like the relay's: the oldest
+// commit LSN a sender has in flight, or the highest one acked.
+type benchSink struct {
+	*kafka.Sink
+	topic    string
+	inFlight []atomic.Uint64 // per sender: the commit LSN it sends (MaxUint64: none)
+	acked    atomic.Uint64
+}
+
+func newBenchSink(b *testing.B, senders int, mod func(*kafka.Config)) *benchSink {
+	brokers := kafkatest.Brokers(b)
+	topic, posTopic := kafkatest.TopicName(b), kafkatest.TopicName(b)+".pos"
+	kafkatest.CreateTopic(b, brokers, topic, 8, nil)
+	kafkatest.CreateTopic(b, brokers, posTopic, 1, map[string]string{"cleanup.policy": "compact"})
+	bs := &benchSink{topic: topic, inFlight: make([]atomic.Uint64, senders)}
+	bs.Sink = newRealSink(b, brokers, nil, func(c *kafka.Config) {
+		c.ExactlyOnce.PositionTopic, c.ExactlyOnce.TransactionalID = posTopic, topic+".txn"
+		mod(c)
+	})
+	for g := range bs.inFlight {
+		bs.inFlight[g].Store(math.MaxUint64)
+	}
+	watermark := func() pglogrepl.LSN {
+		w := bs.acked.Load()
+		for g := range bs.inFlight {
+			w = min(w, bs.inFlight[g].Load())
+		}
+		return pglogrepl.LSN(w)
+	}
+	if _, err := bs.Resume(context.Background(), outbox.ResumeInfo{Slot: "bench", SystemID: "bench", Watermark: watermark}); err != nil {
+		b.Fatalf("Resume: %v", err)
+	}
+	return bs
+}
+
+// send sends batch (all of commit LSN lsn) for sender g, keeping the watermark.
+func (bs *benchSink) send(g int, lsn uint64, batch []outbox.Record) error {
+	bs.inFlight[g].Store(lsn)
+	err := bs.Send(context.Background(), batch)
+	bs.inFlight[g].Store(math.MaxUint64)
+	if err == nil {
+		bs.acked.Store(max(bs.acked.Load(), lsn)) // approximate: the min over in-flight Sends bounds it
+	}
+	return err
 }
 
 // BenchmarkKafkaSendPaced is a live stream without the relay: 16 senders (like lanes) each send one
@@ -104,28 +127,7 @@ func BenchmarkKafkaSendPaced(b *testing.B) {
 
 func benchSendPaced(b *testing.B, exactlyOnce bool) {
 	const senders, rate = 16, 1000
-	brokers := kafkatest.Brokers(b)
-	topic, posTopic := kafkatest.TopicName(b), kafkatest.TopicName(b)+".pos"
-	kafkatest.CreateTopic(b, brokers, topic, 8, nil)
-	kafkatest.CreateTopic(b, brokers, posTopic, 1, map[string]string{"cleanup.policy": "compact"})
-	s := newRealSink(b, brokers, nil, func(c *kafka.Config) {
-		c.ExactlyOnce.Enable, c.ExactlyOnce.PositionTopic, c.ExactlyOnce.TransactionalID = exactlyOnce, posTopic, topic+".txn"
-	})
-	var inFlight [senders]atomic.Uint64 // the commit LSN each sender sends (MaxUint64: none)
-	for g := range inFlight {
-		inFlight[g].Store(math.MaxUint64)
-	}
-	var acked atomic.Uint64
-	watermark := func() pglogrepl.LSN {
-		w := acked.Load()
-		for g := range inFlight {
-			w = min(w, inFlight[g].Load())
-		}
-		return pglogrepl.LSN(w)
-	}
-	if _, err := s.Resume(context.Background(), outbox.ResumeInfo{Slot: "bench", SystemID: "bench", Watermark: watermark}); err != nil {
-		b.Fatalf("Resume: %v", err)
-	}
+	s := newBenchSink(b, senders, func(c *kafka.Config) { c.ExactlyOnce.Enable = exactlyOnce })
 	var mu sync.Mutex
 	took := make([]time.Duration, 0, b.N)
 	var next atomic.Int64
@@ -143,17 +145,14 @@ func benchSendPaced(b *testing.B, exactlyOnce bool) {
 					return
 				}
 				lsn := uint64(1000 + n)
-				inFlight[g].Store(lsn)
-				r := outbox.Record{Message: outbox.Message{ID: fmt.Sprint(n), Destination: "bench", Route: topic, Key: fmt.Sprint(n), Payload: []byte("x")},
+				r := outbox.Record{Message: outbox.Message{ID: fmt.Sprint(n), Destination: "bench", Route: s.topic, Key: fmt.Sprint(n), Payload: []byte("x")},
 					CommitLSN: pglogrepl.LSN(lsn)}
 				start := time.Now()
-				if err := s.Send(context.Background(), []outbox.Record{r}); err != nil {
+				if err := s.send(g, lsn, []outbox.Record{r}); err != nil {
 					b.Error(err)
 					return
 				}
 				d := time.Since(start)
-				inFlight[g].Store(math.MaxUint64)
-				acked.Store(max(acked.Load(), lsn))
 				mu.Lock()
 				took = append(took, d)
 				mu.Unlock()
