@@ -88,10 +88,10 @@ func (s *Sink) Confirmable(w pglogrepl.LSN) pglogrepl.LSN {
 	return e.confirmable(w)
 }
 
-// startEOS connects the transactional producer.
 // txnRetryBackoff is the wait between retries of the transaction coordinator's requests.
 const txnRetryBackoff = time.Millisecond
 
+// startEOS connects the transactional producer.
 func (s *Sink) startEOS(info outbox.ResumeInfo) (*eos, error) {
 	c := s.cfg.ExactlyOnce
 	e := &eos{cfg: c, log: s.log, stats: &s.stats.txn, brokers: s.cfg.Brokers, txnID: c.TransactionalID, mark: info.Watermark, pending: map[recKey]*txn{},
